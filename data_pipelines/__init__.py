@@ -1,0 +1,1 @@
+"""Dataset readers, samplers, augmentation and dataset generators for person re-ID."""

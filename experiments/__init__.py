@@ -1,0 +1,1 @@
+"""One config per experiment: each module's get_config() returns an ml_collections.ConfigDict."""

@@ -1,0 +1,72 @@
+"""Shared default: GLDFA-Net as trained in the paper (§4.1). Experiments override a few fields."""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = d = ml_collections.ConfigDict()
+    d.name = "market1501"        # registry name in data_pipelines.datasets
+    d.root = "data/market1501"   # folder holding the dataset as distributed
+    d.height = 384               # §4.1: all images resized to 384×128
+    d.width = 128
+    d.num_identities = 8         # §4.1: P = 8 identities per batch
+    d.num_instances = 4          # §4.1: K = 4 images per identity (batch 32)
+    d.flip_prob = 0.5            # §4.1: random horizontal flip
+    d.pad = 0                    # pad-and-random-crop (strong-baseline recipe uses 10; off in the paper)
+    d.erase_prob = 0.5           # §4.1: random erasing (Zhong et al. defaults below)
+    d.erase_area = (0.02, 0.4)
+    d.erase_aspect = 0.3         # aspect ratio in [0.3, 1/0.3]
+    d.mean = (0.485, 0.456, 0.406)  # ImageNet normalisation (§4.1 "normalization")
+    d.std = (0.229, 0.224, 0.225)
+    d.test_flip = False          # average features of the image and its mirror at test time
+
+    c.model = m = ml_collections.ConfigDict()
+    m.depth = 50                 # §3.1: ResNet-50 backbone
+    m.width_multiplier = 1.0     # < 1 for tiny CPU models (tests, demos)
+    m.last_stride = 1            # §3.1: last down-sampling stride 2 → 1 (24×8 map at 384×128)
+    m.pretrained = ""            # path to ImageNet ResNet weights (.safetensors / .pth); "" = scratch
+    m.branches = "global_local"  # Table 2: "global", "local" or "global_local"
+    m.num_stripes = 8            # §3.1: k = 8 horizontal stripes
+    m.embed_dim = 256            # §3.1: 1×1 conv 2048 → 256 per branch
+    m.global_pool = "avg"        # §3.1: global average pooling (or "max")
+    m.local_pool = "avg"         # §3.1: horizontal average pooling (or "max")
+    m.bn_neck = True             # BN before the classifier (strong-baseline neck)
+    m.dtype = "float32"          # compute dtype: "float32" or "bfloat16" (params stay float32)
+
+    c.loss = l = ml_collections.ConfigDict()
+    l.label_smoothing = 0.1      # §4.1: label smoothing on the ID loss
+    l.triplet = "soft"           # "soft" = Ristani & Tomasi weighted triplet (eqs. 7-8), "hard" = batch-hard, "none"
+    l.triplet_margin = 0.3       # eq. 7: m
+    l.triplet_weight = 0.3       # §4.1: triplehard weight for global and local branches
+    l.use_lsa = True             # Table 2: LSA distance (True) or hard stripe alignment (False) in the local triplet
+    l.window = 0                 # §3.2: LSA sliding window W; 0 means k // 2
+    l.center_weight = 0.05       # eq. 12: λ = 0.05
+    l.center_lr = 0.5            # centre update rate (strong-baseline recipe: SGD lr 0.5 on the centres)
+
+    c.optim = o = ml_collections.ConfigDict()
+    o.lr = 3.5e-3                # §4.1: 3.5e-3 for the first 100 epochs
+    o.decay_epochs = (100, 200)  # §4.1: ×0.1 at epochs 100 and 200
+    o.decay_factor = 0.1
+    o.weight_decay = 1e-5        # §4.1
+    o.warmup_epochs = 0          # optional linear warm-up (0 = none, as in the paper)
+
+    c.train = t = ml_collections.ConfigDict()
+    t.epochs = 300               # §4.1
+    t.steps_per_epoch = 0        # 0 = derived from the P×K sampler (strong-baseline epoch length)
+    t.eval_every = 40            # epochs between evaluations
+    t.checkpoint_every = 10      # epochs between checkpoints
+    t.keep_checkpoints = 3
+    t.log_every = 50             # steps between metric log lines
+
+    c.eval = e = ml_collections.ConfigDict()
+    e.modes = ("global", "lsa", "global+lsa", "final")  # §3.2: inference uses global + LSA
+    e.rerank = True              # §4.1: also report k-reciprocal re-ranking [58]
+    e.k1 = 20                    # Zhong et al. CVPR 2017 defaults
+    e.k2 = 6
+    e.lambda_value = 0.3
+    e.batch_size = 128
+    e.block_size = 2048          # query/gallery block for distance computation
+    e.max_rank = 50
+    return c

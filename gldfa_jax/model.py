@@ -1,0 +1,136 @@
+"""GLDFA-Net (paper §3.1, Fig. 2): ResNet backbone, global and local branches, final feature, classifier.
+
+Which tensor feeds what (strong-baseline convention):
+  global_feat [B, d]     pooled map -> 1×1 conv (Dense) -> BN.   Triplet (eqs. 7-8, Euclidean, eq. 1) and
+                         centre loss (eq. 9); test key "global".
+  local_feat  [B, k, d]  map -> 1×1 conv -> BN -> ReLU -> k horizontal stripes.  Triplet on the LSA distance
+                         (eq. 5) and centre loss on the flattened stripes; test key "local".
+  final_feat  [B, D]     concat(local stripes flattened, global) (D = d·(k+1), local first as in
+                         f_Final = [f_Local · f_Global]) -> BN neck (when model.bn_neck).  Test key "final" is
+                         this AFTER-neck feature, as the strong baseline uses at test time.
+  logits      [B, C]     classifier (Dense, no bias) on final_feat: the ID loss (eq. 6, label smoothing).
+All outputs are float32 whatever the compute dtype.
+"""
+from typing import Any, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gldfa_jax.resnet import ResNet, batch_norm, conv, conv_init
+
+BRANCHES = ("global", "local", "global_local")
+POOLS = ("avg", "max")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@flax.struct.dataclass
+class GLDFAOutput:
+    """What `GLDFANet.apply` returns; a field is None when `model.branches` switches its branch off."""
+    global_feat: Optional[jax.Array]  # [B, d]
+    local_feat: Optional[jax.Array]   # [B, k, d]
+    final_feat: jax.Array             # [B, D], after the BN neck when bn_neck
+    logits: jax.Array                 # [B, num_classes]
+
+
+def stripe_bins(height: int, num_stripes: int) -> list[tuple[int, int]]:
+    """Row ranges [start, end) of the k horizontal stripes of a map of `height` rows.
+
+    PyTorch's adaptive-pooling rule: stripe i covers rows floor(i·H/k) .. ceil((i+1)·H/k), so stripes
+    are equal when k divides H, overlap by a row when it does not, and repeat rows when H < k.
+    """
+    return [((i * height) // num_stripes, -((-(i + 1) * height) // num_stripes)) for i in range(num_stripes)]
+
+
+def horizontal_pool(x: jax.Array, num_stripes: int, mode: str) -> jax.Array:
+    """Map [B, H, W, C] -> stripes [B, k, C] by average or max pooling over each stripe's rows and all columns."""
+    reduce = jnp.mean if mode == "avg" else jnp.max
+    return jnp.stack([reduce(x[:, s:e], axis=(1, 2)) for s, e in stripe_bins(x.shape[1], num_stripes)], axis=1)
+
+
+class GLDFANet(nn.Module):
+    """Images [B, H, W, 3] (normalised, NHWC) -> GLDFAOutput. See the module docstring for the outputs."""
+    num_classes: int
+    depth: int = 50
+    last_stride: int = 1
+    width_multiplier: float = 1.0
+    branches: str = "global_local"
+    num_stripes: int = 8
+    embed_dim: int = 256  # 0 keeps the backbone's channels (no 1×1 reduction): the plain ResNet rows of Table 2
+    global_pool: str = "avg"
+    local_pool: str = "avg"
+    bn_neck: bool = True
+    dtype: Any = jnp.float32
+    axis_name: Optional[str] = None  # pmap axis over which BatchNorm statistics are averaged
+
+    @nn.compact
+    def __call__(self, images, train: bool = False) -> GLDFAOutput:
+        bn = lambda name, use_bias=True: batch_norm(train, self.dtype, self.axis_name, name, use_bias)
+        fmap = ResNet(self.depth, self.last_stride, self.width_multiplier, self.dtype, self.axis_name,
+                      name="backbone")(images, train)
+        global_feat = local_feat = None
+        parts = []
+        if self.branches in ("local", "global_local"):
+            y = fmap
+            if self.embed_dim:
+                y = conv(self.embed_dim, 1, 1, self.dtype, "local_conv")(y)
+            y = nn.relu(bn("local_bn")(y))
+            local_feat = horizontal_pool(y, self.num_stripes, self.local_pool).astype(jnp.float32)
+            parts.append(local_feat.reshape(local_feat.shape[0], -1))
+        if self.branches in ("global", "global_local"):
+            pooled = jnp.mean(fmap, axis=(1, 2)) if self.global_pool == "avg" else jnp.max(fmap, axis=(1, 2))
+            if self.embed_dim:
+                # A 1×1 conv on a pooled 1×1 map is a Dense layer; BN follows, so no bias.
+                pooled = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+                                  kernel_init=conv_init, name="global_fc")(pooled)
+            global_feat = bn("global_bn")(pooled).astype(jnp.float32)
+            parts.append(global_feat)
+        final = jnp.concatenate(parts, axis=-1)
+        if self.bn_neck:
+            # Strong-baseline BNNeck: scale only, the shift would be redundant before a bias-free classifier.
+            final = bn("neck_bn", use_bias=False)(final)
+        logits = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+                          kernel_init=nn.initializers.normal(0.001), name="classifier")(final)
+        return GLDFAOutput(global_feat=global_feat, local_feat=local_feat,
+                           final_feat=final.astype(jnp.float32), logits=logits.astype(jnp.float32))
+
+
+def _choice(name: str, value, options) -> None:
+    if value not in options:
+        raise ValueError(f"model.{name}={value!r} is not supported; set it to one of {list(options)}.")
+
+
+def build_model(model_config, num_classes: int, axis_name: Optional[str] = None) -> GLDFANet:
+    """GLDFANet from `config.model` (experiments/base.py); `axis_name` = the trainer's pmap axis, if any."""
+    c = model_config
+    _choice("branches", c.branches, BRANCHES)
+    _choice("global_pool", c.global_pool, POOLS)
+    _choice("local_pool", c.local_pool, POOLS)
+    _choice("dtype", c.dtype, DTYPES)
+    _choice("depth", c.depth, (18, 34, 50, 101))
+    _choice("last_stride", c.last_stride, (1, 2))
+    if c.num_stripes < 1:
+        raise ValueError(f"model.num_stripes={c.num_stripes} must be >= 1 (the paper uses 8).")
+    if c.embed_dim < 0:
+        raise ValueError(f"model.embed_dim={c.embed_dim} must be >= 0 (256 in the paper, 0 = no reduction).")
+    if not c.width_multiplier > 0:
+        raise ValueError(f"model.width_multiplier={c.width_multiplier} must be > 0 (1.0 = full ResNet).")
+    if num_classes < 1:
+        raise ValueError(f"num_classes={num_classes} must be >= 1 (the number of training identities).")
+    return GLDFANet(num_classes=num_classes, depth=c.depth, last_stride=c.last_stride,
+                    width_multiplier=c.width_multiplier, branches=c.branches, num_stripes=c.num_stripes,
+                    embed_dim=c.embed_dim, global_pool=c.global_pool, local_pool=c.local_pool,
+                    bn_neck=c.bn_neck, dtype=DTYPES[c.dtype], axis_name=axis_name)
+
+
+def test_features(output: GLDFAOutput) -> dict:
+    """Features for evaluation: {"global": [N, d], "local": [N, k, d], "final": [N, D]}, float32.
+
+    "final" is the feature after the BN neck (strong-baseline test feature); absent branches are left out.
+    """
+    feats = {"global": output.global_feat, "local": output.local_feat, "final": output.final_feat}
+    return {key: value for key, value in feats.items() if value is not None}
+
+
+test_features.__test__ = False  # pytest: not a test despite the name

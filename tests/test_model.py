@@ -1,0 +1,120 @@
+"""GLDFA head (§3.1): shapes at the paper's size, stripe pooling, branch switches, outputs for test."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.base import get_config
+from gldfa_jax.model import GLDFAOutput, build_model, horizontal_pool, stripe_bins
+from gldfa_jax.model import test_features as features_for_test
+from gldfa_jax.resnet import output_channels
+
+
+def tiny_config(**overrides):
+    c = get_config().model
+    c.depth, c.width_multiplier, c.embed_dim = 18, 0.125, 16
+    c.update(overrides)
+    return c
+
+
+def run(config, shape=(4, 64, 32, 3), train=False, num_classes=5):
+    model = build_model(config, num_classes)
+    x = jax.random.normal(jax.random.PRNGKey(1), shape)
+    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    if train:
+        out, state = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        return out, variables, state
+    return model.apply(variables, x, train=False), variables, None
+
+
+def test_paper_shapes_at_384x128():
+    """ResNet-50, last stride 1: 24×8 map, k = 8 stripes of 256, final 256·(k+1) = 2304 (Table 1)."""
+    config = get_config().model
+    config.width_multiplier = 0.25  # channels do not change the spatial arithmetic
+    model = build_model(config, num_classes=751)
+
+    def init_and_run():
+        return model.init_with_output(jax.random.PRNGKey(0), jnp.zeros((2, 384, 128, 3)), train=False,
+                                      capture_intermediates=lambda mdl, _: mdl.name == "backbone")
+
+    out, variables = jax.eval_shape(init_and_run)
+    fmap = variables["intermediates"]["backbone"]["__call__"][0]
+    chex.assert_shape(fmap, (2, 24, 8, output_channels(50, 0.25)))
+    chex.assert_shape([out.global_feat, out.local_feat, out.final_feat, out.logits],
+                      [(2, 256), (2, 8, 256), (2, 256 * 9), (2, 751)])
+
+
+@pytest.mark.parametrize("height,k", [(24, 8), (4, 8), (7, 3), (5, 4), (1, 3)])
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_horizontal_pool_matches_pytorch_adaptive_pooling(height, k, mode):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(height * k).normal(size=(2, height, 3, 5)).astype(np.float32)
+    pool = torch.nn.functional.adaptive_avg_pool2d if mode == "avg" else torch.nn.functional.adaptive_max_pool2d
+    expected = pool(torch.from_numpy(x).permute(0, 3, 1, 2), (k, 1))[..., 0].permute(0, 2, 1).numpy()
+    got = horizontal_pool(jnp.asarray(x), k, mode)
+    chex.assert_shape(got, (2, k, 5))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_stripes_when_map_is_shorter_than_k():
+    """64×32 input, last stride 1 -> 4 rows for 8 stripes: each row feeds two consecutive stripes."""
+    assert stripe_bins(4, 8) == [(0, 1), (0, 1), (1, 2), (1, 2), (2, 3), (2, 3), (3, 4), (3, 4)]
+    assert stripe_bins(24, 8) == [(3 * i, 3 * i + 3) for i in range(8)]
+    x = jnp.arange(2 * 4 * 2 * 3, dtype=jnp.float32).reshape(2, 4, 2, 3)
+    row_means = x.mean(axis=2)  # [B, 4, C]
+    np.testing.assert_allclose(horizontal_pool(x, 8, "avg"), jnp.repeat(row_means, 2, axis=1))
+
+
+def test_tiny_forward_final_is_local_then_global():
+    out, variables, _ = run(tiny_config(bn_neck=False))
+    chex.assert_shape([out.global_feat, out.local_feat, out.final_feat, out.logits],
+                      [(4, 16), (4, 8, 16), (4, 16 * 9), (4, 5)])
+    chex.assert_tree_all_finite(out)
+    np.testing.assert_array_equal(out.final_feat,
+                                  jnp.concatenate([out.local_feat.reshape(4, -1), out.global_feat], axis=-1))
+    assert float(out.local_feat.min()) >= 0.0  # ReLU after the local BN
+    np.testing.assert_allclose(out.logits, out.final_feat @ variables["params"]["classifier"]["kernel"],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_bn_neck_and_train_mode_statistics():
+    out, variables, state = run(tiny_config(), train=True)
+    assert "bias" not in variables["params"]["neck_bn"]
+    concat = jnp.concatenate([out.local_feat.reshape(4, -1), out.global_feat], axis=-1)
+    mean, var = concat.mean(0), concat.var(0)
+    np.testing.assert_allclose(out.final_feat, (concat - mean) / jnp.sqrt(var + 1e-5), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(state["batch_stats"]["neck_bn"]["mean"], 0.1 * mean, rtol=1e-4, atol=1e-6)
+    assert set(state["batch_stats"]) == set(variables["batch_stats"])
+
+
+@pytest.mark.parametrize("branches,keys,final_dim", [("global", {"global", "final"}, 16),
+                                                      ("local", {"local", "final"}, 16 * 8)])
+def test_single_branch_rows_of_table2(branches, keys, final_dim):
+    out, variables, _ = run(tiny_config(branches=branches, bn_neck=False))
+    assert isinstance(out, GLDFAOutput)
+    feats = features_for_test(out)
+    assert set(feats) == keys
+    chex.assert_shape(feats["final"], (4, final_dim))
+    missing = "local" if branches == "global" else "global"
+    assert getattr(out, f"{missing}_feat") is None
+    assert not any(name.startswith(missing) for name in variables["params"])
+
+
+def test_plain_resnet_head_and_max_pooling_and_bfloat16():
+    """embed_dim 0 keeps the backbone channels (plain ResNet rows of Table 2); bf16 outputs come back float32."""
+    out, variables, _ = run(tiny_config(embed_dim=0, global_pool="max", local_pool="max", dtype="bfloat16",
+                                        num_stripes=3))
+    channels = output_channels(18, 0.125)
+    chex.assert_shape([out.global_feat, out.local_feat, out.final_feat], [(4, channels), (4, 3, channels),
+                                                                            (4, 4 * channels)])
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(out))
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(variables))
+    assert "global_fc" not in variables["params"] and "local_conv" not in variables["params"]
+
+
+@pytest.mark.parametrize("field,value", [("branches", "both"), ("global_pool", "mean"), ("dtype", "float16"),
+                                         ("depth", 152), ("num_stripes", 0), ("width_multiplier", 0.0)])
+def test_build_model_rejects_bad_config(field, value):
+    with pytest.raises(ValueError, match=f"model.{field}"):
+        build_model(tiny_config(**{field: value}), num_classes=5)

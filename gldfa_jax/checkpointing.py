@@ -1,0 +1,126 @@
+"""Orbax checkpoints of the TrainState (issue 3 item 8).
+
+Layout under a run's workdir:
+  checkpoints/<step>/{state,meta}   the last `train.keep_checkpoints`, every `train.checkpoint_every` epochs,
+                                    every `train.checkpoint_every_steps` steps (if set) and at the end
+  checkpoints/config.json           the config the run was started with
+  best/<step>/{state,meta}          the single best checkpoint by mAP
+
+`state` is the TrainState as a plain nested dict (flax.serialization), so restoring needs only a template
+built from the config; `meta` is JSON ({"epoch", "step", "steps_per_epoch", "metrics", ...}).
+"""
+import json
+import os
+from typing import Any, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import serialization
+from flax.traverse_util import flatten_dict
+
+LATEST_DIR = "checkpoints"
+BEST_DIR = "best"
+CONFIG_FILE = "config.json"
+
+
+def _manager(directory: str, max_to_keep: Optional[int]) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(os.path.abspath(directory),
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+
+def check_shapes(restored: dict, template: dict) -> None:
+    """Raise ValueError naming the first parameter whose shape (or presence) differs."""
+    got = flatten_dict(restored, sep="/")
+    want = flatten_dict(template, sep="/")
+    for key in sorted(set(got) | set(want)):
+        if key not in got:
+            raise ValueError(f"checkpoint has no entry {key!r} that the config's model needs: it was written "
+                             f"for a different model config (compare its config.json with yours).")
+        if key not in want:
+            raise ValueError(f"checkpoint entry {key!r} does not exist in the model built from the config: it was "
+                             f"written for a different model config (compare its config.json with yours).")
+        if np.shape(got[key]) != np.shape(want[key]):
+            raise ValueError(f"checkpoint parameter {key!r} has shape {np.shape(got[key])} but the config's model "
+                             f"expects {np.shape(want[key])}: the checkpoint was written for a different model "
+                             f"config (e.g. model.depth / model.width_multiplier / model.num_stripes / number of "
+                             f"identities); use the config it was trained with.")
+
+
+class CheckpointStore:
+    """The latest-n and best-by-mAP checkpoint managers of one run directory."""
+
+    def __init__(self, workdir: str, keep: int = 3):
+        self.directory = os.path.join(workdir, LATEST_DIR)
+        self.latest = _manager(self.directory, keep)
+        self.best = _manager(os.path.join(workdir, BEST_DIR), 1)
+
+    def save_config(self, config) -> None:
+        with open(os.path.join(self.directory, CONFIG_FILE), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    def latest_step(self) -> Optional[int]:
+        return self.latest.latest_step()
+
+    def best_map(self) -> float:
+        """mAP of the best checkpoint so far, -inf if none."""
+        step = self.best.latest_step()
+        return -np.inf if step is None else float(_restore_meta(self.best, step)["best_map"])
+
+    def save(self, state: Any, meta: dict, best_map: Optional[float] = None) -> None:
+        """Save the (unreplicated) state at meta["step"]; also as the best one when `best_map` is given."""
+        step = int(meta["step"])
+        items = dict(state=ocp.args.StandardSave(_to_numpy(state)))
+        if step not in self.latest.all_steps():
+            self.latest.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **items), force=True)
+        if best_map is not None:
+            self.best.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave({**meta, "best_map": best_map}),
+                                                         **items), force=True)
+
+    def wait(self) -> None:
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.latest.close()
+        self.best.close()
+
+
+def _to_numpy(state: Any) -> dict:
+    return jax.tree.map(np.asarray, serialization.to_state_dict(state))
+
+
+def _restore_meta(manager: ocp.CheckpointManager, step: int) -> dict:
+    return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+
+def restore(manager_or_path, template: Any, step: Optional[int] = None) -> tuple[Any, dict]:
+    """Restore (state shaped like `template`, meta) from a CheckpointManager, a checkpoint directory
+    (…/checkpoints, latest step) or one step's directory (…/checkpoints/120)."""
+    manager = manager_or_path
+    if isinstance(manager_or_path, str):
+        path = os.path.abspath(manager_or_path)
+        if os.path.isdir(os.path.join(path, "state")):
+            path, step = os.path.dirname(path), int(os.path.basename(path))
+        if not os.path.isdir(path):
+            raise ValueError(f"checkpoint path {manager_or_path!r} does not exist; pass a run's "
+                             f"'checkpoints' folder or one of its step folders.")
+        manager = ocp.CheckpointManager(path)
+    if step is None:
+        step = manager.latest_step()
+        if step is None:
+            raise ValueError(f"no checkpoint found in {manager.directory}; train first or pass --checkpoint.")
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                             meta=ocp.args.JsonRestore()))
+    state_dict = jax.tree.map(np.asarray, restored.state)
+    template_dict = serialization.to_state_dict(template)
+    check_shapes(state_dict, template_dict)
+    return serialization.from_state_dict(template, state_dict), dict(restored.meta)
+
+
+def read_config_json(checkpoint_dir: str) -> Optional[dict]:
+    path = os.path.join(checkpoint_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)

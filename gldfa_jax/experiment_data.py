@@ -1,0 +1,69 @@
+"""The decoded splits a run trains and evaluates on, from `config.data` (dataset registry + image decoding)."""
+import os
+from typing import NamedTuple
+
+import numpy as np
+from absl import logging
+
+from data_pipelines import datasets, images
+
+LAYOUT = """expected layout (Market-1501 style; CUHK03 / MSMT17 as distributed, see data_pipelines):
+  {root}/bounding_box_train/  training images  {{pid:04d}}_c{{cam}}...jpg
+  {root}/query/               query images
+  {root}/bounding_box_test/   gallery images
+Download the dataset from its authors' page (links in README, "Datasets"), unpack it there or point
+--config.data.root at it. No data at hand? Run the self-contained demo:
+  python -m gldfa_jax.main --config experiments/synthetic.py --workdir runs/synthetic"""
+
+
+class DataRootError(ValueError):
+    """`data.root` does not hold the dataset."""
+
+
+class Split(NamedTuple):
+    images: np.ndarray  # [N, H, W, 3] uint8
+    pids: np.ndarray    # [N] int64 (training split: relabelled 0..C-1)
+    camids: np.ndarray  # [N] int64
+
+
+class ExperimentData(NamedTuple):
+    train: Split
+    query: Split
+    gallery: Split
+    num_classes: int
+
+
+def ensure_data(data_config) -> None:
+    """Generate the synthetic world when the config asks for it and it is absent; else check the root exists."""
+    root = data_config.root
+    generate = data_config.get("generate")
+    if generate and not os.path.isdir(os.path.join(root, "bounding_box_train")):
+        from data_pipelines import synthetic
+        logging.info("generating the synthetic re-ID world into %s", root)
+        synthetic.generate(root, **generate.to_dict())
+    if not os.path.isdir(root):
+        raise DataRootError(f"data.root={root!r} (dataset {data_config.name!r}) does not exist.\n"
+                            + LAYOUT.format(root=root))
+
+
+def _split(records, height: int, width: int, desc: str) -> Split:
+    if not records:
+        raise DataRootError(f"the {desc} split is empty.")
+    pixels, kept = images.load_images(records, height, width)
+    return Split(pixels, np.array([r.pid for r in kept], np.int64), np.array([r.camid for r in kept], np.int64))
+
+
+def load_experiment_data(data_config) -> ExperimentData:
+    """Decode train/query/gallery of the configured dataset at data.height × data.width."""
+    ensure_data(data_config)
+    options = data_config.get("options")
+    try:
+        dataset = datasets.get_dataset(data_config.name, data_config.root,
+                                       **(options.to_dict() if options else {}))
+    except FileNotFoundError as e:
+        raise DataRootError(f"{e}\n" + LAYOUT.format(root=data_config.root)) from e
+    logging.info("dataset %s at %s:\n%s", data_config.name, data_config.root, dataset.summary())
+    h, w = data_config.height, data_config.width
+    train = _split(dataset.train, h, w, "train")
+    return ExperimentData(train, _split(dataset.query, h, w, "query"), _split(dataset.gallery, h, w, "gallery"),
+                          int(dataset.num_train_pids))

@@ -1,0 +1,113 @@
+"""Test-time feature extraction and evaluation (paper §3.2 inference, §4.1 re-ranking; issue 3 item 7).
+
+Results are {mode: {"mAP", "rank1", "rank5", "rank10"}} in percent, for each distance mode of `config.eval.modes`
+that the model's features support, and the same modes with "+rerank" when `config.eval.rerank`.
+"""
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from data_pipelines.augment import normalize
+from gldfa_jax import distances, evaluation, rerank
+from gldfa_jax.model import test_features
+
+# Which Features keys each distance mode reads.
+MODE_KEYS = {"global": ("global",), "lsa": ("local",), "global+lsa": ("global", "local"), "final": ("final",)}
+RANKS = (1, 5, 10)
+
+
+def make_feature_fn(model, data_config, flip: bool):
+    """jit-ted (variables, uint8 images [B, H, W, 3]) -> Features dict of [B, ...] float32 arrays."""
+    mean, std = tuple(data_config.mean), tuple(data_config.std)
+
+    def features(variables, images):
+        x = normalize(images, mean, std)
+        feats = test_features(model.apply(variables, x, train=False))
+        if flip:
+            flipped = test_features(model.apply(variables, x[:, :, ::-1], train=False))
+            feats = {k: (v + flipped[k]) / 2.0 for k, v in feats.items()}
+        return feats
+
+    return jax.jit(features)
+
+
+def extract_features(model, variables, images: np.ndarray, data_config, batch_size: int = 128,
+                     flip: Optional[bool] = None, desc: str = "features") -> dict:
+    """uint8 images [N, H, W, 3] -> Features {"global": [N, d], "local": [N, k, d], "final": [N, D]} (numpy).
+
+    `flip` (default `data_config.test_flip`) averages each feature with that of the mirrored image. The last
+    batch is padded to `batch_size` so the function compiles once.
+    """
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be [N, H, W, 3] uint8, got shape {images.shape}.")
+    flip = data_config.test_flip if flip is None else flip
+    fn = make_feature_fn(model, data_config, flip)
+    n = images.shape[0]
+    batch_size = max(1, min(batch_size, n))
+    chunks = []
+    for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
+        batch = images[start:start + batch_size]
+        real = batch.shape[0]
+        if real < batch_size:
+            batch = np.concatenate([batch, np.zeros((batch_size - real,) + batch.shape[1:], batch.dtype)])
+        chunks.append(jax.tree.map(lambda x: np.asarray(x)[:real], fn(variables, jnp.asarray(batch))))
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def _window(config) -> Optional[int]:
+    return config.loss.window or None  # 0 in the config means the paper's default k // 2
+
+
+def _scores(distmat: np.ndarray, query, gallery, max_rank: int) -> dict:
+    cmc, mean_ap = evaluation.evaluate_rank(distmat, query.pids, gallery.pids, query.camids, gallery.camids,
+                                            max_rank=max_rank)
+    cmc = np.asarray(cmc)
+    out = {"mAP": 100.0 * float(mean_ap)}
+    for r in RANKS:
+        out[f"rank{r}"] = 100.0 * float(cmc[min(r, len(cmc)) - 1])
+    return out
+
+
+def supported_modes(modes, features: dict) -> list:
+    unknown = [m for m in modes if m not in MODE_KEYS]
+    if unknown:
+        raise ValueError(f"eval.modes contains {unknown}; choose from {list(MODE_KEYS)}.")
+    return [m for m in modes if all(k in features for k in MODE_KEYS[m])]
+
+
+def evaluate_features(q_feats: dict, g_feats: dict, query, gallery, config) -> dict:
+    """Features of query and gallery (+ their .pids/.camids arrays) -> results dict in percent."""
+    e = config.eval
+    max_rank = min(e.max_rank, len(gallery.pids))
+    kwargs = dict(window=_window(config), block_size=e.block_size)
+    results = {}
+    for mode in supported_modes(e.modes, q_feats):
+        qg = distances.pairwise_distance(q_feats, g_feats, mode, **kwargs)
+        results[mode] = _scores(qg, query, gallery, max_rank)
+        if e.rerank:
+            qq = distances.pairwise_distance(q_feats, q_feats, mode, **kwargs)
+            gg = distances.pairwise_distance(g_feats, g_feats, mode, **kwargs)
+            rr = rerank.re_ranking(qg, qq, gg, k1=e.k1, k2=e.k2, lambda_value=e.lambda_value)
+            results[mode + "+rerank"] = _scores(np.asarray(rr), query, gallery, max_rank)
+    return results
+
+
+def evaluate_model(model, variables, query, gallery, config) -> dict:
+    """Extract features of the query and gallery splits (objects with .images uint8 [N, H, W, 3], .pids,
+    .camids) and evaluate them: {mode: {"mAP", "rank1", "rank5", "rank10"}} in percent."""
+    kw = dict(batch_size=config.eval.batch_size, flip=config.data.test_flip)
+    q_feats = extract_features(model, variables, query.images, config.data, desc="query features", **kw)
+    g_feats = extract_features(model, variables, gallery.images, config.data, desc="gallery features", **kw)
+    return evaluate_features(q_feats, g_feats, query, gallery, config)
+
+
+def format_table(results: dict) -> str:
+    """Readable table of a results dict."""
+    width = max([len("mode")] + [len(m) for m in results])
+    lines = [f"{'mode':<{width}}  {'mAP':>6}  {'R-1':>6}  {'R-5':>6}  {'R-10':>6}"]
+    for mode, r in results.items():
+        lines.append(f"{mode:<{width}}  {r['mAP']:6.2f}  {r['rank1']:6.2f}  {r['rank5']:6.2f}  {r['rank10']:6.2f}")
+    return "\n".join(lines)

@@ -286,3 +286,24 @@ def cmc_curve(curves, out_png: str, *, max_rank: int | None = None, title: str =
     fig.subplots_adjust(left=0.1, right=0.97, top=0.92, bottom=0.1)
     _save(fig, out_png)
     return plotted
+
+
+def parameter_curve(x_values: Sequence, series: Mapping[str, Sequence[float]], out_png: str, *,
+                    x_label: str, title: str = "") -> None:
+    """Metrics (percent) against a swept parameter, as in paper Fig. 6; NaN = not run yet. Size 640 x 480."""
+    fig = _figure(640, 480)
+    ax = fig.add_subplot(1, 1, 1)
+    for label, values in series.items():
+        values = np.asarray(values, np.float64)
+        if values.shape != (len(x_values),):
+            raise ValueError(f"series {label!r} has {values.shape} values for {len(x_values)} x values; "
+                             "pass one value per x (NaN where missing)")
+        ax.plot(x_values, values, marker="o", label=label)
+    ax.set_xticks(list(x_values))
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("%")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.92, bottom=0.1)
+    _save(fig, out_png)

@@ -1,0 +1,103 @@
+"""Ablation runner: resume, table (mean ± std against a naive computation), bad input."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import ablation
+
+ROWS = ["GL+LSA", "GLDFA-Net"]
+
+
+class FakeTrainer:
+    """Stands in for gldfa_jax.main: writes results.json whose numbers depend on the row and seed."""
+
+    def __init__(self, fail_at=None):
+        self.calls, self.fail_at = [], fail_at
+
+    def __call__(self, base, workdir, flags, log_path, verbose=False):
+        if self.fail_at is not None and len(self.calls) == self.fail_at:
+            raise RuntimeError("interrupted")
+        self.calls.append((workdir, flags))
+        seed = int([f for f in flags if f.startswith("--config.seed=")][0].split("=")[1])
+        lsa = "--config.loss.center_weight=0.0" in flags
+        value = lambda offset: 40.0 + offset + 3.0 * seed + (0.0 if lsa else 10.0)
+        results = {mode: {"mAP": value(0), "rank1": value(20), "rank5": value(30), "rank10": value(35)}
+                   for mode in ("global", "lsa", "global+lsa")}
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f)
+
+
+def _table_row(path, name):
+    for line in open(path):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == name:
+            return cells
+    raise AssertionError(f"row {name} not in {path}")
+
+
+def test_resume_and_table(tmp_path):
+    work = str(tmp_path / "runs")
+    first = FakeTrainer(fail_at=3)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        ablation.run_set("table2", ["experiments/synthetic.py"], work, [0, 1], rows=ROWS, trainer=first)
+    assert len(first.calls) == 3
+    again = FakeTrainer()
+    table = ablation.run_set("table2", ["experiments/synthetic.py"], work, [0, 1], rows=ROWS, trainer=again)
+    assert len(again.calls) == 1
+    assert again.calls[0][0].endswith(os.path.join("gldfa_net", "seed1", "train"))
+    # Everything is finished now: a third run trains nothing.
+    third = FakeTrainer()
+    ablation.run_set("table2", ["experiments/synthetic.py"], work, [0, 1], rows=ROWS, trainer=third)
+    assert third.calls == []
+
+    cells = _table_row(table, "GLDFA-Net")
+    maps = [50.0, 53.0]  # seeds 0 and 1 of the fake trainer (no row override -> +10)
+    assert cells[1] == f"{np.mean(maps):.1f} ± {np.std(maps, ddof=1):.1f}"
+    assert cells[5] == "0,1" and cells[6] == "global+lsa"
+    assert cells[-4:] == ["86.1", "94.8", "97.2", "98.4"]  # the paper's Market-1501 row
+    text = open(table).read()
+    assert "paper Market-1501 (not comparable) mAP" in text
+    record = json.load(open(os.path.join(work, "table2", "gl_lsa", "seed0", "row.json")))
+    assert "--config.loss.use_lsa=True" in record["command"] and record["seed"] == 0
+
+    # The full table lists the rows not run yet as such, never with numbers.
+    full = ablation.write_table("table2", ["experiments/synthetic.py"], work)
+    assert _table_row(full, "ResNet101")[1:5] == ["not yet run"] * 4
+    assert _table_row(full, "GL+LSA")[1] == f"{np.mean([40.0, 43.0]):.1f} ± {np.std([40.0, 43.0], ddof=1):.1f}"
+
+
+def test_paper_numbers_side_by_side_on_market(tmp_path):
+    path = ablation.write_table("table2", ["experiments/market.py"], str(tmp_path))
+    header = open(path).read()
+    assert "paper Market-1501 mAP" in header and "not comparable" not in header
+    table3 = ablation.write_table("table3", ["experiments/partial_market.py", "experiments/partial_duke.py"],
+                                  str(tmp_path))
+    text = open(table3).read()
+    assert "paper Partial-Duke R-1" in text
+    assert _table_row(table3, "GLDFA-Net")[-2:] == ["54.6", "72.4"]
+
+
+def test_sweep_rows_and_plot(tmp_path):
+    assert [r.overrides["model.num_stripes"] for r in ablation.FIG6_K.rows] == [1, 2, 4, 6, 8, 10]
+    assert [r.overrides["loss.window"] for r in ablation.FIG6_W.rows] == [1, 2, 4, 6, 8]
+    trainer = FakeTrainer()
+    ablation.run_set("fig6_w", ["experiments/synthetic.py"], str(tmp_path), [0], rows=["W=1", "W=4"], trainer=trainer)
+    assert any("--config.loss.window=4" in flags for _, flags in trainer.calls)
+    assert os.path.getsize(tmp_path / "fig6_w" / "fig6_w_synthetic.png") > 0
+
+
+def test_cli_bad_input(capsys, tmp_path):
+    assert ablation.main(["--set", "table2", "--base", "experiments/markett.py", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "market.py" in err and "experiments/duke.py" in err
+    assert "cuhk03_common" not in err  # a helper module, not a config
+    assert ablation.main(["--set", "table2", "--base", "experiments/market.py", "--workdir", str(tmp_path),
+                          "--config.train.epochz=1"]) == 2
+    assert "train.epochs" in capsys.readouterr().err
+    assert ablation.main(["--set", "table2", "--base", "experiments/market.py", "--rows", "GL+LSB"]) == 2
+    with pytest.raises(SystemExit):
+        ablation.main(["--set", "table9"])
+    assert ablation.main(["--set", "fig6_k", "--list"]) == 0
+    assert "--config.model.num_stripes=10" in capsys.readouterr().out

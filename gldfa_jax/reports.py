@@ -307,3 +307,72 @@ def parameter_curve(x_values: Sequence, series: Mapping[str, Sequence[float]], o
     ax.set_title(title, fontsize=10)
     fig.subplots_adjust(left=0.1, right=0.97, top=0.92, bottom=0.1)
     _save(fig, out_png)
+
+
+def read_metrics(metrics_jsonl_path: str) -> dict:
+    """metrics.jsonl (gldfa_jax.metric_writer: {"step", "split", **scalars} per line) -> {split: {"step": [S],
+    name: [S]}} sorted by step. A step logged twice (a run resumed from an earlier checkpoint redoes it)
+    keeps its last record."""
+    by_split: dict = {}
+    with open(metrics_jsonl_path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                split, step = record.pop("split"), int(record.pop("step"))
+            except (ValueError, KeyError) as e:
+                raise ValueError(f"{metrics_jsonl_path} line {number} is not a metrics record "
+                                 f"({{'step', 'split', ...}}): {e}") from e
+            by_split.setdefault(split, {})[step] = record
+    out = {}
+    for split, steps in by_split.items():
+        order = sorted(steps)
+        names = sorted({k for s in order for k in steps[s]})
+        out[split] = {"step": np.array(order)}
+        for name in names:
+            out[split][name] = np.array([steps[s].get(name, np.nan) for s in order], np.float64)
+    return out
+
+
+def training_curves(metrics_jsonl_path: str, out_png: str, *, steps_per_epoch: int | None = None) -> dict:
+    """Loss parts, learning rate and evaluation mAP (solid) / Rank-1 (dashed) per distance mode, from a
+    run's metrics.jsonl; the x axis is epochs when `steps_per_epoch` is given, else steps.
+    Image size 1500 x 450. Returns read_metrics(...)."""
+    metrics = read_metrics(metrics_jsonl_path)
+    train = metrics.get("train")
+    if train is None:
+        raise ValueError(f"{metrics_jsonl_path} has no 'train' records; pass the metrics.jsonl of a training run")
+    scale = float(steps_per_epoch) if steps_per_epoch else 1.0
+    x_label = "epoch" if steps_per_epoch else "step"
+    fig = _figure(1500, 450)
+    ax_loss, ax_lr, ax_eval = (fig.add_subplot(1, 3, i) for i in (1, 2, 3))
+    x = train["step"] / scale
+    for name, values in train.items():
+        if name in ("step", "lr", "images_per_s", "epoch"):
+            continue
+        ax_loss.plot(x, values, label=name, linewidth=2.0 if name == "total" else 1.2)
+    ax_loss.set_title("training loss (unweighted parts)", fontsize=10)
+    ax_loss.legend(fontsize=7)
+    if "lr" in train:
+        ax_lr.plot(x, train["lr"], color="black")
+        ax_lr.set_yscale("log")
+    ax_lr.set_title("learning rate", fontsize=10)
+    modes = [s for s in metrics if s.startswith("eval/")]
+    for i, split in enumerate(modes):
+        color = f"C{i % 10}"
+        ex = metrics[split]["step"] / scale
+        ax_eval.plot(ex, metrics[split]["mAP"], marker="o", color=color, label=f"{split[5:]} mAP")
+        if "rank1" in metrics[split]:
+            ax_eval.plot(ex, metrics[split]["rank1"], marker="s", linestyle="--", color=color, alpha=0.6)
+    ax_eval.set_title("evaluation: mAP (solid), Rank-1 (dashed), %", fontsize=10)
+    if modes:
+        ax_eval.legend(fontsize=7)
+    else:
+        ax_eval.text(0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ax_eval.transAxes)
+    for ax in (ax_loss, ax_lr, ax_eval):
+        ax.set_xlabel(x_label)
+        ax.grid(True, alpha=0.3)
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.9, bottom=0.12, wspace=0.25)
+    _save(fig, out_png)
+    return metrics

@@ -119,3 +119,24 @@ def test_cmc_curve_png(tmp_path):
     np.testing.assert_allclose(plotted["global"], cmc[:20] * 100)
     reports.cmc_curve(cmc, str(tmp_path / "one.png"))
     assert _png_size(tmp_path / "one.png") == (640, 480)
+
+
+def test_training_curves_reads_metrics_jsonl(tmp_path):
+    """The metric_writer's format; a resumed run logs steps 20-30 twice and the later records win."""
+    lines = []
+    for step in (0, 10, 20, 30, 20, 30, 40):
+        resumed = len(lines) >= 4
+        lines.append({"step": step, "split": "train", "id": 5.0 - step / 10 - (0.5 if resumed else 0.0),
+                      "triplet_global": 0.3, "total": 6.0 - step / 10, "lr": 3.5e-4, "images_per_s": 30.0})
+    lines += [{"step": s, "split": "eval/global+lsa", "mAP": m, "rank1": m + 10, "rank5": 90.0, "rank10": 95.0}
+              for s, m in ((20, 30.0), (40, 55.0))]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(__import__("json").dumps(l) for l in lines) + "\n")
+    metrics = reports.training_curves(str(path), str(tmp_path / "curves.png"), steps_per_epoch=10)
+    assert _png_size(tmp_path / "curves.png") == (1500, 450)
+    np.testing.assert_array_equal(metrics["train"]["step"], [0, 10, 20, 30, 40])
+    np.testing.assert_allclose(metrics["train"]["id"], [5.0, 4.0, 2.5, 1.5, 0.5])
+    np.testing.assert_allclose(metrics["eval/global+lsa"]["mAP"], [30.0, 55.0])
+    (tmp_path / "bad.jsonl").write_text('{"loss": 1}\n')
+    with pytest.raises(ValueError, match="line 1"):
+        reports.training_curves(str(tmp_path / "bad.jsonl"), str(tmp_path / "x.png"))

@@ -25,7 +25,7 @@ def data_parallel(fn: Callable, donate_argnums=()) -> Callable:
     """Map a per-device function over all local devices on the axis AXIS.
 
     The single place where data parallelism is expressed: inputs carry a leading device axis
-    ([num_devices, ...], see `replicate` / `shard_batch`); collectives inside `fn` name AXIS. Moving to
+    ([n, ...], see `replicate` / `shard_batch`; pmap uses the first n devices); collectives inside `fn` name AXIS. Moving to
     `jax.shard_map` over a mesh means changing only this function and those two helpers.
     """
     return jax.pmap(fn, axis_name=AXIS, donate_argnums=donate_argnums)
@@ -35,9 +35,9 @@ def num_devices() -> int:
     return jax.local_device_count()
 
 
-def replicate(tree: Any) -> Any:
-    """Host pytree -> the same pytree with a leading device axis, one copy per local device."""
-    n = num_devices()
+def replicate(tree: Any, n: int | None = None) -> Any:
+    """Host pytree -> the same pytree with a leading axis of n (default: all local devices) replicas."""
+    n = n or num_devices()
     return jax.tree.map(lambda x: np.stack([np.asarray(x)] * n), tree)
 
 
@@ -46,9 +46,9 @@ def unreplicate(tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(x[0]), tree)
 
 
-def shard_batch(x: np.ndarray) -> np.ndarray:
-    """[B, ...] -> [num_devices, B / num_devices, ...]; B must split evenly over the devices."""
-    n = num_devices()
+def shard_batch(x: np.ndarray, n: int | None = None) -> np.ndarray:
+    """[B, ...] -> [n, B / n, ...] (n default: all local devices); B must split evenly over the devices."""
+    n = n or num_devices()
     if x.shape[0] % n:
         raise ValueError(f"global batch size {x.shape[0]} does not split over {n} devices; choose "
                          f"data.num_identities × data.num_instances divisible by {n}.")
@@ -132,7 +132,6 @@ def make_train_step(model, tx, config) -> Callable:
     """
     loss_config = config.loss
     num_stripes = config.model.num_stripes
-    center_step = (loss_config.center_lr / loss_config.center_weight) if loss_config.center_weight else 0.0
 
     def loss_fn(params, centers, batch_stats, images, labels):
         output, new_vars = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
@@ -154,12 +153,11 @@ def make_train_step(model, tx, config) -> Callable:
             params=optax.apply_updates(state.params, updates),
             batch_stats=jax.lax.pmean(batch_stats, AXIS),
             opt_state=opt_state,
-            # Strong-baseline centre update: SGD at center_lr on the unweighted centre-loss gradient.
-            centers=jax.tree.map(lambda c, g: c - center_step * g, state.centers, g_centers),
+            centers=losses.update_centers(state.centers, g_centers, loss_config.center_lr, loss_config.center_weight),
         )
         finite = jnp.isfinite(loss)
         new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-        metrics = {"loss": loss, **parts, "finite": finite.astype(jnp.float32)}
+        metrics = {**parts, "finite": finite.astype(jnp.float32)}
         return new, metrics
 
     return step

@@ -1,10 +1,28 @@
 """Local Sliding Alignment distance (paper §3.2, Algorithm 1, eqs. 2-5).
 
-PRELIMINARY core written by the coordinator so other modules can import it; the owner of
-issue 2 replaces/extends it (validation, automatic blocking, dtype handling, docs).
+Stripe i of image A is compared with stripes j of image B for
+max(1, i - ⌊W/2⌋) <= j <= min(k, i + ⌊W/2⌋) (eq. 2); the per-stripe minima of the Euclidean
+(not squared) stripe distances are summed one way (d^AB, eq. 3) and the other way (d^BA, eq. 4),
+and the distance is the smaller sum (eq. 5). W = 1 is hard alignment; W >= 2k - 1 compares
+every stripe with every stripe.
+
+Only the 2⌊W/2⌋+1 diagonals of the k×k stripe-distance matrix inside the window are computed,
+each as one batched matrix product over d, so the cost is (number of stripe pairs in the band)
+× d per image pair and Q × G × k × k is never materialised.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+# Stripe-pair distances below this (squared) are treated as coincident: sqrt has an infinite
+# slope at 0 and LSA runs inside the triplet loss, so the gradient there must stay finite.
+_SQUARED_EPS = 1e-12
+# Default rows of x per block and columns of y per tile: one block holds its [rows, N] output plus
+# the band's product planes of one tile (2⌊W/2⌋+1 planes of at most k × rows × tile floats).
+_X_BLOCK = 512
+_Y_TILE = 512
 
 
 def default_window(num_stripes: int) -> int:
@@ -12,27 +30,155 @@ def default_window(num_stripes: int) -> int:
     return max(1, num_stripes // 2)
 
 
+def _safe_sqrt(squared: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.maximum(squared, _SQUARED_EPS))
+
+
+def _check_stripes(name: str, a) -> None:
+    shape = getattr(a, "shape", None)
+    if shape is None or len(shape) != 3:
+        raise ValueError(f"{name} must be stripe features [num_images, k, d], got shape {shape}; "
+                         "stack the k stripe vectors of each image along axis 1.")
+    if shape[1] < 1 or shape[2] < 1:
+        raise ValueError(f"{name} has shape {tuple(shape)}: k and d must be >= 1.")
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        raise ValueError(f"{name} must be a floating-point array (float16/bfloat16/float32/float64), "
+                         f"got dtype {a.dtype}; cast it with .astype(np.float32).")
+
+
+def check_finite(name: str, a) -> None:
+    """Raise ValueError if a concrete array holds NaN/inf. Traced values (inside jit, grad or vmap)
+    are unknown at trace time and are not checked, so this never forces a host sync under jit."""
+    if isinstance(a, np.ndarray):
+        ok = bool(np.isfinite(a).all())
+    else:
+        try:
+            ok = bool(jnp.isfinite(a).all())
+        except jax.errors.ConcretizationTypeError:
+            return
+    if not ok:
+        raise ValueError(f"{name} contains NaN or inf values; distances would be meaningless. "
+                         "Check the features (e.g. a diverged model) before computing distances.")
+
+
+def _radius(window, num_stripes: int) -> int:
+    """⌊W/2⌋ for eq. 2, clipped to k - 1 (a wider window changes nothing)."""
+    if window is None:
+        window = default_window(num_stripes)
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(f"window must be an integer >= 1 (or None for k // 2 = "
+                         f"{default_window(num_stripes)}), got {window!r}; W = 1 is hard alignment.")
+    return min(int(window) // 2, num_stripes - 1)
+
+
 def stripe_distances(x: jax.Array, y: jax.Array) -> jax.Array:
-    """Euclidean distances of every stripe pair: x [M, k, d], y [N, k, d] -> [M, N, k, k]."""
-    x = x.astype(jnp.float32)
-    y = y.astype(jnp.float32)
-    xx = jnp.sum(x * x, -1)  # [M, k]
-    yy = jnp.sum(y * y, -1)  # [N, k]
-    xy = jnp.einsum("mid,njd->mnij", x, y)
-    d2 = xx[:, None, :, None] + yy[None, :, None, :] - 2.0 * xy
-    # Clamp before sqrt: coincident stripes (d2 = 0) would give an infinite gradient.
-    return jnp.sqrt(jnp.maximum(d2, 1e-12))
+    """Euclidean distances of every stripe pair: x [M, k, d], y [N, k, d] -> [M, N, k, k] float32.
+
+    For inspection and figures (it holds M × N × k × k values); retrieval uses `lsa_distance`.
+    """
+    _check_stripes("x", x)
+    _check_stripes("y", y)
+    if x.shape[1:] != y.shape[1:]:
+        raise ValueError(f"x and y must have the same [k, d], got x {tuple(x.shape)} and y {tuple(y.shape)}.")
+    x = jnp.asarray(x, jnp.float32)
+    y = jnp.asarray(y, jnp.float32)
+    xy = jnp.einsum("mid,njd->mnij", x, y, precision=jax.lax.Precision.HIGHEST)
+    xx = jnp.sum(x * x, -1)
+    yy = jnp.sum(y * y, -1)
+    return _safe_sqrt(xx[:, None, :, None] + yy[None, :, None, :] - 2.0 * xy)
 
 
-def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None) -> jax.Array:
-    """LSA distances: x [M, k, d], y [N, k, d] -> [M, N]."""
-    k = x.shape[1]
-    w = default_window(k) if not window else window
-    half = w // 2
-    d = stripe_distances(x, y)
-    i = jnp.arange(k)
-    band = jnp.abs(i[:, None] - i[None, :]) <= half
-    d = jnp.where(band, d, jnp.inf)
-    d_ab = jnp.min(d, axis=3).sum(-1)
-    d_ba = jnp.min(d, axis=2).sum(-1)
-    return jnp.minimum(d_ab, d_ba)
+def _band_minima(xt: jax.Array, yt: jax.Array, radius: int) -> jax.Array:
+    """xt [k, M, d], yt [k, N, d] float32 (stripe-major) -> LSA distances [M, N]."""
+    k = xt.shape[0]
+    xx = jnp.sum(xt * xt, -1)  # [k, M]
+    yy = jnp.sum(yt * yt, -1)  # [k, N]
+    by_x = [[] for _ in range(k)]  # squared distances of the band, grouped by the stripe of x
+    by_y = [[] for _ in range(k)]  # ... and by the stripe of y
+    for offset in range(-radius, radius + 1):
+        i0, i1 = max(0, -offset), k - max(0, offset)  # x stripes i, paired with y stripes i + offset
+        dots = jnp.einsum("smd,snd->smn", xt[i0:i1], yt[i0 + offset:i1 + offset],
+                          precision=jax.lax.Precision.HIGHEST)
+        squared = xx[i0:i1, :, None] + yy[i0 + offset:i1 + offset, None, :] - 2.0 * dots
+        for s in range(i1 - i0):
+            by_x[i0 + s].append(squared[s])
+            by_y[i0 + s + offset].append(squared[s])
+    # Minima are taken on squared distances (sqrt is monotone), so only 2k square roots remain.
+    def summed(groups):
+        return sum(_safe_sqrt(functools.reduce(jnp.minimum, group)) for group in groups)
+    return jnp.minimum(summed(by_x), summed(by_y))  # eq. 5
+
+
+@functools.partial(jax.jit, static_argnames=("radius",))
+def _lsa_block(xt: jax.Array, y_tiles: jax.Array, radius: int) -> jax.Array:
+    """xt [k, M, d], y_tiles [T, k, tile, d] -> [M, T * tile].
+
+    Gallery tiles keep the band's 2⌊W/2⌋+1 product planes of one tile in cache; without them
+    the element-wise minima stream every plane through memory and dominate the run time.
+    """
+    if y_tiles.shape[0] == 1:
+        return _band_minima(xt, y_tiles[0], radius)
+    out = jax.lax.map(lambda yt: _band_minima(xt, yt, radius), y_tiles)  # [T, M, tile]
+    return jnp.swapaxes(out, 0, 1).reshape(xt.shape[1], -1)
+
+
+def _tile_y(yt: jax.Array) -> jax.Array:
+    """[k, N, d] -> [T, k, tile, d], zero-padded to whole tiles (padding columns are sliced off)."""
+    k, num_y, dim = yt.shape
+    if num_y <= _Y_TILE:
+        return yt[None]
+    num_tiles = -(-num_y // _Y_TILE)
+    yt = jnp.pad(yt, ((0, 0), (0, num_tiles * _Y_TILE - num_y), (0, 0)))
+    return jnp.swapaxes(yt.reshape(k, num_tiles, _Y_TILE, dim), 0, 1)
+
+
+def _block_rows(num_x: int) -> int:
+    """Rows of x per block: about _X_BLOCK, balanced so the padded last block wastes little."""
+    num_blocks = -(-num_x // _X_BLOCK)
+    if num_blocks <= 1:
+        return num_x
+    return (-(-num_x // num_blocks) + 7) // 8 * 8
+
+
+def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,
+                 block_size: int | None = None) -> jax.Array:
+    """LSA distances (Algorithm 1): x [M, k, d], y [N, k, d] -> [M, N] float32.
+
+    window: W of eq. 2 (None = k // 2, §3.2); 1 = hard alignment; must be >= 1.
+    block_size: rows of x per block (None: about 512, balanced over the blocks); the last block is
+      padded so every block reuses one compiled kernel. y is processed in tiles of 512 rows, so a
+      block holds its [block_size, N] output and the band products of one tile, never M × N × k × k.
+    float16/bfloat16/float64 inputs are computed in float32. Differentiable (finite gradients
+    also for coincident stripes), traceable inside jit/vmap; NaN/inf inputs raise ValueError
+    when the inputs are concrete arrays.
+    """
+    _check_stripes("x", x)
+    _check_stripes("y", y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same number of stripes k, got x {tuple(x.shape)} "
+                         f"and y {tuple(y.shape)}.")
+    if x.shape[2] != y.shape[2]:
+        raise ValueError(f"x and y must have the same stripe dimension d, got x {tuple(x.shape)} "
+                         f"and y {tuple(y.shape)}.")
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
+                                   or block_size < 1):
+        raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}.")
+    num_x, num_stripes = x.shape[0], x.shape[1]
+    radius = _radius(window, num_stripes)
+    check_finite("x", x)
+    check_finite("y", y)
+    xt = jnp.swapaxes(jnp.asarray(x, jnp.float32), 0, 1)  # [k, M, d]
+    yt = jnp.swapaxes(jnp.asarray(y, jnp.float32), 0, 1)  # [k, N, d]
+    rows = int(block_size) if block_size else _block_rows(num_x)
+    y_tiles = _tile_y(yt)
+    num_y = y.shape[0]
+    if num_x <= rows:
+        return _lsa_block(xt, y_tiles, radius)[:, :num_y]
+    blocks = []
+    for start in range(0, num_x, rows):
+        xb = xt[:, start:start + rows]
+        short = rows - xb.shape[1]
+        if short:  # pad the last block so it reuses the compiled kernel
+            xb = jnp.pad(xb, ((0, 0), (0, short), (0, 0)))
+        blocks.append(_lsa_block(xb, y_tiles, radius)[:rows - short, :num_y])
+    return jnp.concatenate(blocks, axis=0)

@@ -1,0 +1,107 @@
+"""Query × gallery distances used at test time, computed block by block (paper §3.2).
+
+Features are a dict `{"global": [N, d], "local": [N, k, d], "final": [N, D]}` (numpy or jax).
+Modes: "global" (Euclidean of global, eq. 1), "lsa" (LSA of local, eqs. 2-5), "global+lsa"
+(their sum: the paper's inference distance) and "final" (Euclidean of the concatenated feature).
+A block is a slice of queries × the whole gallery, so peak memory is bounded by `block_size`.
+"""
+from typing import Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from gldfa_jax.lsa import check_finite, lsa_distance
+
+MODES = ("global", "lsa", "global+lsa", "final")
+_MODE_KEYS = {"global": ("global",), "lsa": ("local",), "global+lsa": ("global", "local"),
+              "final": ("final",)}
+_KEY_NDIM = {"global": 2, "local": 3, "final": 2}
+
+
+@jax.jit
+def _euclidean(x: jax.Array, y: jax.Array) -> jax.Array:
+    squared = (jnp.sum(x * x, 1)[:, None] + jnp.sum(y * y, 1)[None, :]
+               - 2.0 * jnp.matmul(x, y.T, precision=jax.lax.Precision.HIGHEST))
+    return jnp.sqrt(jnp.maximum(squared, 1e-12))
+
+
+def euclidean_distance(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Euclidean distances (eq. 1): x [M, d], y [N, d] -> [M, N] float32."""
+    for name, a in (("x", x), ("y", y)):
+        if getattr(a, "ndim", None) != 2:
+            raise ValueError(f"{name} must be [num_images, d], got shape {getattr(a, 'shape', None)}.")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same feature dimension, got {tuple(x.shape)} and {tuple(y.shape)}.")
+    return _euclidean(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+
+
+def validate_features(q_feats: Mapping, g_feats: Mapping, mode: str) -> tuple[int, int]:
+    """Check that both feature dicts hold what `mode` needs; returns (num_query, num_gallery)."""
+    if mode not in _MODE_KEYS:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    counts = []
+    for name, feats in (("q_feats", q_feats), ("g_feats", g_feats)):
+        if not isinstance(feats, Mapping):
+            raise ValueError(f"{name} must be a dict of feature arrays, got {type(feats).__name__}.")
+        num = None
+        for key in _MODE_KEYS[mode]:
+            if feats.get(key) is None:
+                raise ValueError(f"mode {mode!r} needs {name}[{key!r}], which is missing; the model "
+                                 f"has no such branch — pick a mode from the keys {sorted(feats)}.")
+            a = feats[key]
+            if getattr(a, "ndim", None) != _KEY_NDIM[key]:
+                want = "[N, k, d]" if key == "local" else "[N, d]"
+                raise ValueError(f"{name}[{key!r}] must be {want}, got shape {getattr(a, 'shape', None)}.")
+            if num is not None and a.shape[0] != num:
+                raise ValueError(f"{name} arrays disagree on the number of images: {key!r} has "
+                                 f"{a.shape[0]}, another key has {num}.")
+            num = a.shape[0]
+            check_finite(f"{name}[{key!r}]", a)
+        counts.append(num)
+    for key in _MODE_KEYS[mode]:
+        if q_feats[key].shape[1:] != g_feats[key].shape[1:]:
+            raise ValueError(f"q_feats[{key!r}] {tuple(q_feats[key].shape)} and g_feats[{key!r}] "
+                             f"{tuple(g_feats[key].shape)} differ in feature shape.")
+    return counts[0], counts[1]
+
+
+def _block_distance(q: Mapping, g: Mapping, mode: str, window) -> jax.Array:
+    if mode == "global":
+        return euclidean_distance(q["global"], g["global"])
+    if mode == "final":
+        return euclidean_distance(q["final"], g["final"])
+    local = lsa_distance(q["local"], g["local"], window)
+    if mode == "lsa":
+        return local
+    return euclidean_distance(q["global"], g["global"]) + local  # §3.2: global + local at inference
+
+
+def iter_distance_blocks(q_feats: Mapping, g_feats: Mapping, mode: str, window: int | None = None,
+                         block_size: int = 2048, progress: bool = False
+                         ) -> Iterator[tuple[slice, np.ndarray]]:
+    """Yield (query_slice, distances [len(slice), G] float32 numpy) for consecutive query blocks.
+
+    Only one block of the [Q, G] matrix exists at a time, so MSMT17-scale galleries fit.
+    """
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}.")
+    num_q, _ = validate_features(q_feats, g_feats, mode)
+    keys = _MODE_KEYS[mode]
+    gallery = {key: jnp.asarray(g_feats[key]) for key in keys}
+    starts = range(0, num_q, block_size)
+    for start in tqdm(starts, desc=f"distances ({mode})", unit="block", disable=not progress):
+        rows = slice(start, min(start + block_size, num_q))
+        query = {key: jnp.asarray(q_feats[key][rows]) for key in keys}
+        yield rows, np.asarray(_block_distance(query, gallery, mode, window))
+
+
+def pairwise_distance(q_feats: Mapping, g_feats: Mapping, mode: str, window: int | None = None,
+                      block_size: int = 2048, progress: bool = False) -> np.ndarray:
+    """Distance matrix [Q, G] float32 (numpy) for one of MODES, computed block by block."""
+    num_q, num_g = validate_features(q_feats, g_feats, mode)
+    out = np.empty((num_q, num_g), np.float32)
+    for rows, block in iter_distance_blocks(q_feats, g_feats, mode, window, block_size, progress):
+        out[rows] = block
+    return out

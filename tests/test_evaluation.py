@@ -1,0 +1,173 @@
+"""Ranking evaluation against a per-query loop written from the protocol's definition."""
+import itertools
+
+import chex
+import numpy as np
+import pytest
+
+from gldfa_jax import distances, evaluation
+
+
+def reference_market_loop(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
+    """The toolboxes' per-query protocol, literally: drop same-pid-and-camera gallery items, skip
+    queries without a correct match, CMC = clipped cumsum of matches, AP = mean precision at hits,
+    INP = hits / rank of the last hit. Ties go by gallery index (stable sort)."""
+    indices = np.argsort(distmat, axis=1, kind="stable")
+    matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
+    all_cmc, all_ap, all_inp = [], [], []
+    for q_idx in range(distmat.shape[0]):
+        order = indices[q_idx]
+        remove = (g_pids[order] == q_pids[q_idx]) & (g_camids[order] == q_camids[q_idx])
+        raw_cmc = matches[q_idx][np.invert(remove)]
+        if not np.any(raw_cmc):
+            continue
+        cmc = raw_cmc.cumsum()
+        last = np.max(np.where(raw_cmc == 1))
+        all_inp.append(cmc[last] / (last + 1.0))
+        cmc[cmc > 1] = 1
+        all_cmc.append(cmc[:max_rank])
+        tmp = [x / (i + 1.0) for i, x in enumerate(raw_cmc.cumsum())]
+        all_ap.append((np.asarray(tmp) * raw_cmc).sum() / raw_cmc.sum())
+    all_cmc = np.asarray(all_cmc).astype(np.float32)
+    return all_cmc.sum(0) / len(all_cmc), np.mean(all_ap), np.mean(all_inp)
+
+
+def random_problem(rng, num_q, num_g, num_ids, num_cams=3, ties=False):
+    q_pids = rng.integers(0, num_ids, num_q)
+    g_pids = rng.integers(0, num_ids, num_g)
+    q_camids = rng.integers(0, num_cams, num_q)
+    g_camids = rng.integers(0, num_cams, num_g)
+    dist = rng.random((num_q, num_g)).astype(np.float32)
+    if ties:
+        dist = np.round(dist * 4).astype(np.float32) / 4
+    return dist, q_pids, g_pids, q_camids, g_camids
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matches_reference_loop(ties, dtype):
+    rng = np.random.default_rng(0)
+    dist, *labels = random_problem(rng, 60, 300, 25, ties=ties)
+    dist = dist.astype(dtype)
+    ref_cmc, ref_map, ref_inp = reference_market_loop(dist, *labels, max_rank=50)
+    result = evaluation.rank_metrics(dist, *labels, max_rank=50, block_size=7)
+    chex.assert_shape(result["cmc"], (50,))
+    np.testing.assert_allclose(result["cmc"], ref_cmc, atol=1e-6)
+    np.testing.assert_allclose(result["mAP"], ref_map, atol=1e-6)
+    np.testing.assert_allclose(result["mINP"], ref_inp, atol=1e-6)
+    cmc, m_ap = evaluation.evaluate_rank(dist, *labels, max_rank=50)
+    np.testing.assert_allclose(cmc, ref_cmc, atol=1e-6)
+    assert m_ap == pytest.approx(result["mAP"], abs=1e-12)
+
+
+def test_hand_computed_example():
+    # Query pid 1 cam 0. Gallery by distance: [pid 1 cam 0 (removed), pid 2, pid 1 cam 1, pid 3, pid 1 cam 2].
+    dist = np.array([[0.1, 0.2, 0.3, 0.4, 0.5]], np.float32)
+    g_pids, g_camids = np.array([1, 2, 1, 3, 1]), np.array([0, 0, 1, 1, 2])
+    result = evaluation.rank_metrics(dist, [1], g_pids, [0], g_camids, max_rank=4)
+    # Kept ranking: wrong, hit, wrong, hit -> first hit at rank 2, AP = (1/2 + 2/4) / 2, INP = 2/4.
+    np.testing.assert_allclose(result["cmc"], [0, 1, 1, 1])
+    assert result["mAP"] == pytest.approx(0.5)
+    assert result["mINP"] == pytest.approx(0.5)
+
+
+def test_distractors_are_wrong_matches_and_unmatched_queries_skipped():
+    dist = np.array([[0.1, 0.2], [0.3, 0.1]], np.float32)
+    g_pids, g_camids = np.array([0, 5]), np.array([1, 1])
+    # Query 0 (pid 5): distractor pid 0 ranks first -> rank 2. Query 1 (pid 7): no match, skipped.
+    result = evaluation.rank_metrics(dist, [5, 7], g_pids, [0, 0], g_camids, max_rank=2)
+    assert result["num_valid_queries"] == 1
+    np.testing.assert_allclose(result["cmc"], [0, 1])
+
+
+def test_one_gallery_item_and_long_max_rank():
+    result = evaluation.rank_metrics(np.array([[1.0]], np.float32), [3], [3], [0], [1], max_rank=5)
+    np.testing.assert_allclose(result["cmc"], np.ones(5))
+    assert result["mAP"] == 1.0 and result["mINP"] == 1.0
+
+
+def test_all_ties_rank_by_gallery_index():
+    dist = np.zeros((1, 4), np.float32)
+    result = evaluation.rank_metrics(dist, [1], [2, 1, 2, 1], [0], [1, 1, 1, 1], max_rank=4)
+    np.testing.assert_allclose(result["cmc"], [0, 1, 1, 1])
+    assert result["mAP"] == pytest.approx((1 / 2 + 2 / 4) / 2)
+
+
+def test_no_valid_query_raises():
+    with pytest.raises(ValueError, match="no query"):
+        evaluation.rank_metrics(np.ones((1, 2), np.float32), [1], [1, 1], [0], [0, 0])
+
+
+@pytest.mark.parametrize("bad, name", [
+    (dict(q_pids=np.zeros(3, int)), "q_pids"), (dict(g_camids=np.zeros(9, int)), "g_camids"),
+    (dict(distmat=np.ones((2, 5, 1), np.float32)), "distmat"), (dict(max_rank=0), "max_rank"),
+    (dict(distmat=np.full((2, 5), np.nan, np.float32)), "distmat")])
+def test_bad_input_raises(bad, name):
+    args = dict(distmat=np.ones((2, 5), np.float32), q_pids=np.zeros(2, int), g_pids=np.zeros(5, int),
+                q_camids=np.zeros(2, int), g_camids=np.ones(5, int))
+    args.update(bad)
+    with pytest.raises(ValueError, match=name):
+        evaluation.rank_metrics(**args)
+
+
+def expected_single_shot_cmc(dist_row, q_pid, q_cam, g_pids, g_camids, max_rank):
+    """Exact expectation over all draws of one gallery image per identity (enumeration)."""
+    keep = ~((g_pids == q_pid) & (g_camids == q_cam))
+    items = np.flatnonzero(keep)
+    groups = [items[g_pids[items] == p] for p in np.unique(g_pids[items])]
+    cmc = np.zeros(max_rank)
+    draws = list(itertools.product(*groups))
+    for draw in draws:
+        draw = np.array(draw)
+        order = draw[np.argsort(dist_row[draw], kind="stable")]
+        first = np.flatnonzero(g_pids[order] == q_pid)[0]
+        cmc[first:] += 1
+    return cmc / len(draws)
+
+
+def test_cuhk03_single_shot_matches_exact_expectation():
+    rng = np.random.default_rng(1)
+    g_pids = np.array([1, 1, 1, 2, 2, 3, 3, 3, 4])
+    g_camids = np.array([0, 1, 1, 0, 1, 0, 1, 1, 0])
+    dist = rng.random((2, 9)).astype(np.float32)
+    q_pids, q_camids = np.array([1, 3]), np.array([0, 1])
+    expected = np.mean([expected_single_shot_cmc(dist[i], q_pids[i], q_camids[i], g_pids, g_camids, 4)
+                        for i in range(2)], axis=0)
+    result = evaluation.rank_metrics(dist, q_pids, g_pids, q_camids, g_camids, max_rank=4,
+                                     cuhk03_single_shot=True, repeats=4000, seed=0)
+    np.testing.assert_allclose(result["cmc"], expected, atol=0.02)
+    full = evaluation.rank_metrics(dist, q_pids, g_pids, q_camids, g_camids, max_rank=4)
+    assert result["mAP"] == pytest.approx(full["mAP"])  # AP uses the whole gallery in both protocols
+
+
+def test_cuhk03_single_shot_with_one_image_per_identity_equals_market():
+    rng = np.random.default_rng(2)
+    dist = rng.random((5, 6)).astype(np.float32)
+    labels = (np.arange(5), np.arange(6), np.zeros(5, int), np.ones(6, int))
+    a = evaluation.rank_metrics(dist, *labels, max_rank=6, cuhk03_single_shot=True, repeats=3)
+    b = evaluation.rank_metrics(dist, *labels, max_rank=6)
+    np.testing.assert_allclose(a["cmc"], b["cmc"])
+
+
+@pytest.mark.parametrize("mode", ["global", "lsa", "global+lsa", "final"])
+def test_evaluate_features_equals_dense(mode):
+    rng = np.random.default_rng(3)
+    def feats(n):
+        return {"global": rng.normal(size=(n, 8)).astype(np.float32),
+                "local": rng.normal(size=(n, 4, 6)).astype(np.float32),
+                "final": rng.normal(size=(n, 12)).astype(np.float32)}
+    q, g = feats(23), feats(57)
+    _, q_pids, g_pids, q_camids, g_camids = random_problem(rng, 23, 57, 6)
+    dense = distances.pairwise_distance(q, g, mode, block_size=5)
+    expected = evaluation.rank_metrics(dense, q_pids, g_pids, q_camids, g_camids, max_rank=10)
+    got = evaluation.evaluate_features(q, g, q_pids, g_pids, q_camids, g_camids, mode, block_size=4,
+                                       max_rank=10)
+    np.testing.assert_allclose(got["cmc"], expected["cmc"], atol=1e-12)
+    assert got["mAP"] == pytest.approx(expected["mAP"], abs=1e-12)
+    assert got["mINP"] == pytest.approx(expected["mINP"], abs=1e-12)
+
+
+def test_evaluate_features_label_length_checked():
+    f = {"global": np.ones((3, 4), np.float32)}
+    with pytest.raises(ValueError, match="g_pids"):
+        evaluation.evaluate_features(f, f, [0, 1, 2], [0, 1], [0, 0, 0], [1, 1, 1], "global")

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 ERASE_TRIES = 100  # Zhong et al.: give up (no erasing) after 100 rejected boxes
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class AugmentParams(NamedTuple):
@@ -26,8 +28,8 @@ class AugmentParams(NamedTuple):
     erase_area: tuple = (0.02, 0.4)
     erase_aspect: float = 0.3
     erase_value: str = "random"
-    mean: tuple = (0.485, 0.456, 0.406)
-    std: tuple = (0.229, 0.224, 0.225)
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
 
 
 def augment_params(data_config) -> AugmentParams:
@@ -62,7 +64,7 @@ def augment_params(data_config) -> AugmentParams:
     return p
 
 
-def normalize(images, mean=AugmentParams.mean, std=AugmentParams.std):
+def normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """uint8 (or float in [0, 255]) [..., 3] → float32 (x / 255 - mean) / std. Deterministic (test time)."""
     x = jnp.asarray(images, jnp.float32) / 255.0
     return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)

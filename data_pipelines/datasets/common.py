@@ -158,7 +158,7 @@ def make_dataset(name: str, root: str, train, query, gallery, unparsed=(), stats
             raise ValueError(f"The {s} split of {name} is empty (read from {where.get(s, root)}): "
                              f"check that the folder holds images named like 0001_c1_....jpg.")
     if unparsed:
-        warnings.warn(f"{name}: {len(unparsed)} image file(s) with names that do not parse were skipped: "
+        warnings.warn(f"{name}: {len(unparsed)} image(s) whose names or list entries do not parse were skipped: "
                       + _short_list(unparsed), stacklevel=3)
     gallery_pids = {r.pid for r in ds.gallery}
     missing = sorted({r.pid for r in ds.query} - gallery_pids)

@@ -21,6 +21,7 @@ def tiny_config(**overrides):
 def run(config, shape=(4, 64, 32, 3), train=False, num_classes=5):
     model = build_model(config, num_classes)
     x = jax.random.normal(jax.random.PRNGKey(1), shape)
+    # Eager (not jitted) on purpose: the tests share layer shapes, so op-by-op compiles are reused.
     variables = model.init(jax.random.PRNGKey(0), x, train=False)
     if train:
         out, state = model.apply(variables, x, train=True, mutable=["batch_stats"])

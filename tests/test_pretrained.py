@@ -1,0 +1,224 @@
+"""Pretrained ResNet loading: safetensors parsing, name/layout mapping, and equivalence with PyTorch."""
+import functools
+import json
+import logging
+import struct
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.base import get_config
+from gldfa_jax import pretrained
+from gldfa_jax.model import build_model
+from gldfa_jax.pretrained import load_pretrained, read_safetensors, write_safetensors
+from gldfa_jax.resnet import ResNet
+
+RNG = np.random.default_rng(0)
+
+
+def handmade_safetensors(path, tensors):
+    """Reference writer from the format's definition: u64 header length, JSON header, raw buffer."""
+    header, buffer = {"__metadata__": {"format": "pt"}}, b""
+    for name, (code, shape, raw) in tensors.items():
+        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [len(buffer), len(buffer) + len(raw)]}
+        buffer += raw
+    text = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + buffer)
+
+
+def torchvision_shapes(depth, base):
+    """{torchvision name: shape} for a width-scaled ResNet (channels base, 2·base, 4·base, 8·base)."""
+    bottleneck = depth >= 50
+    blocks = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3)}[depth]
+    shapes = {"conv1.weight": (base, 3, 7, 7), "fc.weight": (1000, 8 * base * (4 if bottleneck else 1)),
+              "fc.bias": (1000,)}
+
+    def bn(prefix, c):
+        shapes.update({f"{prefix}.{leaf}": (c,) for leaf in ("weight", "bias", "running_mean", "running_var")})
+        shapes[f"{prefix}.num_batches_tracked"] = ()
+
+    bn("bn1", base)
+    cin = base
+    for s, n in enumerate(blocks):
+        planes = base * 2 ** s
+        for b in range(n):
+            p = f"layer{s + 1}.{b}"
+            kernels = [(planes, cin, 1, 1), (planes, planes, 3, 3), (4 * planes, planes, 1, 1)] if bottleneck \
+                else [(planes, cin, 3, 3), (planes, planes, 3, 3)]
+            for i, k in enumerate(kernels, 1):
+                shapes[f"{p}.conv{i}.weight"] = k
+                bn(f"{p}.bn{i}", k[0])
+            cout = kernels[-1][0]
+            if b == 0 and (s > 0 or cin != cout):
+                shapes[f"{p}.downsample.0.weight"] = (cout, cin, 1, 1)
+                bn(f"{p}.downsample.1", cout)
+            cin = cout
+    return shapes
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_gldfa_variables():
+    c = get_config().model
+    c.depth, c.width_multiplier, c.embed_dim = 18, 0.125, 16  # as in test_model: eager op compiles are shared
+    model = build_model(c, num_classes=5)
+    return model.init(jax.random.PRNGKey(0), jnp.zeros((4, 64, 32, 3)), train=False)
+
+
+def random_state(shapes):
+    return {k: (np.array(7, np.int64) if k.endswith("tracked") else RNG.uniform(0.5, 1.5, s).astype(np.float32))
+            for k, s in shapes.items()}
+
+
+def test_safetensors_values_land_in_flax_leaves(tmp_path, caplog):
+    state = random_state(torchvision_shapes(18, 8))  # width 0.125 of ResNet-18
+    path = tmp_path / "r18.safetensors"
+    handmade_safetensors(path, {k: ("I64" if v.dtype == np.int64 else "F32", v.shape, v.tobytes())
+                                for k, v in state.items()})
+    before = tiny_gldfa_variables()
+    with caplog.at_level(logging.INFO):
+        after = load_pretrained(str(path), before)
+    assert "Loaded" in caplog.text
+    params, stats = after["params"]["backbone"], after["batch_stats"]["backbone"]
+    np.testing.assert_array_equal(params["conv1"]["kernel"], state["conv1.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(params["layer3_1"]["conv2"]["kernel"][1, 2, 5, 7],
+                                  state["layer3.1.conv2.weight"][7, 5, 1, 2])
+    np.testing.assert_array_equal(params["layer2_0"]["downsample_conv"]["kernel"][0, 0],
+                                  state["layer2.0.downsample.0.weight"][:, :, 0, 0].T)
+    np.testing.assert_array_equal(params["layer4_0"]["bn2"]["scale"], state["layer4.0.bn2.weight"])
+    np.testing.assert_array_equal(params["layer4_0"]["downsample_bn"]["bias"], state["layer4.0.downsample.1.bias"])
+    np.testing.assert_array_equal(stats["bn1"]["mean"], state["bn1.running_mean"])
+    np.testing.assert_array_equal(stats["layer1_1"]["bn1"]["var"], state["layer1.1.bn1.running_var"])
+    # Every backbone leaf came from the file (values drawn from [0.5, 1.5]); the head is untouched.
+    assert all(float(jnp.min(x)) >= 0.5 for x in jax.tree_util.tree_leaves((params, stats)))
+    for name in ("classifier", "global_fc", "local_conv", "neck_bn"):
+        jax.tree_util.tree_map(np.testing.assert_array_equal, after["params"][name], before["params"][name])
+
+
+def test_safetensors_dtypes_and_round_trip(tmp_path):
+    values = np.array([1.5, -2.0, 0.15625], np.float32)
+    bf16 = (values.view(np.uint32) >> 16).astype("<u2").tobytes()
+    path = tmp_path / "t.safetensors"
+    handmade_safetensors(path, {"a": ("BF16", (3,), bf16), "b": ("F16", (1, 3), values.astype("<f2").tobytes())})
+    read = read_safetensors(str(path))
+    np.testing.assert_array_equal(read["a"], values)
+    np.testing.assert_array_equal(read["b"], values[None])
+    tensors = {"w": RNG.normal(size=(2, 3, 1, 1)).astype(np.float32), "n": np.arange(3, dtype=np.int64)}
+    write_safetensors(str(tmp_path / "w.safetensors"), tensors)
+    back = read_safetensors(str(tmp_path / "w.safetensors"))
+    for k in tensors:
+        np.testing.assert_array_equal(back[k], tensors[k])
+    (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 16)
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        read_safetensors(str(tmp_path / "bad.safetensors"))
+
+
+def test_errors_name_the_tensor(tmp_path, caplog):
+    variables = tiny_gldfa_variables()
+    full_width = random_state(torchvision_shapes(18, 64))
+    write_safetensors(str(tmp_path / "full.safetensors"), full_width)
+    with pytest.raises(ValueError, match="'conv1.weight' has shape"):
+        load_pretrained(str(tmp_path / "full.safetensors"), variables)
+    r50 = random_state(torchvision_shapes(50, 8))
+    write_safetensors(str(tmp_path / "r50.safetensors"), r50)
+    with pytest.raises(ValueError, match=r"unexpected tensors \['layer1.0.conv3.weight'.*check model.depth"):
+        load_pretrained(str(tmp_path / "r50.safetensors"), variables)
+    small = random_state(torchvision_shapes(18, 8))
+    del small["layer1.0.bn1.running_var"]
+    write_safetensors(str(tmp_path / "missing.safetensors"), small)
+    with pytest.raises(ValueError, match="layer1_0/bn1/var"):
+        load_pretrained(str(tmp_path / "missing.safetensors"), variables)
+    with pytest.raises(ValueError, match="model.pretrained='nowhere.safetensors'"):
+        load_pretrained("nowhere.safetensors", variables)
+    with caplog.at_level(logging.INFO):
+        assert load_pretrained("", variables) is variables
+    assert "training from scratch" in caplog.text
+
+
+# ---- equivalence with a PyTorch ResNet (torchvision names, built here: torchvision is not a dependency) ----
+
+def torch_resnet(depth, base, last_stride):
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, planes, stride, bottleneck):
+            super().__init__()
+            self.bottleneck = bottleneck
+            cout = planes * (4 if bottleneck else 1)
+            if bottleneck:
+                self.conv1, self.bn1 = nn.Conv2d(cin, planes, 1, bias=False), nn.BatchNorm2d(planes)
+                self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+                self.bn2 = nn.BatchNorm2d(planes)
+                self.conv3, self.bn3 = nn.Conv2d(planes, cout, 1, bias=False), nn.BatchNorm2d(cout)
+            else:
+                self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+                self.bn1 = nn.BatchNorm2d(planes)
+                self.conv2, self.bn2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False), nn.BatchNorm2d(planes)
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            y = torch.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(y))
+            if self.bottleneck:
+                y = self.bn3(self.conv3(torch.relu(y)))
+            return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            bottleneck = depth >= 50
+            self.conv1, self.bn1 = nn.Conv2d(3, base, 7, 2, 3, bias=False), nn.BatchNorm2d(base)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            cin = base
+            for s, n in enumerate({18: (2, 2, 2, 2), 50: (3, 4, 6, 3)}[depth]):
+                blocks = []
+                for b in range(n):
+                    stride = 1 if b > 0 or s == 0 else (last_stride if s == 3 else 2)
+                    blocks.append(Block(cin, base * 2 ** s, stride, bottleneck))
+                    cin = base * 2 ** s * (4 if bottleneck else 1)
+                setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
+            self.fc = nn.Linear(cin, 1000)
+
+        def forward(self, x):
+            x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+            return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    torch.manual_seed(depth + last_stride)
+    net = Net()
+    with torch.no_grad():  # non-trivial BN statistics and affine parameters
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+@pytest.mark.parametrize("depth,width,last_stride,size,fmt", [(18, 0.25, 1, (64, 32), "safetensors"),
+                                                              (50, 0.125, 2, (67, 35), "pth")])
+def test_flax_matches_pytorch_with_converted_weights(tmp_path, depth, width, last_stride, size, fmt):
+    torch = pytest.importorskip("torch")
+    net = torch_resnet(depth, int(64 * width), last_stride)
+    pth = str(tmp_path / "resnet.pth")
+    torch.save(net.state_dict(), pth)
+    path = pth
+    if fmt == "safetensors":
+        path = str(tmp_path / "resnet.safetensors")
+        pretrained.main(["convert", pth, path])
+    x = np.random.default_rng(1).normal(size=(2, *size, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    model = ResNet(depth=depth, last_stride=last_stride, width_multiplier=width)
+    # Every backbone leaf is overwritten, so an abstract init (no compute) gives the structure.
+    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0), jnp.zeros((1, *size, 3)))
+    variables = load_pretrained(path, jax.tree_util.tree_map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes))
+    got = jax.jit(functools.partial(model.apply, train=False))(variables, jnp.asarray(x))
+    assert got.shape == expected.shape
+    assert np.abs(expected).max() > 0.1  # a live signal, not all zeros after the ReLUs
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)

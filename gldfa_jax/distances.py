@@ -37,16 +37,22 @@ def euclidean_distance(x: jax.Array, y: jax.Array) -> jax.Array:
     return _euclidean(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
 
 
-def validate_features(q_feats: Mapping, g_feats: Mapping, mode: str) -> tuple[int, int]:
-    """Check that both feature dicts hold what `mode` needs; returns (num_query, num_gallery)."""
+def required_keys(mode: str) -> tuple[str, ...]:
+    """Feature keys a distance mode reads, e.g. ("global", "local") for "global+lsa"."""
     if mode not in _MODE_KEYS:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    return _MODE_KEYS[mode]
+
+
+def validate_features(q_feats: Mapping, g_feats: Mapping, mode: str) -> tuple[int, int]:
+    """Check that both feature dicts hold what `mode` needs; returns (num_query, num_gallery)."""
+    keys = required_keys(mode)
     counts = []
     for name, feats in (("q_feats", q_feats), ("g_feats", g_feats)):
         if not isinstance(feats, Mapping):
             raise ValueError(f"{name} must be a dict of feature arrays, got {type(feats).__name__}.")
         num = None
-        for key in _MODE_KEYS[mode]:
+        for key in keys:
             if feats.get(key) is None:
                 raise ValueError(f"mode {mode!r} needs {name}[{key!r}], which is missing; the model "
                                  f"has no such branch — pick a mode from the keys {sorted(feats)}.")
@@ -60,7 +66,7 @@ def validate_features(q_feats: Mapping, g_feats: Mapping, mode: str) -> tuple[in
             num = a.shape[0]
             check_finite(f"{name}[{key!r}]", a)
         counts.append(num)
-    for key in _MODE_KEYS[mode]:
+    for key in keys:
         if q_feats[key].shape[1:] != g_feats[key].shape[1:]:
             raise ValueError(f"q_feats[{key!r}] {tuple(q_feats[key].shape)} and g_feats[{key!r}] "
                              f"{tuple(g_feats[key].shape)} differ in feature shape.")
@@ -88,7 +94,7 @@ def iter_distance_blocks(q_feats: Mapping, g_feats: Mapping, mode: str, window: 
     if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise ValueError(f"block_size must be a positive integer, got {block_size!r}.")
     num_q, _ = validate_features(q_feats, g_feats, mode)
-    keys = _MODE_KEYS[mode]
+    keys = required_keys(mode)
     gallery = {key: jnp.asarray(g_feats[key]) for key in keys}
     starts = range(0, num_q, block_size)
     for start in tqdm(starts, desc=f"distances ({mode})", unit="block", disable=not progress):

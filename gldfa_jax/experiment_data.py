@@ -7,12 +7,7 @@ from absl import logging
 
 from data_pipelines import datasets, images
 
-LAYOUT = """expected layout (Market-1501 style; CUHK03 / MSMT17 as distributed, see data_pipelines):
-  {root}/bounding_box_train/  training images  {{pid:04d}}_c{{cam}}...jpg
-  {root}/query/               query images
-  {root}/bounding_box_test/   gallery images
-Download the dataset from its authors' page (links in README, "Datasets"), unpack it there or point
---config.data.root at it. No data at hand? Run the self-contained demo:
+NO_DATA_HINT = """No dataset at hand? The self-contained demo generates its own data:
   python -m gldfa_jax.main --config experiments/synthetic.py --workdir runs/synthetic"""
 
 
@@ -34,16 +29,13 @@ class ExperimentData(NamedTuple):
 
 
 def ensure_data(data_config) -> None:
-    """Generate the synthetic world when the config asks for it and it is absent; else check the root exists."""
+    """Generate the synthetic world when the config asks for it (data.generate) and it is absent."""
     root = data_config.root
     generate = data_config.get("generate")
     if generate and not os.path.isdir(os.path.join(root, "bounding_box_train")):
         from data_pipelines import synthetic
         logging.info("generating the synthetic re-ID world into %s", root)
         synthetic.generate(root, **generate.to_dict())
-    if not os.path.isdir(root):
-        raise DataRootError(f"data.root={root!r} (dataset {data_config.name!r}) does not exist.\n"
-                            + LAYOUT.format(root=root))
 
 
 def _split(records, height: int, width: int, desc: str) -> Split:
@@ -60,8 +52,9 @@ def load_experiment_data(data_config) -> ExperimentData:
     try:
         dataset = datasets.get_dataset(data_config.name, data_config.root,
                                        **(options.to_dict() if options else {}))
-    except FileNotFoundError as e:
-        raise DataRootError(f"{e}\n" + LAYOUT.format(root=data_config.root)) from e
+    except FileNotFoundError as e:  # the reader's message names the expected layout and where to get the data
+        raise DataRootError(f"data.root={data_config.root!r} (dataset {data_config.name!r}): {e}\n"
+                            + NO_DATA_HINT) from e
     logging.info("dataset %s at %s:\n%s", data_config.name, data_config.root, dataset.summary())
     h, w = data_config.height, data_config.width
     train = _split(dataset.train, h, w, "train")

@@ -3,10 +3,10 @@
 Results are {mode: {"mAP", "rank1", "rank5", "rank10"}} in percent, for each distance mode of `config.eval.modes`
 that the model's features support, and the same modes with "+rerank" when `config.eval.rerank`.
 """
+import functools
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -19,41 +19,36 @@ MODE_KEYS = {"global": ("global",), "lsa": ("local",), "global+lsa": ("global", 
 RANKS = (1, 5, 10)
 
 
-def make_feature_fn(model, data_config, flip: bool):
-    """jit-ted (variables, uint8 images [B, H, W, 3]) -> Features dict of [B, ...] float32 arrays."""
-    mean, std = tuple(data_config.mean), tuple(data_config.std)
-
-    def features(variables, images):
-        x = normalize(images, mean, std)
-        feats = test_features(model.apply(variables, x, train=False))
-        if flip:
-            flipped = test_features(model.apply(variables, x[:, :, ::-1], train=False))
-            feats = {k: (v + flipped[k]) / 2.0 for k, v in feats.items()}
-        return feats
-
-    return jax.jit(features)
+@functools.partial(jax.jit, static_argnames=("model", "flip", "mean", "std"))
+def _features(variables, images, model, flip: bool, mean: tuple, std: tuple) -> dict:
+    """uint8 images [B, H, W, 3] -> Features dict of [B, ...] float32 (compiled once per model and shape)."""
+    x = normalize(images, mean, std)
+    feats = test_features(model.apply(variables, x, train=False))
+    if flip:
+        flipped = test_features(model.apply(variables, x[:, :, ::-1], train=False))
+        feats = {k: (v + flipped[k]) / 2.0 for k, v in feats.items()}
+    return feats
 
 
 def extract_features(model, variables, images: np.ndarray, data_config, batch_size: int = 128,
                      flip: Optional[bool] = None, desc: str = "features") -> dict:
     """uint8 images [N, H, W, 3] -> Features {"global": [N, d], "local": [N, k, d], "final": [N, D]} (numpy).
 
-    `flip` (default `data_config.test_flip`) averages each feature with that of the mirrored image. The last
-    batch is padded to `batch_size` so the function compiles once.
+    `flip` (default `data_config.test_flip`) averages each feature with that of the mirrored image. Every batch
+    is padded to `batch_size` so the network compiles once per image size.
     """
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be [N, H, W, 3] uint8, got shape {images.shape}.")
-    flip = data_config.test_flip if flip is None else flip
-    fn = make_feature_fn(model, data_config, flip)
+    flip = bool(data_config.test_flip if flip is None else flip)
+    statics = dict(model=model, flip=flip, mean=tuple(data_config.mean), std=tuple(data_config.std))
     n = images.shape[0]
-    batch_size = max(1, min(batch_size, n))
     chunks = []
     for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
         batch = images[start:start + batch_size]
         real = batch.shape[0]
         if real < batch_size:
             batch = np.concatenate([batch, np.zeros((batch_size - real,) + batch.shape[1:], batch.dtype)])
-        chunks.append(jax.tree.map(lambda x: np.asarray(x)[:real], fn(variables, jnp.asarray(batch))))
+        chunks.append(jax.tree.map(lambda x: np.asarray(x)[:real], _features(variables, batch, **statics)))
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
@@ -83,7 +78,7 @@ def evaluate_features(q_feats: dict, g_feats: dict, query, gallery, config) -> d
     e = config.eval
     max_rank = min(e.max_rank, len(gallery.pids))
     kwargs = dict(window=_window(config), block_size=e.block_size)
-    results = {}
+    results, reranked = {}, {}
     for mode in supported_modes(e.modes, q_feats):
         qg = distances.pairwise_distance(q_feats, g_feats, mode, **kwargs)
         results[mode] = _scores(qg, query, gallery, max_rank)
@@ -91,8 +86,8 @@ def evaluate_features(q_feats: dict, g_feats: dict, query, gallery, config) -> d
             qq = distances.pairwise_distance(q_feats, q_feats, mode, **kwargs)
             gg = distances.pairwise_distance(g_feats, g_feats, mode, **kwargs)
             rr = rerank.re_ranking(qg, qq, gg, k1=e.k1, k2=e.k2, lambda_value=e.lambda_value)
-            results[mode + "+rerank"] = _scores(np.asarray(rr), query, gallery, max_rank)
-    return results
+            reranked[mode + "+rerank"] = _scores(np.asarray(rr), query, gallery, max_rank)
+    return {**results, **reranked}
 
 
 def evaluate_model(model, variables, query, gallery, config) -> dict:

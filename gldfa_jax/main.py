@@ -9,6 +9,7 @@ config.json) and best/. Training resumes from the latest checkpoint in the workd
 """
 import glob
 import json
+import logging as std_logging
 import os
 import sys
 import traceback
@@ -81,6 +82,13 @@ def check_workdir(workdir: str | None) -> str:
     return workdir
 
 
+class _QuietLibraryInfo(std_logging.Filter):
+    """Orbax logs every save step at INFO; keep its warnings, drop the chatter."""
+
+    def filter(self, record):
+        return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+
+
 def log_devices() -> None:
     devices = jax.local_devices()
     logging.info("JAX %s on %s: %d local device(s) %s; %d process(es)", jax.__version__, jax.default_backend(),
@@ -141,6 +149,7 @@ def main(argv):
     from gldfa_jax.experiment_data import DataRootError
     from gldfa_jax.train import NonFiniteLossError
 
+    logging.get_absl_handler().addFilter(_QuietLibraryInfo())
     config = _CONFIG.value
     if config is None:
         _fail(f"--config is required; available configs in experiments/: {', '.join(available_configs())}", 2)

@@ -22,6 +22,8 @@ _KEY_NDIM = {"global": 2, "local": 3, "final": 2}
 
 @jax.jit
 def _euclidean(x: jax.Array, y: jax.Array) -> jax.Array:
+    shift = jnp.mean(y, axis=0)  # shift-invariant; centring reduces float32 cancellation
+    x, y = x - shift, y - shift
     squared = (jnp.sum(x * x, 1)[:, None] + jnp.sum(y * y, 1)[None, :]
                - 2.0 * jnp.matmul(x, y.T, precision=jax.lax.Precision.HIGHEST))
     return jnp.sqrt(jnp.maximum(squared, 1e-12))

@@ -169,6 +169,10 @@ def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,
     check_finite("y", y)
     xt = jnp.swapaxes(jnp.asarray(x, jnp.float32), 0, 1)  # [k, M, d]
     yt = jnp.swapaxes(jnp.asarray(y, jnp.float32), 0, 1)  # [k, N, d]
+    # Distances are invariant to a common shift; centring shrinks the norms in |x|² + |y|² - 2x·y and with
+    # them float32 cancellation (large for post-ReLU features that share a big mean).
+    shift = jnp.mean(yt, axis=(0, 1), keepdims=True)  # one vector: stripe i meets stripe j
+    xt, yt = xt - shift, yt - shift
     rows = int(block_size) if block_size else _block_rows(num_x)
     y_tiles = _tile_y(yt)
     num_y = y.shape[0]

@@ -1,0 +1,62 @@
+"""Test-time distance modes and their blocked computation."""
+import chex
+import numpy as np
+import pytest
+
+from gldfa_jax import distances, lsa
+
+
+def feats(rng, n, k=4, d=6):
+    return {"global": rng.normal(size=(n, d)).astype(np.float32),
+            "local": rng.normal(size=(n, k, d)).astype(np.float32),
+            "final": rng.normal(size=(n, 2 * d)).astype(np.float32)}
+
+
+def euclid(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))
+
+
+@pytest.mark.parametrize("mode", distances.MODES)
+def test_modes_match_definitions_and_blocking(mode):
+    rng = np.random.default_rng(0)
+    q, g = feats(rng, 11), feats(rng, 9)
+    got = distances.pairwise_distance(q, g, mode, block_size=4)
+    chex.assert_shape(got, (11, 9))
+    assert isinstance(got, np.ndarray) and got.dtype == np.float32
+    expected = {"global": lambda: euclid(q["global"], g["global"]),
+                "final": lambda: euclid(q["final"], g["final"]),
+                "lsa": lambda: np.asarray(lsa.lsa_distance(q["local"], g["local"])),
+                "global+lsa": lambda: euclid(q["global"], g["global"])
+                + np.asarray(lsa.lsa_distance(q["local"], g["local"]))}[mode]()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    blocks = list(distances.iter_distance_blocks(q, g, mode, block_size=4))
+    assert [b.shape for _, b in blocks] == [(4, 9), (4, 9), (3, 9)]
+    np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), got)
+
+
+def test_window_is_passed_to_lsa():
+    rng = np.random.default_rng(1)
+    q, g = feats(rng, 3), feats(rng, 5)
+    hard = distances.pairwise_distance(q, g, "lsa", window=1)
+    expected = np.linalg.norm(q["local"][:, None] - g["local"][None], axis=-1).sum(-1)
+    np.testing.assert_allclose(hard, expected, rtol=1e-5)
+
+
+def test_missing_branch_and_bad_shapes_raise():
+    rng = np.random.default_rng(2)
+    q, g = feats(rng, 3), feats(rng, 4)
+    with pytest.raises(ValueError, match="mode"):
+        distances.pairwise_distance(q, g, "cosine")
+    with pytest.raises(ValueError, match=r"g_feats\['local'\]"):
+        distances.pairwise_distance(q, {"global": g["global"]}, "global+lsa")
+    with pytest.raises(ValueError, match=r"q_feats\['global'\]"):
+        distances.pairwise_distance({"global": q["local"]}, g, "global")
+    with pytest.raises(ValueError, match="differ in feature shape"):
+        distances.pairwise_distance(q, {"final": g["global"]}, "final")
+    with pytest.raises(ValueError, match="number of images"):
+        distances.pairwise_distance({"global": q["global"], "local": q["local"][:2]}, g, "global+lsa")
+    with pytest.raises(ValueError, match="NaN"):
+        distances.pairwise_distance({"global": np.full((2, 6), np.nan, np.float32)}, g, "global")
+    with pytest.raises(ValueError, match="block_size"):
+        list(distances.iter_distance_blocks(q, g, "global", block_size=0))

@@ -51,6 +51,9 @@ class ReIDBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     RELEASE_NOTES = {"1.0.0": "First release: train/query/gallery, encoded images, pid, camid, file name."}
     READER = ""
     CONFIG_OPTIONS: dict = {}
+    # Manual-download datasets have no checksum file; without this TFDS looks one up next to the module
+    # through importlib_resources, which etils does not always install.
+    code_path = None
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

@@ -4,18 +4,19 @@ import itertools
 import chex
 import numpy as np
 import pytest
+from tqdm.auto import tqdm
 
 from gldfa_jax import distances, evaluation
 
 
-def reference_market_loop(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
+def reference_market_loop(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, progress=False):
     """The toolboxes' per-query protocol, literally: drop same-pid-and-camera gallery items, skip
     queries without a correct match, CMC = clipped cumsum of matches, AP = mean precision at hits,
     INP = hits / rank of the last hit. Ties go by gallery index (stable sort)."""
     indices = np.argsort(distmat, axis=1, kind="stable")
     matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
     all_cmc, all_ap, all_inp = [], [], []
-    for q_idx in range(distmat.shape[0]):
+    for q_idx in tqdm(range(distmat.shape[0]), desc="per-query loop", disable=not progress):
         order = indices[q_idx]
         remove = (g_pids[order] == q_pids[q_idx]) & (g_camids[order] == q_camids[q_idx])
         raw_cmc = matches[q_idx][np.invert(remove)]

@@ -328,7 +328,7 @@ def _background(rng, cam: dict, shape, box_top: float, box_h: float) -> np.ndarr
     return img * rng.uniform(0.92, 1.08) + rng.normal(0, 3, (1, 1, 3)).astype(np.float32)
 
 
-def _occluder(canvas, rng, box_top, box_h, person_top, hp) -> str:
+def _occluder(canvas, rng, box_top, box_h) -> str:
     h, w, _ = canvas.shape
     colour = rng.uniform(30, 220, 3).astype(np.float32)
     kind = "bottom" if rng.random() < 0.6 else "side"
@@ -366,7 +366,7 @@ def render_image(person: dict, cam: dict, cfg: WorldConfig, rng: np.random.Gener
     _draw_person(_Painter(canvas, person_top, cx, hp), person, view, facing, rng.uniform(-1, 1))
     info = {"view": view, "misalign": None, "occlusion": None}
     if rng.random() < cfg.occlusion_rate:
-        info["occlusion"] = _occluder(canvas, rng, box_top, h, person_top, hp)
+        info["occlusion"] = _occluder(canvas, rng, box_top, h)
     canvas = _camera_look(canvas, cam, rng)
     y0, y1 = box_top, box_top + h
     if rng.random() < cfg.misalign_rate:  # detector error: shift or cut, up to max_shift of the height
@@ -412,10 +412,12 @@ SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bo
 def _prepare_out(out_dir: str, overwrite: bool, marker: str) -> None:
     if os.path.isfile(out_dir):
         raise ValueError(f"out={out_dir} is a file; give a folder to write the dataset into")
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-        if not os.path.exists(os.path.join(out_dir, marker)):
-            raise ValueError(f"out={out_dir} exists and is not empty; choose a new folder")
-        raise ValueError(f"out={out_dir} already holds a generated dataset; pass overwrite=True (--overwrite)")
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not os.path.exists(os.path.join(out_dir, marker)):  # never write into someone else's folder
+            raise ValueError(f"out={out_dir} exists, is not empty and was not written by this tool; choose a new "
+                             f"folder")
+        if not overwrite:
+            raise ValueError(f"out={out_dir} already holds a generated dataset; pass overwrite=True (--overwrite)")
     for folder in SPLIT_FOLDERS.values():
         path = os.path.join(out_dir, folder)
         os.makedirs(path, exist_ok=True)
@@ -456,6 +458,19 @@ def generate(out_dir: str, identities: int = 150, seed: int = 0, overwrite: bool
     with open(os.path.join(out_dir, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=1, default=_jsonable)
     return out_dir
+
+
+def ensure_world(out_dir: str, identities: int = 150, seed: int = 0, progress: bool = True, **options) -> str:
+    """``out_dir`` holding the world for these settings: reused when its manifest matches, else (re)generated."""
+    cfg = WorldConfig(identities=int(identities), **options)
+    try:
+        with open(os.path.join(out_dir, MANIFEST)) as f:
+            man = json.load(f)
+        if man["seed"] == seed and man["config"] == json.loads(json.dumps(cfg._asdict())):
+            return out_dir
+    except (OSError, ValueError, KeyError):
+        pass
+    return generate(out_dir, identities=identities, seed=seed, overwrite=True, progress=progress, **options)
 
 
 def _jsonable(x):

@@ -10,7 +10,7 @@ import pytest
 
 from data_pipelines.datasets import get_dataset
 from data_pipelines.images import load_images
-from data_pipelines.synthetic import (CLOTH, MANIFEST, WorldConfig, _draw_person, _Painter, generate,
+from data_pipelines.synthetic import (CLOTH, MANIFEST, WorldConfig, _draw_person, _Painter, ensure_world, generate,
                                       make_identities)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,6 +51,12 @@ def test_deterministic_from_seed(tmp_path):
     b = read(generate(str(tmp_path / "b"), identities=6, seed=1, height=H, width=W, progress=False))
     c = read(generate(str(tmp_path / "c"), identities=6, seed=2, height=H, width=W, progress=False))
     assert a == b and a != c
+    # ensure_world reuses a matching world and regenerates when the settings change
+    before = os.path.getmtime(tmp_path / "a" / MANIFEST)
+    ensure_world(str(tmp_path / "a"), identities=6, seed=1, height=H, width=W, progress=False)
+    assert os.path.getmtime(tmp_path / "a" / MANIFEST) == before
+    ensure_world(str(tmp_path / "a"), identities=6, seed=2, height=H, width=W, progress=False)
+    assert read(str(tmp_path / "a")) == c
 
 
 def test_parts_shared_combinations_distinct():

@@ -3,7 +3,7 @@
 Stripe i of image A is compared with stripes j of image B for
 max(1, i - ⌊W/2⌋) <= j <= min(k, i + ⌊W/2⌋) (eq. 2); the per-stripe minima of the Euclidean
 (not squared) stripe distances are summed one way (d^AB, eq. 3) and the other way (d^BA, eq. 4),
-and the distance is the smaller sum (eq. 5). W = 1 is hard alignment; W >= 2k - 1 compares
+and the distance is the smaller sum (eq. 5). W = 1 is hard alignment; W >= 2k - 2 compares
 every stripe with every stripe.
 
 Only the 2⌊W/2⌋+1 diagonals of the k×k stripe-distance matrix inside the window are computed,

@@ -60,10 +60,10 @@ def _expanded_sets(ranks: np.ndarray, rows_idx: np.ndarray, k1: int, recip_half:
     overlap = (inside & cand_ok).sum(-1)
     size = cand_ok.sum(-1)
     take = in_set & (overlap > 2.0 / 3 * size)                   # original: > 2/3 of the candidate set
-    row_of = np.broadcast_to(rows_idx[:, None], forward.shape)
-    pair_rows = np.concatenate([row_of[in_set], np.broadcast_to(rows_idx[:, None, None], cand.shape)[
-        take[..., None] & cand_ok]])
-    pair_cols = np.concatenate([forward[in_set], cand[take[..., None] & cand_ok]])
+    added = take[..., None] & cand_ok
+    pair_rows = np.concatenate([np.broadcast_to(rows_idx[:, None], forward.shape)[in_set],
+                                np.broadcast_to(rows_idx[:, None, None], cand.shape)[added]])
+    pair_cols = np.concatenate([forward[in_set], cand[added]])
     keys = np.unique(pair_rows * ranks.shape[0] + pair_cols)
     return keys // ranks.shape[0], keys % ranks.shape[0]
 
@@ -86,7 +86,9 @@ def _weights(rows: Callable, ranks, k1, num_all, block, progress) -> scipy.spars
         starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
         totals = np.add.reduceat(w, starts)
         w = w / np.repeat(totals, np.diff(np.r_[starts, r.size]))
-        all_rows.append(r), all_cols.append(c), all_vals.append(w.astype(np.float32))
+        all_rows.append(r)
+        all_cols.append(c)
+        all_vals.append(w.astype(np.float32))
     return scipy.sparse.csr_matrix(
         (np.concatenate(all_vals), (np.concatenate(all_rows), np.concatenate(all_cols))),
         shape=(num_all, num_all), dtype=np.float32)

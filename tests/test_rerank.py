@@ -97,3 +97,12 @@ def test_bad_input_raises(kwargs, name):
     args.update(kwargs)
     with pytest.raises(ValueError, match=name):
         rerank.re_ranking(**args)
+
+
+def test_tiny_sets_with_k1_larger_than_n():
+    rng = np.random.default_rng(3)
+    q, g = features(rng, 2), features(rng, 1)  # one gallery item, k1 + 1 > N
+    q_g, q_q, g_g = dense_inputs(q, g)
+    np.testing.assert_allclose(rerank.re_ranking(q_g, q_q, g_g), reference_re_ranking(q_g, q_q, g_g), atol=1e-6)
+    np.testing.assert_allclose(rerank.re_ranking_features(q, g, "global"), rerank.re_ranking(q_g, q_q, g_g),
+                               atol=1e-5)

@@ -18,6 +18,7 @@ _SIGNATURES = [  # (dataset, paths relative to ROOT whose presence identifies it
     ("cuhk03", ("cuhk-03.mat",)), ("cuhk03", ("cuhk03_release/cuhk-03.mat",)),
     ("msmt17", ("list_train.txt",)), ("msmt17", ("MSMT17_V1",)), ("msmt17", ("MSMT17_V2",)),
     ("market1501", ("Market-1501-v15.09.15",)), ("dukemtmcreid", ("DukeMTMC-reID",)),
+    ("cuhk03_np", ("cuhk03-np",)), ("cuhk03_np", ("labeled", "detected")),
     ("market_layout", ("bounding_box_train",)),
 ]
 

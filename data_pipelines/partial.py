@@ -135,7 +135,9 @@ def main(argv=None) -> int:
                      overwrite=a.overwrite)
     except ValueError as e:
         ap.error(str(e))
-    print(f"wrote {a.out} (manifest: {os.path.join(a.out, MANIFEST)})")
+    from data_pipelines.datasets import get_dataset
+    print(get_dataset("market_layout", a.out).summary())
+    print(f"manifest: {os.path.join(a.out, MANIFEST)}")
     return 0
 
 

@@ -29,6 +29,13 @@ def test_info_json_and_table(tmp_path):
     assert r.returncode == 0 and "gallery" in r.stdout and "# ids" in r.stdout
 
 
+def test_info_recognises_cuhk03_np(tmp_path):
+    small_market(str(tmp_path / "cuhk03-np" / "detected"))
+    r = _info(str(tmp_path), "--json", "--variant", "detected")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["train"]["identities"] == 3
+
+
 def test_info_errors(tmp_path):
     r = _info(str(tmp_path / "absent"))
     assert r.returncode == 2 and "does not exist" in r.stderr

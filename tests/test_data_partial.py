@@ -91,6 +91,6 @@ def test_cli(tmp_path):
                                     capture_output=True, text=True)
     r = run("--src", src, "--out", str(tmp_path / "p"), "--seed", "3")
     assert r.returncode == 0, r.stderr
-    assert json.load(open(tmp_path / "p" / MANIFEST))["seed"] == 3
+    assert json.load(open(tmp_path / "p" / MANIFEST))["seed"] == 3 and "# ids" in r.stdout
     r = run("--src", str(tmp_path / "nope"), "--out", str(tmp_path / "q"))
     assert r.returncode == 2 and "not in Market layout" in r.stderr

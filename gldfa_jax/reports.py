@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from PIL import Image
 
+from data_pipelines.images import decode_image
 from gldfa_jax import lsa
 
 DPI = 100
@@ -48,16 +49,13 @@ def _axes_px(fig: Figure, left: float, top: float, width: float, height: float):
 def _as_image(item, height: int, width: int) -> np.ndarray:
     """A path or an [H, W, 3] array (uint8, or float in [0, 1]) -> uint8 [height, width, 3]."""
     if isinstance(item, (str, os.PathLike)):
-        with Image.open(item) as im:
-            img = im.convert("RGB")
-    else:
-        arr = np.asarray(item)
-        if arr.ndim != 3 or arr.shape[-1] != 3:
-            raise ValueError(f"image array must be [H, W, 3], got shape {arr.shape}; pass RGB images or file paths")
-        if arr.dtype != np.uint8:
-            arr = (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-        img = Image.fromarray(arr)
-    return np.asarray(img.resize((width, height), Image.BILINEAR))
+        return decode_image(item, height, width)
+    arr = np.asarray(item)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"image array must be [H, W, 3], got shape {arr.shape}; pass RGB images or file paths")
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    return np.asarray(Image.fromarray(arr).resize((width, height), Image.BILINEAR))
 
 
 def _frame(ax, color: str, linewidth: float = 4.0) -> None:
@@ -376,3 +374,52 @@ def training_curves(metrics_jsonl_path: str, out_png: str, *, steps_per_epoch: i
     fig.subplots_adjust(left=0.05, right=0.98, top=0.9, bottom=0.12, wspace=0.25)
     _save(fig, out_png)
     return metrics
+
+
+def write_eval_reports(out_dir: str, q_feats: dict, g_feats: dict, query, gallery, config, *,
+                       metrics_jsonl: str | None = None, steps_per_epoch: int | None = None,
+                       num_queries: int = 4, seed: int = 0) -> dict:
+    """The PNG reports of one evaluation into `out_dir`; returns {name: path}.
+
+    q_feats / g_feats: Features dicts ({"global" [N, d], "local" [N, k, d], "final" [N, D]});
+    query / gallery: objects with .images uint8 [N, H, W, 3], .pids [N], .camids [N] (experiment_data.Split).
+    Writes retrieval_grid.png (distance mode eval.best_mode, default global+lsa, when available),
+    alignment.png (a sampled query and its best-ranked true match, when the model has local features),
+    cmc.png (every distance mode of eval.modes) and training_curves.png (when metrics_jsonl exists).
+    """
+    from gldfa_jax import distances, evaluation, inference
+
+    e = config.eval
+    window = config.loss.window or None
+    modes = inference.supported_modes(list(e.modes), q_feats)
+    if not modes:
+        raise ValueError(f"eval.modes {list(e.modes)} needs features the model does not have ({sorted(q_feats)})")
+    best = e.get("best_mode", "global+lsa")
+    best = best if best in modes else modes[0]
+    paths, cmcs = {}, {}
+    max_rank = min(e.max_rank, len(gallery.pids))
+    for mode in modes:
+        dist = distances.pairwise_distance(q_feats, g_feats, mode, window=window, block_size=e.block_size)
+        cmc, _ = evaluation.evaluate_rank(dist, query.pids, gallery.pids, query.camids, gallery.camids,
+                                          max_rank=max_rank)
+        cmcs[mode] = np.asarray(cmc)
+        if mode == best:
+            best_dist = dist
+    ids = dict(q_pids=query.pids, g_pids=gallery.pids, q_camids=query.camids, g_camids=gallery.camids)
+    paths["retrieval_grid"] = os.path.join(out_dir, "retrieval_grid.png")
+    grid = retrieval_grid(best_dist, query.images, gallery.images, paths["retrieval_grid"],
+                          num_queries=num_queries, seed=seed, **ids)
+    if "local" in q_feats:
+        pair = next(((q, int(r[c.argmax()])) for q, r, c in zip(grid["queries"], grid["ranked"], grid["correct"])
+                     if c.any()), (grid["queries"][0], int(grid["ranked"][0][0])))
+        paths["alignment"] = os.path.join(out_dir, "alignment.png")
+        alignment_figure(query.images[pair[0]], gallery.images[pair[1]], q_feats["local"][pair[0]],
+                         g_feats["local"][pair[1]], paths["alignment"], window=window,
+                         labels=(f"query {pair[0]} (id {query.pids[pair[0]]})",
+                                 f"gallery {pair[1]} (id {gallery.pids[pair[1]]})"))
+    paths["cmc"] = os.path.join(out_dir, "cmc.png")
+    cmc_curve(cmcs, paths["cmc"], max_rank=min(20, max_rank))
+    if metrics_jsonl and os.path.exists(metrics_jsonl):
+        paths["training_curves"] = os.path.join(out_dir, "training_curves.png")
+        training_curves(metrics_jsonl, paths["training_curves"], steps_per_epoch=steps_per_epoch)
+    return paths

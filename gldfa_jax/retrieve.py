@@ -1,0 +1,206 @@
+"""Retrieval on your own images with a trained checkpoint.
+
+  python -m gldfa_jax.retrieve --checkpoint runs/synthetic --query me.jpg --gallery photos/ --out retrieval/ \
+      [--gallery-features photos.npz] [--topk 10] [--mode global+lsa]
+
+Writes OUT/matches.csv and OUT/matches.json (ranked gallery images per query with distances),
+OUT/retrieval_grid.png (paper Fig. 8 style, grey borders since your images carry no identities) and
+OUT/alignment_top1.png (LSA stripe alignment of the first query and its best match, paper Fig. 7).
+With --gallery-features the gallery's features are extracted once into that .npz and reused while the
+gallery folder and the checkpoint stay the same.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from data_pipelines.datasets.common import IMAGE_EXTENSIONS, list_images
+from data_pipelines.images import load_images
+from gldfa_jax import checkpointing, distances, inference, reports, train
+from gldfa_jax.model import build_model
+
+PREFERRED_MODES = ("global+lsa", "global", "lsa", "final")  # §3.2: inference uses global + LSA
+
+
+def checkpoint_location(path: str) -> tuple[str, int | None]:
+    """A run workdir, its checkpoints/ (or best/) folder, or one step folder -> (checkpoint folder, step or None)."""
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, "state")):
+        return os.path.dirname(path), int(os.path.basename(path))
+    if os.path.isdir(os.path.join(path, checkpointing.LATEST_DIR)):
+        return os.path.join(path, checkpointing.LATEST_DIR), None
+    if os.path.isdir(path):
+        return path, None
+    raise ValueError(f"--checkpoint {path!r} does not exist; pass a run's workdir, its 'checkpoints' "
+                     "folder or one of its step folders.")
+
+
+def load_checkpoint(path: str):
+    """Checkpoint -> (config, model, variables {"params", "batch_stats"}, step).
+
+    The config is the run's checkpoints/config.json; the number of identities comes from the classifier's
+    shape in the checkpoint, so neither the training data nor the config file is needed.
+    """
+    folder, step = checkpoint_location(path)
+    config_json = (checkpointing.read_config_json(folder)
+                   or checkpointing.read_config_json(os.path.join(os.path.dirname(folder), checkpointing.LATEST_DIR)))
+    if config_json is None:
+        raise ValueError(f"no {checkpointing.CONFIG_FILE} beside the checkpoint {folder}: it is written by "
+                         "gldfa_jax.main into WORKDIR/checkpoints; pass that run's workdir.")
+    config = ml_collections.ConfigDict(config_json)
+    manager = ocp.CheckpointManager(folder, item_handlers={"state": ocp.StandardCheckpointHandler()})
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise ValueError(f"no checkpoint step in {folder}; train first (python -m gldfa_jax.main ...).")
+    num_classes = int(manager.item_metadata(step)["state"]["params"]["classifier"]["kernel"].shape[-1])
+    model = build_model(config.model, num_classes)
+    shape = (config.data.height, config.data.width, 3)
+
+    def build_state():
+        variables = train.init_variables(model, jax.random.PRNGKey(0), shape)
+        return train.create_train_state(model, train.make_optimizer(config.optim, 1), variables, num_classes,
+                                        jax.random.PRNGKey(0), shape)
+
+    template = jax.eval_shape(build_state)  # shapes only: restoring needs no initialised weights
+    state, meta = checkpointing.restore(os.path.join(folder, str(step)), template)
+    return config, model, {"params": state.params, "batch_stats": state.batch_stats}, int(meta["step"])
+
+
+def image_paths(path: str, what: str) -> list[str]:
+    """One image file or the images of a folder (sorted)."""
+    if os.path.isfile(path):
+        if not path.lower().endswith(IMAGE_EXTENSIONS):
+            raise ValueError(f"{what} {path!r} is not an image ({', '.join(IMAGE_EXTENSIONS)}).")
+        return [path]
+    if not os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} does not exist; pass an image file or a folder of images.")
+    paths = list_images(path)
+    if not paths:
+        raise ValueError(f"{what} folder {path!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+    return paths
+
+
+def folder_features(paths: list[str], config, model, variables, batch_size: int, desc: str):
+    """Features of image files -> (Features dict of numpy arrays, the paths that could be read)."""
+    images, kept = load_images(paths, config.data.height, config.data.width)
+    feats = inference.extract_features(model, variables, images, config.data, batch_size=batch_size, desc=desc)
+    return feats, list(kept)
+
+
+def gallery_features(paths, cache: str | None, checkpoint_id: str, config, model, variables, batch_size: int):
+    """Gallery features, read from / written to the .npz `cache` when given."""
+    if cache and os.path.exists(cache):
+        with np.load(cache) as z:
+            stored = [str(p) for p in z["source_paths"]]
+            if stored != [os.path.abspath(p) for p in paths] or str(z["checkpoint"]) != checkpoint_id:
+                raise ValueError(f"--gallery-features {cache} was extracted from another gallery folder or "
+                                 f"checkpoint ({z['checkpoint']}); delete it or pass a new file name.")
+            feats = {k[len("feat_"):]: z[k] for k in z.files if k.startswith("feat_")}
+            kept = [str(p) for p in z["paths"]]
+        print(f"gallery features read from {cache} ({len(kept)} images)")
+        return feats, kept
+    feats, kept = folder_features(paths, config, model, variables, batch_size, "gallery features")
+    if cache:
+        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+        np.savez(cache, source_paths=np.array([os.path.abspath(p) for p in paths]),
+                 paths=np.array(kept), checkpoint=np.array(checkpoint_id),
+                 **{f"feat_{k}": v for k, v in feats.items()})
+        print(f"gallery features written to {cache}")
+    return feats, kept
+
+
+def choose_mode(mode: str | None, feats: dict) -> str:
+    supported = inference.supported_modes(list(PREFERRED_MODES), feats)
+    if mode is None:
+        return supported[0]
+    if mode not in supported:
+        raise ValueError(f"--mode {mode!r} is not available for this model's features; choose one of {supported}.")
+    return mode
+
+
+def retrieve(checkpoint: str, query: str, gallery: str, out: str, gallery_features_path: str | None = None,
+             topk: int = 10, mode: str | None = None, batch_size: int = 64, grid_queries: int = 8) -> dict:
+    """Rank the gallery for every query image; writes matches.csv/json and the PNGs into `out`.
+
+    Returns {"mode", "queries" [Q paths], "gallery" [G paths], "distances" [Q, G], "ranked" (Q arrays of topk
+    gallery indices), "query_features", "gallery_features" (Features dicts)}.
+    """
+    if topk < 1:
+        raise ValueError(f"--topk {topk} must be >= 1")
+    g_paths, q_paths = image_paths(gallery, "--gallery"), image_paths(query, "--query")
+    config, model, variables, step = load_checkpoint(checkpoint)
+    checkpoint_id = f"{checkpoint_location(checkpoint)[0]}@{step}"
+    g_feats, g_paths = gallery_features(g_paths, gallery_features_path, checkpoint_id, config, model, variables,
+                                        batch_size)
+    q_feats, q_paths = folder_features(q_paths, config, model, variables, batch_size, "query features")
+    mode = choose_mode(mode, q_feats)
+    dist = distances.pairwise_distance(q_feats, g_feats, mode, window=config.loss.window or None)
+    ranked = reports.rank_gallery(dist, topk=topk)
+
+    os.makedirs(out, exist_ok=True)
+    rows = [{"query": q_paths[q], "rank": r + 1, "gallery": g_paths[g], "distance": float(dist[q, g])}
+            for q in range(len(q_paths)) for r, g in enumerate(ranked[q])]
+    with open(os.path.join(out, "matches.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["query", "rank", "gallery", "distance"])
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(os.path.join(out, "matches.json"), "w") as f:
+        json.dump({"checkpoint": checkpoint_id, "mode": mode,
+                   "matches": {qp: [{k: r[k] for k in ("rank", "gallery", "distance")} for r in rows if r["query"] == qp]
+                               for qp in q_paths}}, f, indent=2)
+    shown = list(range(min(grid_queries, len(q_paths))))
+    reports.retrieval_grid(dist, q_paths, g_paths, os.path.join(out, "retrieval_grid.png"), query_indices=shown,
+                           topk=topk)
+    if "local" in q_feats:
+        best = int(ranked[0][0])
+        reports.alignment_figure(q_paths[0], g_paths[best], q_feats["local"][0], g_feats["local"][best],
+                                 os.path.join(out, "alignment_top1.png"), window=config.loss.window or None,
+                                 labels=("query", "match #1"))
+    return {"mode": mode, "queries": q_paths, "gallery": g_paths, "distances": dist, "ranked": ranked,
+            "query_features": q_feats, "gallery_features": g_feats}
+
+
+def format_matches(result: dict, limit: int = 3) -> str:
+    """Table: each query with its best `limit` matches."""
+    lines = [f"distance mode: {result['mode']}", f"{'query':<32} {'rank':>4}  {'distance':>9}  gallery"]
+    for q, path in enumerate(result["queries"]):
+        for r, g in enumerate(result["ranked"][q][:limit]):
+            name = os.path.basename(path) if r == 0 else ""
+            lines.append(f"{name:<32} {r + 1:>4}  {result['distances'][q, g]:9.4f}  "
+                         f"{os.path.basename(result['gallery'][g])}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gldfa_jax.retrieve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="run workdir, checkpoints/ folder or a step folder")
+    parser.add_argument("--query", required=True, help="an image or a folder of images")
+    parser.add_argument("--gallery", required=True, help="a folder of images")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--gallery-features", default=None, help=".npz cache of the gallery's features")
+    parser.add_argument("--topk", type=int, default=10)
+    parser.add_argument("--mode", default=None, help=f"distance mode (default: first available of {PREFERRED_MODES})")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    try:
+        result = retrieve(args.checkpoint, args.query, args.gallery, args.out, args.gallery_features, args.topk,
+                          args.mode, args.batch_size)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_matches(result))
+    print(f"ranked matches written to {os.path.join(args.out, 'matches.csv')} and matches.json; "
+          f"grid: {os.path.join(args.out, 'retrieval_grid.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

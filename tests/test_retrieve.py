@@ -1,0 +1,127 @@
+"""Retrieval on a folder with a tiny trained checkpoint: rankings against a naive global + LSA distance,
+the gallery feature cache, bad input."""
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gldfa_jax import retrieve
+
+
+def tiny_synthetic_config(root):
+    """experiments/synthetic.py shrunk to a few training steps on a 12-identity world."""
+    from experiments import synthetic
+
+    c = synthetic.get_config()
+    c.data.root = root
+    c.data.generate.identities = 12
+    c.data.height, c.data.width = 64, 32
+    c.data.num_identities, c.data.num_instances = 4, 4
+    c.model.width_multiplier = 0.125
+    c.train.epochs, c.train.steps_per_epoch = 1, 2
+    c.train.eval_every = c.train.checkpoint_every = 1
+    c.eval.rerank = False
+    c.eval.batch_size = 64
+    return c
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from gldfa_jax import main
+
+    base = tmp_path_factory.mktemp("tiny_run")
+    config = tiny_synthetic_config(str(base / "synthetic"))
+    main.run(config, str(base / "run"))
+    return config, str(base / "run")
+
+
+def _naive_global_lsa(qf, gf, q, g, window):
+    """Euclidean distance of the global features + LSA of the stripes (paper eqs. 1-5), by loops."""
+    a, b = qf["local"][q], gf["local"][g]
+    k = len(a)
+    d = [[float(np.linalg.norm(a[i] - b[j])) for j in range(k)] for i in range(k)]
+    near = lambda i, j: abs(i - j) <= window // 2
+    d_ab = sum(min(d[i][j] for j in range(k) if near(i, j)) for i in range(k))
+    d_ba = sum(min(d[i][j] for i in range(k) if near(i, j)) for j in range(k))
+    return float(np.linalg.norm(qf["global"][q] - gf["global"][g])) + min(d_ab, d_ba)
+
+
+def test_retrieve_cli_ranks_caches_and_draws(tiny_run, tmp_path, capsys):
+    config, run = tiny_run
+    gallery = os.path.join(config.data.root, "bounding_box_test")
+    query = tmp_path / "queries"
+    query.mkdir()
+    for name in sorted(os.listdir(os.path.join(config.data.root, "query")))[:3]:
+        shutil.copy(os.path.join(config.data.root, "query", name), query / name)
+    cache, out = str(tmp_path / "gallery.npz"), str(tmp_path / "out")
+    args = ["--checkpoint", run, "--query", str(query), "--gallery", gallery, "--out", out,
+            "--gallery-features", cache, "--topk", "5"]
+    assert retrieve.main(args) == 0
+    assert "gallery features written" in capsys.readouterr().out
+
+    result = retrieve.retrieve(run, str(query), gallery, out, gallery_features_path=cache, topk=5)
+    assert "gallery features read" in capsys.readouterr().out
+    assert result["mode"] == "global+lsa"
+    qf, gf = result["query_features"], result["gallery_features"]
+    num_g = len(result["gallery"])
+    assert num_g == len(os.listdir(gallery)) and len(result["queries"]) == 3
+    naive = np.array([[_naive_global_lsa(qf, gf, q, g, config.model.num_stripes // 2) for g in range(num_g)]
+                      for q in range(3)])
+    np.testing.assert_allclose(result["distances"], naive, rtol=1e-4, atol=1e-4)
+    with open(os.path.join(out, "matches.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * 5
+    for q in range(3):
+        mine = [r for r in rows if r["query"] == result["queries"][q]]
+        assert [int(r["rank"]) for r in mine] == [1, 2, 3, 4, 5]
+        expected = np.sort(naive[q])[:5]
+        np.testing.assert_allclose([float(r["distance"]) for r in mine], expected, rtol=1e-4, atol=1e-4)
+        assert os.path.basename(mine[0]["gallery"]) == os.path.basename(result["gallery"][int(np.argmin(naive[q]))])
+    matches = json.load(open(os.path.join(out, "matches.json")))
+    assert matches["mode"] == "global+lsa" and len(matches["matches"]) == 3
+    with Image.open(os.path.join(out, "retrieval_grid.png")) as im:
+        assert im.size == (6 * (64 + 16) + 16, 3 * (128 + 36) + 10)
+    assert os.path.getsize(os.path.join(out, "alignment_top1.png")) > 0
+
+    # One image as the query; the cache belongs to the full gallery, so a different gallery is refused.
+    single = retrieve.retrieve(run, str(query / sorted(os.listdir(query))[0]), gallery, str(tmp_path / "one"),
+                               topk=3)
+    np.testing.assert_allclose(single["distances"][0], naive[0], rtol=1e-4, atol=1e-4)
+    smaller = tmp_path / "smaller"
+    shutil.copytree(gallery, smaller)
+    os.remove(smaller / sorted(os.listdir(smaller))[0])
+    assert retrieve.main(args[:5] + [str(smaller)] + args[6:]) == 2
+    assert "another gallery folder" in capsys.readouterr().err
+
+
+def test_retrieve_bad_input(tiny_run, tmp_path, capsys):
+    _, run = tiny_run
+    assert retrieve.main(["--checkpoint", str(tmp_path / "nope"), "--query", "x", "--gallery", "y",
+                          "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert retrieve.main(["--checkpoint", run, "--query", str(empty), "--gallery", str(empty),
+                          "--out", str(tmp_path)]) == 2
+    assert "holds no images" in capsys.readouterr().err
+
+
+def test_eval_reports_of_a_checkpoint(tiny_run, tmp_path):
+    from gldfa_jax import inference, reports
+    from gldfa_jax.experiment_data import load_experiment_data
+
+    _, run = tiny_run
+    config, model, variables, _ = retrieve.load_checkpoint(run)
+    data = load_experiment_data(config.data)
+    q = inference.extract_features(model, variables, data.query.images, config.data)
+    g = inference.extract_features(model, variables, data.gallery.images, config.data)
+    paths = reports.write_eval_reports(str(tmp_path), q, g, data.query, data.gallery, config,
+                                       metrics_jsonl=os.path.join(run, "metrics.jsonl"), steps_per_epoch=2)
+    assert sorted(paths) == ["alignment", "cmc", "retrieval_grid", "training_curves"]
+    for path in paths.values():
+        with Image.open(path) as im:
+            im.verify()

@@ -168,6 +168,8 @@ def rank_metrics(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50
     distmat = np.asarray(distmat)
     if distmat.ndim != 2:
         raise ValueError(f"distmat must be [num_query, num_gallery], got shape {distmat.shape}.")
+    if 0 in distmat.shape:
+        raise ValueError(f"distmat {distmat.shape} is empty: need at least one query and one gallery image.")
     if not np.issubdtype(distmat.dtype, np.floating) and str(distmat.dtype) != "bfloat16":
         raise ValueError(f"distmat must hold floating-point distances, got dtype {distmat.dtype}.")
     if np.isnan(distmat).any():

@@ -102,7 +102,8 @@ def test_no_valid_query_raises():
 @pytest.mark.parametrize("bad, name", [
     (dict(q_pids=np.zeros(3, int)), "q_pids"), (dict(g_camids=np.zeros(9, int)), "g_camids"),
     (dict(distmat=np.ones((2, 5, 1), np.float32)), "distmat"), (dict(max_rank=0), "max_rank"),
-    (dict(distmat=np.full((2, 5), np.nan, np.float32)), "distmat")])
+    (dict(distmat=np.full((2, 5), np.nan, np.float32)), "distmat"),
+    (dict(distmat=np.ones((2, 0), np.float32), g_pids=np.zeros(0, int), g_camids=np.zeros(0, int)), "distmat")])
 def test_bad_input_raises(bad, name):
     args = dict(distmat=np.ones((2, 5), np.float32), q_pids=np.zeros(2, int), g_pids=np.zeros(5, int),
                 q_camids=np.zeros(2, int), g_camids=np.ones(5, int))

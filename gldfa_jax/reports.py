@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from data_pipelines.images import decode_image
@@ -97,8 +98,8 @@ def retrieval_grid(distmat, query_images: Sequence, gallery_images: Sequence, ou
     """Top-`topk` retrievals of sampled queries, one row per query (paper Fig. 8).
 
     distmat [Q, G]; query_images / gallery_images: Q and G paths or [H, W, 3] arrays. With ids and
-    cameras the borders are green (same identity) or red; without them grey. Rows of queries whose
-    identity has no valid gallery image say so, and missing ranks (gallery smaller than topk) are
+    cameras the borders are green (same identity) or red; without them grey. A query whose identity has
+    no valid gallery image is framed red and labelled "no match", and missing ranks (gallery smaller than topk) are
     drawn as empty hatched slots. `tile` = (height, width) of each image in pixels.
     Image size: width (topk + 1) * (tile_w + 16) + 16, height rows * (tile_h + 36) + 10.
     Returns {"queries": [int], "ranked": [int array], "correct": [bool array | None], "has_match": [bool | None]}.
@@ -123,7 +124,7 @@ def retrieval_grid(distmat, query_images: Sequence, gallery_images: Sequence, ou
     out = {"queries": query_indices, "ranked": [], "correct": [], "has_match": []}
     for row, q in enumerate(query_indices):
         ranked = ranked_all[q]
-        top = row * cell_h + 22
+        top = row * cell_h + 26
         if labelled:
             valid = rank_gallery(distmat[q:q + 1], np.asarray(q_pids)[q:q + 1], g_pids,
                                  np.asarray(q_camids)[q:q + 1], g_camids, topk=num_g)[0]
@@ -140,8 +141,9 @@ def retrieval_grid(distmat, query_images: Sequence, gallery_images: Sequence, ou
         _frame(ax, "black", 2.0)
         title = f"query {q}" + (f"\nid {q_pids[q]}" if labelled else "")
         ax.set_title(title, fontsize=7, pad=2)
-        if has_match is False:
-            ax.set_xlabel("no true match\nin gallery", fontsize=7, color=WRONG, labelpad=1)
+        if has_match is False:  # no gallery image of this identity (from another camera): every border is red
+            _frame(ax, WRONG, 2.0)
+            ax.set_xlabel("no match", fontsize=7, color=WRONG, labelpad=1)
         for r in range(topk):
             ax = _axes_px(fig, gap + (r + 1) * cell_w, top, tw, th)
             if r < len(ranked):
@@ -275,6 +277,7 @@ def cmc_curve(curves, out_png: str, *, max_rank: int | None = None, title: str =
         ranks = np.arange(1, len(pct) + 1)
         ax.plot(ranks, pct, marker="o" if len(pct) <= 20 else None, markersize=3,
                 label=f"{label} (R-1 {pct[0]:.1f}%)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("rank")
     ax.set_ylabel("matching rate (%)")
     ax.set_ylim(0, 101)

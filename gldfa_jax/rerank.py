@@ -117,26 +117,31 @@ def _final(rows: Callable, v, num_query, lambda_value, block, progress) -> np.nd
     cum_pairs = np.r_[0, np.cumsum(col_count[vq.indices])]
     pairs_per_query = cum_pairs[vq.indptr[1:]] - cum_pairs[vq.indptr[:-1]]
     out = np.empty((num_query, num_gallery), np.float32)
-    start = 0
-    with tqdm(total=num_query, desc="re-rank: Jaccard", unit="query", disable=not progress) as bar:
-        while start < num_query:
-            cum = np.cumsum(pairs_per_query[start:start + block])
-            stop = start + max(1, int(np.searchsorted(cum, _PAIR_BUDGET, side="right")))
-            sub = vq[start:stop]
-            entry_row = np.repeat(np.arange(stop - start), np.diff(sub.indptr))
-            counts = col_count[sub.indices]
-            first = np.repeat(by_column.indptr[sub.indices], counts)
-            offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-            g = by_column.indices[first + offset]
-            mins = np.minimum(np.repeat(sub.data, counts), by_column.data[first + offset])
-            temp = np.bincount(np.repeat(entry_row, counts) * num_gallery + g, mins,
-                               minlength=(stop - start) * num_gallery)
-            temp = temp.reshape(stop - start, num_gallery).astype(np.float32)
-            jaccard = 1 - temp / (2.0 - temp)
-            out[start:stop] = jaccard * (1 - lambda_value) + rows(start, stop)[:, num_query:] * lambda_value
-            bar.update(stop - start)
-            start = stop
+    for start in tqdm(range(0, num_query, block), desc="re-rank: Jaccard", unit="block",
+                      disable=not progress):
+        stop = min(start + block, num_query)
+        temp = np.empty((stop - start, num_gallery), np.float32)
+        lo = start
+        while lo < stop:  # sub-blocks bounded by the number of expanded pairs
+            cum = np.cumsum(pairs_per_query[lo:stop])
+            hi = lo + max(1, int(np.searchsorted(cum, _PAIR_BUDGET, side="right")))
+            temp[lo - start:hi - start] = _min_sums(vq[lo:hi], by_column, col_count, num_gallery)
+            lo = hi
+        jaccard = 1 - temp / (2.0 - temp)
+        out[start:stop] = jaccard * (1 - lambda_value) + rows(start, stop)[:, num_query:] * lambda_value
     return out
+
+
+def _min_sums(sub, by_column, col_count, num_gallery) -> np.ndarray:
+    """Σ_j min(V[q, j], V[g, j]) for the query rows in `sub` and every gallery row g."""
+    entry_row = np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))
+    counts = col_count[sub.indices]
+    first = np.repeat(by_column.indptr[sub.indices], counts)
+    at = first + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    mins = np.minimum(np.repeat(sub.data, counts), by_column.data[at])
+    sums = np.bincount(np.repeat(entry_row, counts) * num_gallery + by_column.indices[at], mins,
+                       minlength=sub.shape[0] * num_gallery)
+    return sums.reshape(sub.shape[0], num_gallery)
 
 
 def _rerank(rows: Callable, num_query: int, num_all: int, k1, k2, lambda_value, block, progress):

@@ -70,7 +70,8 @@ def test_matches_original_algorithm(k1, k2, lam):
 
 
 @pytest.mark.parametrize("mode", ["global", "global+lsa"])
-def test_lean_path_equals_dense(mode):
+def test_lean_path_equals_dense(mode, monkeypatch):
+    monkeypatch.setattr(rerank, "_PAIR_BUDGET", 500)  # force several Jaccard sub-blocks
     rng = np.random.default_rng(1)
     q, g = features(rng, 20), features(rng, 70)
     dense = rerank.re_ranking(*dense_inputs(q, g, mode), k1=8, k2=4)

@@ -349,10 +349,12 @@ def training_curves(metrics_jsonl_path: str, out_png: str, *, steps_per_epoch: i
     fig = _figure(1500, 450)
     ax_loss, ax_lr, ax_eval = (fig.add_subplot(1, 3, i) for i in (1, 2, 3))
     x = train["step"] / scale
-    for name, values in train.items():
-        if name in ("step", "lr", "images_per_s", "epoch"):
-            continue
+    parts = {k: v for k, v in train.items() if k not in ("step", "lr", "images_per_s", "epoch")}
+    for name, values in parts.items():
         ax_loss.plot(x, values, label=name, linewidth=2.0 if name == "total" else 1.2)
+    # The parts differ by orders of magnitude (centre loss vs. triplet); a part switched off logs zeros.
+    if all(np.nanmin(v) > 0 for v in parts.values()):
+        ax_loss.set_yscale("log")
     ax_loss.set_title("training loss (unweighted parts)", fontsize=10)
     ax_loss.legend(fontsize=7)
     if "lr" in train:

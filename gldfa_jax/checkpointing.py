@@ -33,7 +33,7 @@ def check_shapes(restored: dict, template: dict) -> None:
     """Raise ValueError naming the first parameter whose shape (or presence) differs."""
     got = flatten_dict(restored, sep="/")
     want = flatten_dict(template, sep="/")
-    for key in sorted(set(got) | set(want)):
+    for key in sorted(set(got) | set(want), key=lambda k: (not k.startswith("params/"), k)):  # weights first
         if key not in got:
             raise ValueError(f"checkpoint has no entry {key!r} that the config's model needs: it was written "
                              f"for a different model config (compare its config.json with yours).")

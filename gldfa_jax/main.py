@@ -110,9 +110,11 @@ def evaluate_checkpoint(config, workdir: str, data, checkpoint: str | None = Non
     d = config.data
     model = build_model(config.model, data.num_classes)
     image_shape = (d.height, d.width, 3)
-    variables = train.init_variables(model, jax.random.PRNGKey(0), image_shape)
-    template = train.create_train_state(model, train.make_optimizer(config.optim, 1), variables,
-                                        data.num_classes, jax.random.PRNGKey(0), image_shape)
+    tx = train.make_optimizer(config.optim, 1)
+    key = jax.random.PRNGKey(0)
+    # Shapes only (nothing is computed): the restored arrays fill it in.
+    template = jax.eval_shape(lambda: train.create_train_state(
+        model, tx, train.init_variables(model, key, image_shape), data.num_classes, key, image_shape))
     source = checkpoint or os.path.join(workdir, checkpointing.LATEST_DIR)
     state, meta = checkpointing.restore(source, template)
     logging.info("evaluating checkpoint %s at step %d (epoch %d)", source, meta["step"], meta["epoch"])

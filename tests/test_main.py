@@ -1,0 +1,113 @@
+"""CLI end to end on the tiny CUHK03-sample config: outputs, eval reproducing training, and bad input."""
+import json
+import os
+import shutil
+import struct
+
+import pytest
+
+from cli_runs import ROOT, TINY, new_workdir, run_cli, trained_workdir
+from gldfa_jax import metric_writer
+
+MODES = ("global", "lsa", "global+lsa")
+
+
+def read_tfrecords(path):
+    """Parse a TFRecord stream, checking both CRCs of every record."""
+    records = []
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos < len(data):
+        header = data[pos:pos + 8]
+        (length,) = struct.unpack("<Q", header)
+        assert struct.unpack("<I", data[pos + 8:pos + 12])[0] == metric_writer.masked_crc(header)
+        payload = data[pos + 12:pos + 12 + length]
+        assert struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])[0] == metric_writer.masked_crc(payload)
+        records.append(payload)
+        pos += 16 + length
+    return records
+
+
+def test_crc32c_check_value():
+    assert metric_writer.crc32c(b"123456789") == 0xE3069283  # the CRC-32C standard check value
+
+
+def test_train_writes_results_metrics_events_and_checkpoints():
+    workdir, proc = trained_workdir()
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    for mode in MODES:
+        for name in (mode, mode + "+rerank"):
+            r = results[name]
+            assert set(r) == {"mAP", "rank1", "rank5", "rank10"}
+            assert 0.0 <= r["mAP"] <= 100.0 and r["rank1"] <= r["rank5"] <= r["rank10"] <= 100.0
+    assert "global+lsa" in proc.stdout and "mAP" in proc.stdout  # the printed table
+    assert "local device(s)" in proc.stderr
+    lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    train_lines = [m for m in lines if m["split"] == "train"]
+    assert train_lines[-1]["step"] == 12 and {"total", "id", "lr", "images_per_s"} <= set(train_lines[-1])
+    assert any(m["split"] == "eval/global+lsa" for m in lines)
+    events = [n for n in os.listdir(workdir) if n.startswith("events.out.tfevents")]
+    records = read_tfrecords(os.path.join(workdir, events[0]))
+    assert b"brain.Event:2" in records[0] and any(b"train/total" in r for r in records[1:])
+    assert os.path.exists(os.path.join(workdir, "checkpoints", "config.json"))
+    assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())[-1] == 12
+
+
+def test_eval_of_the_checkpoint_reproduces_training_numbers():
+    workdir, _ = trained_workdir()
+    eval_dir = new_workdir("eval")
+    proc = run_cli(*TINY, "--workdir", eval_dir, "--mode", "eval",
+                   "--checkpoint", os.path.join(workdir, "checkpoints"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(workdir, "results.json")) as f, open(os.path.join(eval_dir, "results.json")) as g:
+        assert json.load(f) == json.load(g)
+
+
+def _assert_clean_failure(proc, *needles):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr[-3000:]
+
+
+def test_unknown_config_key_lists_close_matches():
+    proc = run_cli(*TINY, "--workdir", new_workdir("typo"), "--config.train.epoch=2")
+    _assert_clean_failure(proc, "epochs")
+
+
+def test_missing_config_file_lists_available_configs():
+    proc = run_cli("--config", "experiments/no_such.py", "--workdir", new_workdir("nocfg"))
+    _assert_clean_failure(proc, "synthetic.py", "market.py")
+
+
+def test_missing_data_root_explains_the_layout():
+    proc = run_cli("--config", "experiments/market.py", "--workdir", new_workdir("nodata"),
+                   "--config.data.root=/nonexistent/market1501")
+    _assert_clean_failure(proc, "bounding_box_train", "experiments/synthetic.py")
+
+
+def test_unwritable_workdir_fails_before_training():
+    blocker = os.path.join(ROOT, "a_file")
+    open(blocker, "w").close()
+    proc = run_cli(*TINY, "--workdir", os.path.join(blocker, "run"))
+    _assert_clean_failure(proc, "not writable")
+    assert "decoding" not in proc.stderr  # nothing was loaded
+
+
+def test_checkpoint_of_another_model_names_the_parameter():
+    workdir, _ = trained_workdir()
+    proc = run_cli(*TINY, "--config.model.embed_dim=32", "--workdir", new_workdir("mismatch"), "--mode", "eval",
+                   "--checkpoint", os.path.join(workdir, "checkpoints"))
+    _assert_clean_failure(proc, "params/", "shape")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint():
+    workdir, _ = trained_workdir()
+    copy = new_workdir("nonfinite")
+    shutil.copytree(workdir, copy)
+    proc = run_cli(*TINY, "--workdir", copy, "--config.train.epochs=4", "--config.optim.lr=1e38")
+    _assert_clean_failure(proc, "non-finite")
+    steps = sorted(int(s) for s in os.listdir(os.path.join(copy, "checkpoints")) if s.isdigit())
+    assert steps[-1] == 12  # resumed from 12; nothing written after the loss blew up

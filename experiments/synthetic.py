@@ -11,7 +11,7 @@ def get_config():
     c.data.name = "market_layout"
     c.data.root = "data/synthetic"
     # Read by gldfa_jax.experiment_data: keyword arguments of data_pipelines.synthetic.generate.
-    c.data.generate = ml_collections.ConfigDict({"identities": 100, "seed": 0})
+    c.data.generate = ml_collections.ConfigDict({"identities": 150, "seed": 0})
     c.data.height = 128           # small input for CPU; 16×8 map (last stride 1)
     c.data.width = 64
     c.data.num_identities = 8     # P×K = 32 as in §4.1
@@ -22,8 +22,8 @@ def get_config():
     c.model.embed_dim = 64
 
     c.optim.lr = 3.5e-4           # no ImageNet weights here: the paper's 3.5e-3 overshoots from scratch
-    c.optim.decay_epochs = (14,)
-    c.train.epochs = 20
+    c.optim.decay_epochs = (30,)
+    c.train.epochs = 40
     c.train.eval_every = 10
     c.train.checkpoint_every = 5
     c.train.log_every = 10

@@ -56,7 +56,8 @@ def load_checkpoint(path: str):
         raise ValueError(f"no {checkpointing.CONFIG_FILE} beside the checkpoint {folder}: it is written by "
                          "gldfa_jax.main into WORKDIR/checkpoints; pass that run's workdir.")
     config = ml_collections.ConfigDict(config_json)
-    manager = ocp.CheckpointManager(folder, item_handlers={"state": ocp.StandardCheckpointHandler()})
+    manager = ocp.CheckpointManager(folder, item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                                           "meta": ocp.JsonCheckpointHandler()})
     step = manager.latest_step() if step is None else step
     if step is None:
         raise ValueError(f"no checkpoint step in {folder}; train first (python -m gldfa_jax.main ...).")

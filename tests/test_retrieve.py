@@ -125,3 +125,32 @@ def test_eval_reports_of_a_checkpoint(tiny_run, tmp_path):
     for path in paths.values():
         with Image.open(path) as im:
             im.verify()
+
+
+def test_misalignment_analysis_of_a_run(tiny_run):
+    """experiments/misalignment.py: query groups from the manifest; W = 1 'lsa' = sum of stripe-by-stripe
+    distances (hard alignment), evaluated on each group."""
+    from data_pipelines import datasets
+    from experiments import misalignment
+    from gldfa_jax import evaluation, inference
+
+    config, run = tiny_run
+    out = misalignment.evaluate_run(run, [1, 4])
+    manifest = json.load(open(os.path.join(config.data.root, "synthetic_manifest.json")))["images"]
+    names = [os.path.basename(r.path) for r in datasets.get_dataset("market_layout", config.data.root).query]
+    shifted = np.array([manifest[n]["misalign"] is not None for n in names])
+    assert out[("lsa", 1, "misaligned")]["n"] == shifted.sum() and out[("lsa", 1, "aligned")]["n"] == (~shifted).sum()
+
+    cfg, model, variables, _ = retrieve.load_checkpoint(run)
+    from gldfa_jax.experiment_data import load_experiment_data
+    data = load_experiment_data(cfg.data)
+    q = inference.extract_features(model, variables, data.query.images, cfg.data)["local"]
+    g = inference.extract_features(model, variables, data.gallery.images, cfg.data)["local"]
+    hard = np.linalg.norm(q[:, None] - g[None], axis=-1).sum(-1)  # [Q, G]: stripe i against stripe i only
+    for name, mask in (("all", np.ones_like(shifted)), ("misaligned", shifted), ("aligned", ~shifted)):
+        if mask.any():
+            _, mean_ap = evaluation.evaluate_rank(hard[mask], data.query.pids[mask], data.gallery.pids,
+                                                  data.query.camids[mask], data.gallery.camids, max_rank=10)
+            np.testing.assert_allclose(out[("lsa", 1, name)]["mAP"], 100 * mean_ap, rtol=1e-4, atol=1e-3)
+    text = misalignment.table({"tiny": [out]}, [1, 4])
+    assert "| tiny | 1 | lsa | 1 (hard) |" in text

@@ -22,6 +22,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory for checkpoints, metrics and results.json.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes automatically) or eval.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host; "
+                                  "coordinator address etc. from the environment, see JAX docs).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "eval: a checkpoints folder or one step folder "
                                   "(default: the latest in WORKDIR/checkpoints).")
 
@@ -152,6 +154,8 @@ def main(argv):
     from gldfa_jax.train import NonFiniteLossError
 
     logging.get_absl_handler().addFilter(_QuietLibraryInfo())
+    if _DISTRIBUTED.value:
+        jax.distributed.initialize()
     config = _CONFIG.value
     if config is None:
         _fail(f"--config is required; available configs in experiments/: {', '.join(available_configs())}", 2)

@@ -237,6 +237,8 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     p_step = data_parallel(make_train_step(model, tx, config), donate_argnums=(0,))
     augment = jax.jit(lambda key, x: augment_batch(key, x, d))
     state = replicate(state)
+    host, hosts = jax.process_index(), jax.process_count()
+    per_host = batch // hosts
     results = {}
     best_mode = config.eval.get("best_mode", "global+lsa")
 
@@ -257,9 +259,11 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
                    initial=first, total=spe)
         for i in bar:
             step = epoch * spe + i
-            idx = order[i]
+            idx = order[i][host * per_host:(host + 1) * per_host]  # multi-host: this process's slice
             tic = time.perf_counter()
             key = jax.random.fold_in(jnp.asarray(aug_rng, jnp.uint32), step)
+            if hosts > 1:
+                key = jax.random.fold_in(key, host)
             images = augment(key, jnp.asarray(data.train.images[idx]))
             labels = data.train.pids[idx].astype(np.int32)
             state, metrics = p_step(state, shard_batch(np.asarray(images)), shard_batch(labels))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import importlib.util
 import json
 import os
@@ -234,12 +235,31 @@ def run_set(set_name: str, bases: list[str], workdir: str, seeds: list[int], ext
             raise RuntimeError(f"{row.name}: the trainer's results have no mode {row.mode!r} "
                                f"(got {sorted(results)}); check eval.modes in {base}")
         record = {"set": set_name, "row": row.name, "base": base, "seed": seed, "mode": row.mode,
+                  "config_fingerprint": config_fingerprint(train_dir, spec),
                   "command": " ".join(["python -m gldfa_jax.main", "--config", base, "--workdir", train_dir, *flags]),
                   "wall_s": round(time.time() - start, 1), "results": results}
         with open(os.path.join(out, ROW_FILE), "w") as f:
             json.dump(record, f, indent=2)
     bar.close()
     return write_table(set_name, bases, workdir)
+
+
+def config_fingerprint(train_dir: str, spec: AblationSet) -> Optional[str]:
+    """Hash of the config the trainer ran (its checkpoints/config.json) without the seed and the set's row
+    switches: the same for every run of a set unless the base config or the overrides changed in between."""
+    from gldfa_jax import checkpointing
+
+    config = checkpointing.read_config_json(os.path.join(train_dir, checkpointing.LATEST_DIR))
+    if config is None:
+        return None
+    config.pop("seed", None)
+    for key in {k for r in spec.rows for k in r.overrides}:
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def select_rows(spec: AblationSet, names: Optional[list[str]]) -> list[Row]:
@@ -304,9 +324,12 @@ def write_table(set_name: str, bases: list[str], workdir: str) -> str:
                 " — the paper's numbers are for another dataset: shown for reference, not comparable.")
         head = ["Methods"] + [name for _, name in METRICS] + ["seeds", "distance"] + [c[2] for c in paper]
         lines += [f"Config: `{base}`{note}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        curve = []
+        curve, fingerprints = [], {}
         for row in rows:
             records = collect(set_name, base, row, workdir, multi)
+            for r in records:
+                if r.get("config_fingerprint"):
+                    fingerprints.setdefault(r["config_fingerprint"], []).append(f"{row.name} seed {r['seed']}")
             if records:
                 ours = list(summarize(records, row.mode).values()) + [",".join(str(r["seed"]) for r in records)]
                 total_s += sum(r["wall_s"] for r in records)
@@ -317,6 +340,10 @@ def write_table(set_name: str, bases: list[str], workdir: str) -> str:
             cells = [row.name] + ours + [row.mode] + [_fmt(row.paper.get(pk, {}).get(m)) for pk, m, _ in paper]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        if len(fingerprints) > 1:
+            groups = "; ".join(f"{fp}: {', '.join(runs)}" for fp, runs in fingerprints.items())
+            lines += [f"**Warning: these runs used different base configs** (the config or the overrides changed "
+                      f"between runs; fingerprints {groups}). Rerun them in a fresh --workdir.", ""]
         if spec.x_values:
             from gldfa_jax import reports
             curve = np.asarray(curve)

@@ -121,3 +121,25 @@ def test_one_real_row_through_the_trainer(tmp_path, capsys):
     capsys.readouterr()
     assert ablation.main(args) == 0
     assert "1 already finished, 0 to do" in capsys.readouterr().out
+
+
+def test_table_warns_when_the_base_config_changed_between_runs(tmp_path):
+    """The runner fingerprints the config each run actually used (its checkpoints/config.json)."""
+    epochs = {"value": 20}
+
+    class Trainer(FakeTrainer):
+        def __call__(self, base, workdir, flags, log_path, verbose=False):
+            super().__call__(base, workdir, flags, log_path, verbose)
+            os.makedirs(os.path.join(workdir, "checkpoints"))
+            overrides = dict(f[len("--config."):].split("=", 1) for f in flags)
+            with open(os.path.join(workdir, "checkpoints", "config.json"), "w") as f:
+                json.dump({"seed": int(overrides["seed"]), "train": {"epochs": epochs["value"]},
+                           "loss": {"center_weight": float(overrides.get("loss.center_weight", 0.05))}}, f)
+
+    work = str(tmp_path)
+    table = ablation.run_set("table2", ["experiments/synthetic.py"], work, [0, 1], rows=ROWS, trainer=Trainer())
+    assert "Warning" not in open(table).read()  # seeds and row switches do not count as changes
+    epochs["value"] = 40
+    table = ablation.run_set("table2", ["experiments/synthetic.py"], work, [2], rows=["GLDFA-Net"], trainer=Trainer())
+    text = open(table).read()
+    assert "different base configs" in text and "GLDFA-Net seed 2" in text

@@ -283,16 +283,15 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
             if every and (step + 1) % every == 0 and i < spe - 1:
                 store.save(unreplicate(state), _meta(step + 1, spe))
         bar.close()
-        host_state = None
+        host_state, evaluated = unreplicate(state), None
         if _is_due(epoch, t.eval_every, t.epochs - 1):
-            host_state = unreplicate(state)
-            results = evaluate(epoch, host_state)
+            results = evaluated = evaluate(epoch, host_state)
             score = results.get(best_mode, next(iter(results.values())))["mAP"]
             if score > best_map:
                 best_map = score
                 store.save(host_state, _meta((epoch + 1) * spe, spe, results), best_map=best_map)
         if _is_due(epoch, t.checkpoint_every, t.epochs - 1):
-            store.save(unreplicate(state) if host_state is None else host_state, _meta((epoch + 1) * spe, spe, results or None))
+            store.save(host_state, _meta((epoch + 1) * spe, spe, evaluated))
         if writer:
             writer.flush()
     if not results:  # resumed after the last epoch had finished: evaluate the restored final state

@@ -53,7 +53,7 @@ def unreplicate(tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(x[0]), tree)
 
 
-def shard_batch(x: np.ndarray, n: int | None = None) -> np.ndarray:
+def shard_batch(x, n: int | None = None):
     """[B, ...] -> [n, B / n, ...] (n default: all local devices); B must split evenly over the devices."""
     n = n or num_devices()
     if x.shape[0] % n:
@@ -266,7 +266,7 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
                 key = jax.random.fold_in(key, host)
             images = augment(key, jnp.asarray(data.train.images[idx]))
             labels = data.train.pids[idx].astype(np.int32)
-            state, metrics = p_step(state, shard_batch(np.asarray(images)), shard_batch(labels))
+            state, metrics = p_step(state, shard_batch(images), shard_batch(labels))  # images stay on device
             metrics = {k: float(v[0]) for k, v in metrics.items()}
             rate = batch / (time.perf_counter() - tic)
             if not metrics.pop("finite"):

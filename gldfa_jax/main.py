@@ -1,6 +1,6 @@
 """Command line: train or evaluate GLDFA-Net from an experiment config (issue 3 item 7).
 
-  python -m gldfa_jax.main --config experiments/synthetic.py --workdir runs/synthetic
+  python -m gldfa_jax.main --config experiments/synthetic.py            # workdir defaults to runs/synthetic
   python -m gldfa_jax.main --config experiments/market.py --workdir runs/market --config.train.epochs=2
   python -m gldfa_jax.main --config experiments/market.py --workdir runs/market --mode eval [--checkpoint PATH]
 
@@ -20,7 +20,8 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. experiments/market.py.",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory for checkpoints, metrics and results.json.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory for checkpoints, metrics and results.json "
+                                "(default: runs/<config file name>).")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes automatically) or eval.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host; "
                                   "coordinator address etc. from the environment, see JAX docs).")
@@ -159,8 +160,11 @@ def main(argv):
     config = _CONFIG.value
     if config is None:
         _fail(f"--config is required; available configs in experiments/: {', '.join(available_configs())}", 2)
+    workdir = _WORKDIR.value or os.path.join(
+        "runs", os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0])
+    logging.info("workdir: %s", os.path.abspath(workdir))
     try:
-        run(config, _WORKDIR.value, _MODE.value, _CHECKPOINT.value)
+        run(config, workdir, _MODE.value, _CHECKPOINT.value)
     except (UsageError, DataRootError, NonFiniteLossError, ValueError, FileNotFoundError) as e:
         logging.debug("%s", traceback.format_exc())  # shown with -v 1
         _fail(str(e), code=2 if isinstance(e, UsageError) else 1)

@@ -21,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
     d.mean = (0.485, 0.456, 0.406)  # ImageNet normalisation (§4.1 "normalization")
     d.std = (0.229, 0.224, 0.225)
     d.test_flip = False          # average features of the image and its mirror at test time
+    d.options = ml_collections.ConfigDict()  # reader options: get_dataset(name, root, **options)
+    d.generate = ml_collections.ConfigDict()  # non-empty: synthetic.generate(root, **generate) when root is absent
 
     c.model = m = ml_collections.ConfigDict()
     m.depth = 50                 # §3.1: ResNet-50 backbone
@@ -51,12 +53,14 @@ def get_config() -> ml_collections.ConfigDict:
     o.decay_factor = 0.1
     o.weight_decay = 1e-5        # §4.1
     o.warmup_epochs = 0          # optional linear warm-up (0 = none, as in the paper)
+    o.warmup_factor = 0.01       # warm-up starts at this fraction of lr
 
     c.train = t = ml_collections.ConfigDict()
     t.epochs = 300               # §4.1
     t.steps_per_epoch = 0        # 0 = derived from the P×K sampler (strong-baseline epoch length)
     t.eval_every = 40            # epochs between evaluations
     t.checkpoint_every = 10      # epochs between checkpoints
+    t.checkpoint_every_steps = 0  # > 0: also checkpoint mid-epoch every N steps (resume granularity)
     t.keep_checkpoints = 3
     t.log_every = 50             # steps between metric log lines
 
@@ -66,6 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
     e.k1 = 20                    # Zhong et al. CVPR 2017 defaults
     e.k2 = 6
     e.lambda_value = 0.3
+    e.best_mode = "global+lsa"   # the mode whose mAP picks the best checkpoint (§3.2 inference distance)
     e.batch_size = 128
     e.block_size = 2048          # query/gallery block for distance computation
     e.max_rank = 50

@@ -27,6 +27,5 @@ def get_config():
     c.train.eval_every = 10
     c.train.checkpoint_every = 5
     c.train.log_every = 10
-    c.train.checkpoint_every_steps = 0  # > 0: also checkpoint mid-epoch every N steps (resume granularity)
     c.eval.batch_size = 128
     return c

@@ -31,7 +31,7 @@ class ExperimentData(NamedTuple):
 def ensure_data(data_config) -> None:
     """Generate the synthetic world when the config asks for it (data.generate) and it is absent."""
     root = data_config.root
-    generate = data_config.get("generate")
+    generate = data_config.generate
     if generate and not os.path.isdir(os.path.join(root, "bounding_box_train")):
         from data_pipelines import synthetic
         logging.info("generating the synthetic re-ID world into %s", root)
@@ -48,10 +48,8 @@ def _split(records, height: int, width: int, desc: str) -> Split:
 def load_experiment_data(data_config) -> ExperimentData:
     """Decode train/query/gallery of the configured dataset at data.height × data.width."""
     ensure_data(data_config)
-    options = data_config.get("options")
     try:
-        dataset = datasets.get_dataset(data_config.name, data_config.root,
-                                       **(options.to_dict() if options else {}))
+        dataset = datasets.get_dataset(data_config.name, data_config.root, **data_config.options.to_dict())
     except FileNotFoundError as e:  # the reader's message names the expected layout and where to get the data
         raise DataRootError(f"data.root={data_config.root!r} (dataset {data_config.name!r}): {e}\n"
                             + NO_DATA_HINT) from e

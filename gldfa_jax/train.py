@@ -76,7 +76,7 @@ def lr_schedule(optim_config, steps_per_epoch: int) -> Callable[[Any], jax.Array
     warmup_steps = int(round(optim_config.warmup_epochs * steps_per_epoch))
     if warmup_steps <= 0:
         return decay
-    start = optim_config.get("warmup_factor", 0.01)
+    start = optim_config.warmup_factor
 
     def schedule(count):
         ramp = start + (1.0 - start) * jnp.minimum(count / warmup_steps, 1.0)
@@ -240,7 +240,7 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     host, hosts = jax.process_index(), jax.process_count()
     per_host = batch // hosts
     results = {}
-    best_mode = config.eval.get("best_mode", "global+lsa")
+    best_mode = config.eval.best_mode
 
     def evaluate(epoch, host_state):
         variables = {"params": host_state.params, "batch_stats": host_state.batch_stats}
@@ -279,7 +279,7 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
             bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()} | {"lr": f"{lr:.2e}", "img/s": f"{rate:.1f}"})
             if writer and (step % t.log_every == 0 or i == spe - 1):
                 writer.write(step + 1, "train", {**metrics, "lr": lr, "images_per_s": rate})
-            every = t.get("checkpoint_every_steps", 0)
+            every = t.checkpoint_every_steps
             if every and (step + 1) % every == 0 and i < spe - 1:
                 store.save(unreplicate(state), _meta(step + 1, spe))
         bar.close()

@@ -388,7 +388,7 @@ def write_eval_reports(out_dir: str, q_feats: dict, g_feats: dict, query, galler
 
     q_feats / g_feats: Features dicts ({"global" [N, d], "local" [N, k, d], "final" [N, D]});
     query / gallery: objects with .images uint8 [N, H, W, 3], .pids [N], .camids [N] (experiment_data.Split).
-    Writes retrieval_grid.png (distance mode eval.best_mode, default global+lsa, when available),
+    Writes retrieval_grid.png (distance mode eval.best_mode when the model has it, else the first mode),
     alignment.png (a sampled query and its best-ranked true match, when the model has local features),
     cmc.png (every distance mode of eval.modes) and training_curves.png (when metrics_jsonl exists).
     """
@@ -399,8 +399,7 @@ def write_eval_reports(out_dir: str, q_feats: dict, g_feats: dict, query, galler
     modes = inference.supported_modes(list(e.modes), q_feats)
     if not modes:
         raise ValueError(f"eval.modes {list(e.modes)} needs features the model does not have ({sorted(q_feats)})")
-    best = e.get("best_mode", "global+lsa")
-    best = best if best in modes else modes[0]
+    best = e.best_mode if e.best_mode in modes else modes[0]
     paths, cmcs = {}, {}
     max_rank = min(e.max_rank, len(gallery.pids))
     for mode in modes:

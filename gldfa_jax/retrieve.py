@@ -43,6 +43,19 @@ def checkpoint_location(path: str) -> tuple[str, int | None]:
                      "folder or one of its step folders.")
 
 
+def with_defaults(saved: dict) -> ml_collections.ConfigDict:
+    """A run's saved config over today's defaults (experiments/base.py): fields added to the config since the
+    run was trained take their default value instead of failing on access."""
+    from experiments import base
+
+    def merge(default, value):
+        if not (isinstance(default, dict) and isinstance(value, dict)):
+            return value
+        return {**default, **{k: merge(default.get(k), v) for k, v in value.items()}}
+
+    return ml_collections.ConfigDict(merge(base.get_config().to_dict(), saved))
+
+
 def load_checkpoint(path: str):
     """Checkpoint -> (config, model, variables {"params", "batch_stats"}, step).
 
@@ -55,7 +68,7 @@ def load_checkpoint(path: str):
     if config_json is None:
         raise ValueError(f"no {checkpointing.CONFIG_FILE} beside the checkpoint {folder}: it is written by "
                          "gldfa_jax.main into WORKDIR/checkpoints; pass that run's workdir.")
-    config = ml_collections.ConfigDict(config_json)
+    config = with_defaults(config_json)
     manager = ocp.CheckpointManager(folder, item_handlers={"state": ocp.StandardCheckpointHandler(),
                                                            "meta": ocp.JsonCheckpointHandler()})
     step = manager.latest_step() if step is None else step

@@ -235,7 +235,6 @@ def run_set(set_name: str, bases: list[str], workdir: str, seeds: list[int], ext
             raise RuntimeError(f"{row.name}: the trainer's results have no mode {row.mode!r} "
                                f"(got {sorted(results)}); check eval.modes in {base}")
         record = {"set": set_name, "row": row.name, "base": base, "seed": seed, "mode": row.mode,
-                  "config_fingerprint": config_fingerprint(train_dir, spec),
                   "command": " ".join(["python -m gldfa_jax.main", "--config", base, "--workdir", train_dir, *flags]),
                   "wall_s": round(time.time() - start, 1), "results": results}
         with open(os.path.join(out, ROW_FILE), "w") as f:
@@ -246,12 +245,16 @@ def run_set(set_name: str, bases: list[str], workdir: str, seeds: list[int], ext
 
 def config_fingerprint(train_dir: str, spec: AblationSet) -> Optional[str]:
     """Hash of the config the trainer ran (its checkpoints/config.json) without the seed and the set's row
-    switches: the same for every run of a set unless the base config or the overrides changed in between."""
+    switches: the same for every run of a set unless the base config or the overrides changed in between.
+    Fields added to experiments/base.py since a run count at their default, which by convention keeps the
+    old behaviour."""
     from gldfa_jax import checkpointing
+    from gldfa_jax.retrieve import with_defaults
 
-    config = checkpointing.read_config_json(os.path.join(train_dir, checkpointing.LATEST_DIR))
-    if config is None:
+    saved = checkpointing.read_config_json(os.path.join(train_dir, checkpointing.LATEST_DIR))
+    if saved is None:
         return None
+    config = with_defaults(saved).to_dict()
     config.pop("seed", None)
     for key in {k for r in spec.rows for k in r.overrides}:
         *parents, leaf = key.split(".")
@@ -328,8 +331,10 @@ def write_table(set_name: str, bases: list[str], workdir: str) -> str:
         for row in rows:
             records = collect(set_name, base, row, workdir, multi)
             for r in records:
-                if r.get("config_fingerprint"):
-                    fingerprints.setdefault(r["config_fingerprint"], []).append(f"{row.name} seed {r['seed']}")
+                run = run_dir(workdir, set_name, base, row, r["seed"], multi)
+                fingerprint = config_fingerprint(os.path.join(run, "train"), spec)
+                if fingerprint:
+                    fingerprints.setdefault(fingerprint, []).append(f"{row.name} seed {r['seed']}")
             if records:
                 ours = list(summarize(records, row.mode).values()) + [",".join(str(r["seed"]) for r in records)]
                 total_s += sum(r["wall_s"] for r in records)

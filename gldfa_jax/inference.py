@@ -90,13 +90,12 @@ def evaluate_features(q_feats: dict, g_feats: dict, query, gallery, config) -> d
     return {**results, **reranked}
 
 
-def evaluate_model(model, variables, query, gallery, config) -> dict:
-    """Extract features of the query and gallery splits (objects with .images uint8 [N, H, W, 3], .pids,
-    .camids) and evaluate them: {mode: {"mAP", "rank1", "rank5", "rank10"}} in percent."""
+def split_features(model, variables, query, gallery, config) -> tuple:
+    """Features of the query and gallery splits (objects with .images uint8 [N, H, W, 3]) -> (q_feats, g_feats)."""
     kw = dict(batch_size=config.eval.batch_size, flip=config.data.test_flip)
     q_feats = extract_features(model, variables, query.images, config.data, desc="query features", **kw)
     g_feats = extract_features(model, variables, gallery.images, config.data, desc="gallery features", **kw)
-    return evaluate_features(q_feats, g_feats, query, gallery, config)
+    return q_feats, g_feats
 
 
 def format_table(results: dict) -> str:

@@ -121,8 +121,10 @@ def evaluate_checkpoint(config, workdir: str, data, checkpoint: str | None = Non
     source = checkpoint or os.path.join(workdir, checkpointing.LATEST_DIR)
     state, meta = checkpointing.restore(source, template)
     logging.info("evaluating checkpoint %s at step %d (epoch %d)", source, meta["step"], meta["epoch"])
-    return inference.evaluate_model(model, {"params": state.params, "batch_stats": state.batch_stats},
-                                    data.query, data.gallery, config)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    q_feats, g_feats = inference.split_features(model, variables, data.query, data.gallery, config)
+    train.write_reports(workdir, q_feats, g_feats, data, config, meta["steps_per_epoch"])
+    return inference.evaluate_features(q_feats, g_feats, data.query, data.gallery, config)
 
 
 def run(config, workdir: str, mode: str = "train", checkpoint: str | None = None) -> dict:

@@ -6,6 +6,7 @@ mining, centre loss, ID loss) see the whole global batch exactly as the paper's 
 BatchNorm statistics are computed over the global batch (the model's BN layers take `axis_name=AXIS`), and
 gradients are averaged with pmean. One device or N devices therefore give the same update.
 """
+import os
 import time
 from typing import Any, Callable
 
@@ -244,12 +245,15 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
 
     def evaluate(epoch, host_state):
         variables = {"params": host_state.params, "batch_stats": host_state.batch_stats}
-        res = inference.evaluate_model(model, variables, data.query, data.gallery, config)
+        q_feats, g_feats = inference.split_features(model, variables, data.query, data.gallery, config)
+        res = inference.evaluate_features(q_feats, g_feats, data.query, data.gallery, config)
         if writer:
             for mode, r in res.items():
                 writer.write(int(host_state.step), f"eval/{mode}", r)
             writer.flush()
         logging.info("epoch %d evaluation:\n%s", epoch + 1, inference.format_table(res))
+        if epoch == t.epochs - 1:  # after the metrics are flushed, so the curves include this evaluation
+            write_reports(workdir, q_feats, g_feats, data, config, spe)
         return res
 
     for epoch in range(start // spe, t.epochs):
@@ -299,6 +303,21 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     store.wait()
     store.close()
     return results
+
+
+def write_reports(workdir: str, q_feats: dict, g_feats: dict, data, config, spe: int) -> None:
+    """The PNG reports of an evaluation (retrieval grid, stripe alignment, CMC, training curves) in WORKDIR/reports."""
+    from absl import logging
+
+    from gldfa_jax import reports
+
+    if jax.process_index() != 0:
+        return
+    out = os.path.join(workdir, "reports")
+    os.makedirs(out, exist_ok=True)
+    paths = reports.write_eval_reports(out, q_feats, g_feats, data.query, data.gallery, config,
+                                       metrics_jsonl=os.path.join(workdir, "metrics.jsonl"), steps_per_epoch=spe)
+    logging.info("reports: %s", ", ".join(sorted(paths.values())))
 
 
 def _meta(step: int, spe: int, results=None) -> dict:

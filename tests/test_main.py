@@ -10,6 +10,13 @@ from cli_runs import ROOT, TINY, new_workdir, run_cli, trained_workdir
 from gldfa_jax import metric_writer
 
 MODES = ("global", "lsa", "global+lsa")
+EVAL_REPORTS = ("retrieval_grid.png", "alignment.png", "cmc.png")
+
+
+def assert_reports(workdir, names):
+    for name in names:
+        with open(os.path.join(workdir, "reports", name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
 
 
 def read_tfrecords(path):
@@ -53,6 +60,7 @@ def test_train_writes_results_metrics_events_and_checkpoints():
     assert b"brain.Event:2" in records[0] and any(b"train/total" in r for r in records[1:])
     assert os.path.exists(os.path.join(workdir, "checkpoints", "config.json"))
     assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())[-1] == 12
+    assert_reports(workdir, EVAL_REPORTS + ("training_curves.png",))  # written after the final evaluation
 
 
 def test_eval_of_the_checkpoint_reproduces_training_numbers():
@@ -63,6 +71,7 @@ def test_eval_of_the_checkpoint_reproduces_training_numbers():
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(workdir, "results.json")) as f, open(os.path.join(eval_dir, "results.json")) as g:
         assert json.load(f) == json.load(g)
+    assert_reports(eval_dir, EVAL_REPORTS)
 
 
 def _assert_clean_failure(proc, *needles):

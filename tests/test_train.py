@@ -119,3 +119,17 @@ def test_non_finite_loss_leaves_state_unchanged(setup):
     assert metrics["finite"] == 0.0
     assert int(new.step) == 0
     np.testing.assert_array_equal(new.centers["global"], np.asarray(state.centers["global"]))
+
+
+def test_bfloat16_step_keeps_float32_params_and_tracks_the_float32_loss(setup):
+    c, _, tx, state, images, labels, _ = setup
+    c16 = tiny_config()
+    c16.model.dtype = "bfloat16"
+    model16 = build_model(c16.model, 4, axis_name=train.AXIS)
+    step16 = train.data_parallel(train.make_train_step(model16, tx, c16))
+    new, metrics = step16(train.replicate(state, 1), train.shard_batch(images, 1), train.shard_batch(labels, 1))
+    new, metrics = train.unreplicate(new), train.unreplicate(metrics)
+    _, _, _, loss32 = _reference(setup)
+    assert metrics["finite"] == 1.0 and int(new.step) == 1
+    assert metrics["total"] == pytest.approx(loss32, rel=0.05)  # bfloat16 compute, same loss to its precision
+    assert {x.dtype for x in jax.tree.leaves(new.params)} == {np.dtype(np.float32)}

@@ -27,6 +27,8 @@ from typing import Callable, Optional
 import numpy as np
 from tqdm import tqdm
 
+import experiments
+
 EXPERIMENTS_DIR = os.path.dirname(os.path.abspath(__file__))
 METRICS = (("mAP", "mAP"), ("rank1", "R-1"), ("rank5", "R-5"), ("rank10", "R-10"))
 ROW_FILE = "row.json"
@@ -127,15 +129,7 @@ SETS = {"table2": TABLE2, "fig6_k": FIG6_K, "fig6_w": FIG6_W, "table3": TABLE3}
 # ---------------------------------------------------------------- configs and overrides
 
 def available_configs() -> list[str]:
-    """Config modules in experiments/ whose get_config() takes no argument."""
-    names = []
-    for fname in sorted(os.listdir(EXPERIMENTS_DIR)):
-        if not fname.endswith(".py") or fname.startswith("_") or fname == "ablation.py":
-            continue
-        source = open(os.path.join(EXPERIMENTS_DIR, fname)).read()
-        if re.search(r"^def get_config\(\s*\)", source, re.M):
-            names.append(os.path.join("experiments", fname))
-    return names
+    return [os.path.join("experiments", name) for name in experiments.available_configs()]
 
 
 def resolve_config(path: str) -> str:

@@ -7,7 +7,7 @@
 Writes into the workdir: results.json, metrics.jsonl, a TensorBoard event file, checkpoints/ (with
 config.json) and best/. Training resumes from the latest checkpoint in the workdir automatically.
 """
-import glob
+import difflib
 import json
 import logging as std_logging
 import os
@@ -28,16 +28,14 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.ini
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "eval: a checkpoints folder or one step folder "
                                   "(default: the latest in WORKDIR/checkpoints).")
 
-EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
-
 
 class UsageError(ValueError):
     """Bad command-line input; reported without a traceback."""
 
 
 def available_configs() -> list:
-    return sorted(os.path.basename(p) for p in glob.glob(os.path.join(EXPERIMENTS, "*.py"))
-                  if not os.path.basename(p).startswith("_") and "common" not in p and "base" not in p)
+    from experiments import available_configs as configs
+    return configs()
 
 
 def _config_path(argv) -> str | None:
@@ -53,7 +51,9 @@ def parse_flags(argv):
     """absl flag parsing with bad input turned into one clear message (exit 2, no traceback)."""
     path = _config_path(argv)
     if path is not None and not os.path.exists(path.split(":", 1)[0]):
-        _fail(f"config file {path!r} does not exist. Available configs in experiments/: "
+        close = difflib.get_close_matches(os.path.basename(path), available_configs(), n=3)
+        hint = f" Did you mean {', '.join('experiments/' + c for c in close)}?" if close else ""
+        _fail(f"config file {path!r} does not exist.{hint} Available configs in experiments/: "
               f"{', '.join(available_configs())}", code=2)
     try:
         return flags.FLAGS(argv)

@@ -70,6 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
     e.k1 = 20                    # Zhong et al. CVPR 2017 defaults
     e.k2 = 6
     e.lambda_value = 0.3
+    e.rerank_dense_max = 30000   # Q + G above this: memory-lean re-ranking from features (MSMT17: 93,820)
     e.best_mode = "global+lsa"   # the mode whose mAP picks the best checkpoint (§3.2 inference distance)
     e.batch_size = 128
     e.block_size = 2048          # query/gallery block for distance computation

@@ -83,9 +83,14 @@ def evaluate_features(q_feats: dict, g_feats: dict, query, gallery, config) -> d
         qg = distances.pairwise_distance(q_feats, g_feats, mode, **kwargs)
         results[mode] = _scores(qg, query, gallery, max_rank)
         if e.rerank:
-            qq = distances.pairwise_distance(q_feats, q_feats, mode, **kwargs)
-            gg = distances.pairwise_distance(g_feats, g_feats, mode, **kwargs)
-            rr = rerank.re_ranking(qg, qq, gg, k1=e.k1, k2=e.k2, lambda_value=e.lambda_value)
+            params = dict(k1=e.k1, k2=e.k2, lambda_value=e.lambda_value)
+            if len(query.pids) + len(gallery.pids) <= e.rerank_dense_max:
+                qq = distances.pairwise_distance(q_feats, q_feats, mode, **kwargs)
+                gg = distances.pairwise_distance(g_feats, g_feats, mode, **kwargs)
+                rr = rerank.re_ranking(qg, qq, gg, **params)
+            else:  # never holds a dense [N, N] matrix; same result (tests/test_rerank.py)
+                rr = rerank.re_ranking_features(q_feats, g_feats, mode, window=kwargs["window"], progress=True,
+                                                **params)
             reranked[mode + "+rerank"] = _scores(np.asarray(rr), query, gallery, max_rank)
     return {**results, **reranked}
 

@@ -60,3 +60,23 @@ def test_evaluate_features_reports_percent_per_mode_and_rerank():
     assert list(inference.evaluate_features(q, g, query, gallery, c)) == ["global", "final", "global+rerank",
                                                                          "final+rerank"]
     assert "mAP" in inference.format_table(results) and "global+lsa+rerank" in inference.format_table(results)
+
+
+def test_rerank_of_a_large_gallery_goes_lean_with_the_same_results():
+    c = base.get_config()
+    c.eval.k1, c.eval.k2 = 4, 2
+    rng = np.random.default_rng(1)
+    g_ids = np.repeat(np.arange(10), 3)
+    centres = {"global": rng.normal(size=(10, 4)), "local": rng.normal(size=(10, 8, 4))}
+    g = {k: (v[g_ids] + 0.8 * rng.normal(size=v[g_ids].shape)).astype(np.float32) for k, v in centres.items()}
+    q = {k: (v + 0.8 * rng.normal(size=v.shape)).astype(np.float32) for k, v in centres.items()}
+    query = Split(np.zeros((10, 1, 1, 3), np.uint8), np.arange(10), np.zeros(10, np.int64))
+    gallery = Split(np.zeros((30, 1, 1, 3), np.uint8), g_ids, np.ones(30, np.int64))
+    dense = inference.evaluate_features(q, g, query, gallery, c)
+    c.eval.rerank_dense_max = 0  # every evaluation counts as large
+    lean = inference.evaluate_features(q, g, query, gallery, c)
+    assert list(lean) == list(dense)
+    assert dense["global+lsa+rerank"]["mAP"] < 100.0  # noisy enough that re-ranking has work to do
+    for mode in dense:
+        for metric, value in dense[mode].items():
+            assert lean[mode][metric] == pytest.approx(value, abs=1e-6), (mode, metric)

@@ -182,7 +182,7 @@ def main(argv=None):
 
     # Extrapolation to MSMT17: memory = the [Q, G] float32 result + a part linear in N (sparse V,
     # neighbour lists, one [block, N] slice); time ~ N² (distance rows and their argsort).
-    (q1, g1, t1, m1), (q2, g2, t2, m2) = lean_points[-2], lean_points[-1]
+    (q1, g1, _, m1), (q2, g2, t2, m2) = lean_points[-2], lean_points[-1]
     lin1, lin2 = m1 - 4 * q1 * g1, m2 - 4 * q2 * g2
     per_n = max((lin2 - lin1) / ((q2 + g2) - (q1 + g1)), 0.0)
     n_msmt = sum(MSMT)

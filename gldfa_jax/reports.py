@@ -7,7 +7,6 @@ with matplotlib's object API on the Agg canvas: no pyplot state, no display need
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 

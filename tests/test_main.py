@@ -4,7 +4,6 @@ import os
 import shutil
 import struct
 
-import pytest
 
 from cli_runs import ROOT, TINY, new_workdir, run_cli, trained_workdir
 from gldfa_jax import metric_writer

@@ -52,8 +52,9 @@ def extract_features(model, variables, images: np.ndarray, data_config, batch_si
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
-def _window(config) -> Optional[int]:
-    return config.loss.window or None  # 0 in the config means the paper's default k // 2
+def lsa_window(config) -> Optional[int]:
+    """The LSA window of a config for lsa_distance: 0 in the config means None, the paper's k // 2 (§3.2)."""
+    return config.loss.window or None
 
 
 def _scores(distmat: np.ndarray, query, gallery, max_rank: int) -> dict:
@@ -77,7 +78,7 @@ def evaluate_features(q_feats: dict, g_feats: dict, query, gallery, config) -> d
     """Features of query and gallery (+ their .pids/.camids arrays) -> results dict in percent."""
     e = config.eval
     max_rank = min(e.max_rank, len(gallery.pids))
-    kwargs = dict(window=_window(config), block_size=e.block_size)
+    kwargs = dict(window=lsa_window(config), block_size=e.block_size)
     results, reranked = {}, {}
     for mode in supported_modes(e.modes, q_feats):
         qg = distances.pairwise_distance(q_feats, g_feats, mode, **kwargs)

@@ -394,7 +394,7 @@ def write_eval_reports(out_dir: str, q_feats: dict, g_feats: dict, query, galler
     from gldfa_jax import distances, evaluation, inference
 
     e = config.eval
-    window = config.loss.window or None
+    window = inference.lsa_window(config)
     modes = inference.supported_modes(list(e.modes), q_feats)
     if not modes:
         raise ValueError(f"eval.modes {list(e.modes)} needs features the model does not have ({sorted(q_feats)})")

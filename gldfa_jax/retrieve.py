@@ -156,7 +156,7 @@ def retrieve(checkpoint: str, query: str, gallery: str, out: str, gallery_featur
                                         batch_size)
     q_feats, q_paths = folder_features(q_paths, config, model, variables, batch_size, "query features")
     mode = choose_mode(mode, q_feats)
-    dist = distances.pairwise_distance(q_feats, g_feats, mode, window=config.loss.window or None)
+    dist = distances.pairwise_distance(q_feats, g_feats, mode, window=inference.lsa_window(config))
     ranked = reports.rank_gallery(dist, topk=topk)
 
     os.makedirs(out, exist_ok=True)
@@ -176,7 +176,7 @@ def retrieve(checkpoint: str, query: str, gallery: str, out: str, gallery_featur
     if "local" in q_feats:
         best = int(ranked[0][0])
         reports.alignment_figure(q_paths[0], g_paths[best], q_feats["local"][0], g_feats["local"][best],
-                                 os.path.join(out, "alignment_top1.png"), window=config.loss.window or None,
+                                 os.path.join(out, "alignment_top1.png"), window=inference.lsa_window(config),
                                  labels=("query", "match #1"))
     return {"mode": mode, "queries": q_paths, "gallery": g_paths, "distances": dist, "ranked": ranked,
             "query_features": q_feats, "gallery_features": g_feats}

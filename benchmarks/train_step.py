@@ -19,11 +19,10 @@ import time
 import jax
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests"))
+from gldfa_jax import train
+from gldfa_jax.model import build_model
 
-from gldfa_jax import train  # noqa: E402
-from gldfa_jax.model import build_model  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NUM_CLASSES = 751  # Market-1501 training identities
 
@@ -77,63 +76,19 @@ def jax_step(config, height, width):
 
 
 def torch_step(config, height, width):
+    """One training step of benchmarks.torch_reference (the independent PyTorch GLDFA-Net)."""
     import torch
-    import torch.nn.functional as F
-    from test_pretrained import torch_resnet  # the torchvision-layout ResNet the equivalence test builds
 
-    m, lc = config.model, config.loss
-    k, d = m.num_stripes, m.embed_dim
-    backbone = torch_resnet(m.depth, int(64 * m.width_multiplier), m.last_stride).train()
-    channels = backbone.fc.in_features
-    head = torch.nn.ModuleDict({
-        "global_fc": torch.nn.Linear(channels, d, bias=False), "global_bn": torch.nn.BatchNorm1d(d),
-        "local_conv": torch.nn.Conv2d(channels, d, 1, bias=False), "local_bn": torch.nn.BatchNorm2d(d),
-        "neck_bn": torch.nn.BatchNorm1d(d * (k + 1)),
-        "classifier": torch.nn.Linear(d * (k + 1), NUM_CLASSES, bias=False)})
-    params = [p for n, p in backbone.named_parameters() if not n.startswith("fc.")] + list(head.parameters())
-    opt = torch.optim.Adam(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-    centers = {"global": torch.zeros(NUM_CLASSES, d, requires_grad=True),
-               "local": torch.zeros(NUM_CLASSES, k * d, requires_grad=True)}
-    center_opt = torch.optim.SGD(list(centers.values()), lr=lc.center_lr)
-    window = lc.window or max(1, k // 2)
-    half = window // 2
-    band = (torch.arange(k)[:, None] - torch.arange(k)[None]).abs() <= half
+    from benchmarks import torch_reference as ref
 
-    def soft_triplet(dist, labels):
-        pos = labels[:, None] == labels[None]
-        neg = ~pos
-        wp = torch.softmax(dist.masked_fill(~pos, -1e9), 1)
-        wn = torch.softmax((-dist).masked_fill(~neg, -1e9), 1)
-        return F.relu((wp * dist).sum(1) - (wn * dist).sum(1) + lc.triplet_margin).mean()
-
-    def lsa(x):  # [B, k, d] -> [B, B]
-        s = torch.cdist(x.reshape(-1, d), x.reshape(-1, d)).reshape(x.shape[0], k, x.shape[0], k).transpose(1, 2)
-        s = s.masked_fill(~band, float("inf"))
-        return torch.minimum(s.min(3).values.sum(2), s.min(2).values.sum(2))
-
+    net = ref.GLDFANet(config.model, NUM_CLASSES).train()
+    opt, center_opt, centers = ref.optimizers(net, config, NUM_CLASSES)
     images, labels = batch(config, height, width)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # PyTorch's NCHW
     y = torch.from_numpy(labels).long()
 
     def step():
-        fmap = backbone(x)
-        g = head["global_bn"](head["global_fc"](fmap.mean((2, 3))))
-        loc = torch.relu(head["local_bn"](head["local_conv"](fmap)))
-        loc = F.adaptive_avg_pool2d(loc, (k, 1))[..., 0].transpose(1, 2)  # [B, k, d]
-        final = head["neck_bn"](torch.cat([loc.flatten(1), g], 1))
-        logits = head["classifier"](final)
-        center = sum(0.5 * ((f - centers[n][y]) ** 2).sum(1).mean() for n, f in (("global", g),
-                                                                                  ("local", loc.flatten(1))))
-        loss = (F.cross_entropy(logits, y, label_smoothing=lc.label_smoothing)
-                + lc.triplet_weight * (soft_triplet(torch.cdist(g, g), y) + soft_triplet(lsa(loc), y))
-                + lc.center_weight * center)
-        opt.zero_grad()
-        center_opt.zero_grad()
-        loss.backward()
-        for c in centers.values():
-            c.grad /= lc.center_weight
-        opt.step()
-        center_opt.step()
+        ref.update(net(x), y, centers, opt, center_opt, config)
 
     return step
 

@@ -52,6 +52,7 @@ class AblationSet:
     default_bases: tuple = ()  # configs used when --base is not given
     x_label: str = ""  # for the sweeps: plotted against this field of the rows
     x_values: tuple = ()
+    modes: tuple = ()  # non-empty: the table shows the mAP of each of these modes and the feature statistics
 
 
 def _paper(dataset, mAP, r1, r5=None, r10=None):
@@ -123,7 +124,27 @@ TABLE3 = AblationSet(
     default_bases=("experiments/partial_market.py", "experiments/partial_duke.py"),
 )
 
-SETS = {"table2": TABLE2, "fig6_k": FIG6_K, "fig6_w": FIG6_W, "table3": TABLE3}
+# Issue 9: does the local branch earn its place on real crops? One change per row against the paper's recipe;
+# every row reports global, lsa and global+lsa, with the stripe-feature norm and the LSA pos/neg ratio.
+LOCAL_BRANCH = AblationSet(
+    title="Local branch on real crops: one change at a time",
+    paper_dataset={},
+    rows=(
+        Row("GLDFA-Net (paper recipe)", {}, "global+lsa"),
+        Row("w/o LSA (W=1)", dict(_NO_LSA), "global+lsa"),
+        Row("ID loss only", {"loss.triplet": "none", **_NO_CENTER}, "global+lsa"),
+        Row("local: no ReLU", {"model.local_relu": False}, "global+lsa"),
+        Row("local: batch-hard triplet", {"loss.local_triplet": "hard"}, "global+lsa"),
+        Row("batch-hard triplet (both)", {"loss.triplet": "hard"}, "global+lsa"),
+        Row("local: AlignedReID stripe norm", {"loss.normalize_stripes": True}, "global+lsa"),
+        Row("centre loss on global only", {"loss.center_branches": ("global",)}, "global+lsa"),
+    ),
+    default_bases=("experiments/cuhk03_real.py",),
+    modes=("global", "lsa", "global+lsa"),
+)
+
+SETS = {"table2": TABLE2, "fig6_k": FIG6_K, "fig6_w": FIG6_W, "table3": TABLE3, "local_branch": LOCAL_BRANCH}
+STATS_FILE = os.path.join("reports", "feature_stats.json")  # gldfa_jax.reports, in the trainer's workdir
 
 
 # ---------------------------------------------------------------- configs and overrides
@@ -319,7 +340,9 @@ def write_table(set_name: str, bases: list[str], workdir: str) -> str:
         paper = paper_columns(spec, rows, key)
         note = ("" if key in spec.paper_dataset or not paper else
                 " — the paper's numbers are for another dataset: shown for reference, not comparable.")
-        head = ["Methods"] + [name for _, name in METRICS] + ["seeds", "distance"] + [c[2] for c in paper]
+        head = (["Methods"] + ([f"{m} mAP" for m in spec.modes] + ["stripe norm", "LSA pos/neg", "global pos/neg"]
+                               if spec.modes else [name for _, name in METRICS])
+                + ["seeds", "distance"] + [c[2] for c in paper])
         lines += [f"Config: `{base}`{note}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         curve, fingerprints = [], {}
         for row in rows:
@@ -329,12 +352,18 @@ def write_table(set_name: str, bases: list[str], workdir: str) -> str:
                 fingerprint = config_fingerprint(os.path.join(run, "train"), spec)
                 if fingerprint:
                     fingerprints.setdefault(fingerprint, []).append(f"{row.name} seed {r['seed']}")
-            if records:
+            if records and spec.modes:
+                ours = ([mean_std([r["results"][m]["mAP"] for r in records]) for m in spec.modes]
+                        + feature_stat_cells(records, workdir, set_name, base, row, multi)
+                        + [",".join(str(r["seed"]) for r in records)])
+                total_s += sum(r["wall_s"] for r in records)
+                curve.append([np.nan, np.nan])
+            elif records:
                 ours = list(summarize(records, row.mode).values()) + [",".join(str(r["seed"]) for r in records)]
                 total_s += sum(r["wall_s"] for r in records)
                 curve.append([np.mean([r["results"][row.mode][m] for r in records]) for m in ("mAP", "rank1")])
             else:
-                ours = ["not yet run"] * len(METRICS) + ["—"]
+                ours = ["not yet run"] * (len(spec.modes) + 3 if spec.modes else len(METRICS)) + ["—"]
                 curve.append([np.nan, np.nan])
             cells = [row.name] + ours + [row.mode] + [_fmt(row.paper.get(pk, {}).get(m)) for pk, m, _ in paper]
             lines.append("| " + " | ".join(cells) + " |")
@@ -358,6 +387,25 @@ def write_table(set_name: str, bases: list[str], workdir: str) -> str:
     with open(out, "w") as f:
         f.write("\n".join(lines))
     return out
+
+
+def feature_stat_cells(records: list[dict], workdir: str, set_name: str, base: str, row: Row,
+                       multi: bool) -> list[str]:
+    """Mean stripe norm, LSA and global pos/neg distance ratios (gldfa_jax.evaluation.separation) over seeds."""
+    stats = []
+    for r in records:
+        path = os.path.join(run_dir(workdir, set_name, base, row, r["seed"], multi), "train", STATS_FILE)
+        if os.path.exists(path):
+            with open(path) as f:
+                stats.append(json.load(f))
+    cells = []
+    for get in (lambda s: s["stripe_norm"], lambda s: s["lsa"]["ratio"], lambda s: s["global"]["ratio"]):
+        try:
+            values = [get(s) for s in stats]
+        except KeyError:
+            values = []
+        cells.append(f"{np.mean(values):.2f}" if values else "—")
+    return cells
 
 
 def _fmt(value) -> str:

@@ -34,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.embed_dim = 256            # §3.1: 1×1 conv 2048 → 256 per branch
     m.global_pool = "avg"        # §3.1: global average pooling (or "max")
     m.local_pool = "avg"         # §3.1: horizontal average pooling (or "max")
+    m.local_relu = True          # ReLU after the local BN (AlignedReID's local head); False: signed stripes like global
     m.bn_neck = True             # BN before the classifier (strong-baseline neck)
     m.dtype = "float32"          # compute dtype: "float32" or "bfloat16" (params stay float32)
 
@@ -42,9 +43,12 @@ def get_config() -> ml_collections.ConfigDict:
     l.triplet = "soft"           # "soft" = Ristani & Tomasi weighted triplet (eqs. 7-8), "hard" = batch-hard, "none"
     l.triplet_margin = 0.3       # eq. 7: m
     l.triplet_weight = 0.3       # §4.1: triplehard weight for global and local branches
+    l.local_triplet = ""         # the local branch's triplet; "" = loss.triplet (the paper uses one loss for both)
     l.use_lsa = True             # Table 2: LSA distance (True) or hard stripe alignment (False) in the local triplet
     l.window = 0                 # §3.2: LSA sliding window W; 0 means k // 2
+    l.normalize_stripes = False  # AlignedReID [1]: stripe distances d -> (e^d-1)/(e^d+1) in LSA (train and test)
     l.center_weight = 0.05       # eq. 12: λ = 0.05
+    l.center_branches = ("global", "local")  # eq. 11: centre loss on both branches
     l.center_lr = 0.5            # centre update rate (strong-baseline recipe: SGD lr 0.5 on the centres)
 
     c.optim = o = ml_collections.ConfigDict()
@@ -71,6 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
     e.k2 = 6
     e.lambda_value = 0.3
     e.rerank_dense_max = 30000   # Q + G above this: memory-lean re-ranking from features (MSMT17: 93,820)
+    e.lsa_weight = 1.0           # §3.2: "global+lsa" = global + lsa_weight · LSA (the paper sums them: 1)
     e.best_mode = "global+lsa"   # the mode whose mAP picks the best checkpoint (§3.2 inference distance)
     e.batch_size = 128
     e.block_size = 2048          # query/gallery block for distance computation

@@ -118,6 +118,14 @@ def restore(manager_or_path, template: Any, step: Optional[int] = None) -> tuple
     return serialization.from_state_dict(template, state_dict), dict(restored.meta)
 
 
+def num_classes(checkpoint_dir: str, step: int) -> int:
+    """Identities the checkpoint's classifier was trained on (its kernel's last axis), read from metadata only."""
+    manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir),
+                                    item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                                   "meta": ocp.JsonCheckpointHandler()})
+    return int(manager.item_metadata(step)["state"]["params"]["classifier"]["kernel"].shape[-1])
+
+
 def read_config_json(checkpoint_dir: str) -> Optional[dict]:
     path = os.path.join(checkpoint_dir, CONFIG_FILE)
     if not os.path.exists(path):

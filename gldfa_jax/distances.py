@@ -75,21 +75,24 @@ def validate_features(q_feats: Mapping, g_feats: Mapping, mode: str) -> tuple[in
     return counts[0], counts[1]
 
 
-def _block_distance(q: Mapping, g: Mapping, mode: str, window) -> jax.Array:
+def _block_distance(q: Mapping, g: Mapping, mode: str, window, normalize: bool, lsa_weight: float) -> jax.Array:
     if mode == "global":
         return euclidean_distance(q["global"], g["global"])
     if mode == "final":
         return euclidean_distance(q["final"], g["final"])
-    local = lsa_distance(q["local"], g["local"], window)
+    local = lsa_distance(q["local"], g["local"], window, normalize=normalize)
     if mode == "lsa":
         return local
-    return euclidean_distance(q["global"], g["global"]) + local  # §3.2: global + local at inference
+    # §3.2: the sum of global and local distances at inference (lsa_weight 1).
+    return euclidean_distance(q["global"], g["global"]) + lsa_weight * local
 
 
 def iter_distance_blocks(q_feats: Mapping, g_feats: Mapping, mode: str, window: int | None = None,
-                         block_size: int = 2048, progress: bool = False
-                         ) -> Iterator[tuple[slice, np.ndarray]]:
+                         block_size: int = 2048, progress: bool = False, normalize: bool = False,
+                         lsa_weight: float = 1.0) -> Iterator[tuple[slice, np.ndarray]]:
     """Yield (query_slice, distances [len(slice), G] float32 numpy) for consecutive query blocks.
+
+    window and normalize are lsa_distance's (the LSA modes only); "global+lsa" is global + lsa_weight · lsa.
 
     Only one block of the [Q, G] matrix exists at a time, so MSMT17-scale galleries fit.
     """
@@ -102,14 +105,16 @@ def iter_distance_blocks(q_feats: Mapping, g_feats: Mapping, mode: str, window: 
     for start in tqdm(starts, desc=f"distances ({mode})", unit="block", disable=not progress):
         rows = slice(start, min(start + block_size, num_q))
         query = {key: jnp.asarray(q_feats[key][rows]) for key in keys}
-        yield rows, np.asarray(_block_distance(query, gallery, mode, window))
+        yield rows, np.asarray(_block_distance(query, gallery, mode, window, normalize, lsa_weight))
 
 
 def pairwise_distance(q_feats: Mapping, g_feats: Mapping, mode: str, window: int | None = None,
-                      block_size: int = 2048, progress: bool = False) -> np.ndarray:
+                      block_size: int = 2048, progress: bool = False, normalize: bool = False,
+                      lsa_weight: float = 1.0) -> np.ndarray:
     """Distance matrix [Q, G] float32 (numpy) for one of MODES, computed block by block."""
     num_q, num_g = validate_features(q_feats, g_feats, mode)
     out = np.empty((num_q, num_g), np.float32)
-    for rows, block in iter_distance_blocks(q_feats, g_feats, mode, window, block_size, progress):
+    for rows, block in iter_distance_blocks(q_feats, g_feats, mode, window, block_size, progress, normalize,
+                                            lsa_weight):
         out[rows] = block
     return out

@@ -199,7 +199,8 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
 def evaluate_features(q_feats: Mapping, g_feats: Mapping, q_pids, g_pids, q_camids, g_camids,
                       mode: str, window: int | None = None, block_size: int = 2048,
                       max_rank: int = 50, cuhk03_single_shot: bool = False, repeats: int = 10,
-                      seed: int = 0, progress: bool = False) -> dict:
+                      seed: int = 0, progress: bool = False, normalize: bool = False,
+                      lsa_weight: float = 1.0) -> dict:
     """Rank metrics straight from features: one [block_size, G] distance block at a time.
 
     Returns {"cmc" [max_rank], "mAP", "mINP", "num_valid_queries"} (fractions), identical to
@@ -210,7 +211,8 @@ def evaluate_features(q_feats: Mapping, g_feats: Mapping, q_pids, g_pids, q_cami
     q_pids, g_pids, q_camids, g_camids = _check_labels(num_q, num_g, q_pids, g_pids, q_camids, g_camids)
     rng = _check_single_shot(cuhk03_single_shot, repeats, seed)
     acc = _RankAccumulator(max_rank, cuhk03_single_shot, repeats)
-    blocks = distances_lib.iter_distance_blocks(q_feats, g_feats, mode, window, block_size)
+    blocks = distances_lib.iter_distance_blocks(q_feats, g_feats, mode, window, block_size, normalize=normalize,
+                                                lsa_weight=lsa_weight)
     for rows, block in tqdm(blocks, total=-(-num_q // block_size), desc=f"evaluate ({mode})",
                             unit="block", disable=not progress):
         # Sort in sub-blocks: the packed sort keys are 2× the size of the distance block.
@@ -220,3 +222,20 @@ def evaluate_features(q_feats: Mapping, g_feats: Mapping, q_pids, g_pids, q_cami
             acc.add(*_block_metrics(block[sub:sub + step], q_pids[sl], q_camids[sl], g_pids, g_camids,
                                     rng, repeats))
     return acc.result()
+
+
+def separation(dist, q_pids, g_pids, q_camids, g_camids) -> dict:
+    """How well a distance separates people, under the protocol's filter (same id and camera removed).
+
+    Returns {"pos", "neg", "neg_std", "ratio"}: mean distance to true matches, mean and std to other
+    identities, and pos / neg (1 = no separation; scale-free, so distances of different scales compare).
+    """
+    dist = np.asarray(dist, np.float64)
+    q_pids, g_pids, q_camids, g_camids = _check_labels(*dist.shape, q_pids, g_pids, q_camids, g_camids)
+    same = q_pids[:, None] == g_pids[None, :]
+    kept = ~(same & (q_camids[:, None] == g_camids[None, :]))
+    pos, neg = dist[same & kept], dist[~same]
+    if pos.size == 0 or neg.size == 0:
+        raise ValueError("separation needs at least one true match and one other identity in the gallery.")
+    return {"pos": float(pos.mean()), "neg": float(neg.mean()), "neg_std": float(neg.std()),
+            "ratio": float(pos.mean() / neg.mean())}

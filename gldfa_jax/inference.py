@@ -57,6 +57,13 @@ def lsa_window(config) -> Optional[int]:
     return config.loss.window or None
 
 
+def lsa_options(config) -> dict:
+    """The LSA keyword arguments of the distances module from a config: the window, the stripe-distance
+    normalisation and the weight of LSA in "global+lsa"."""
+    return {"window": lsa_window(config), "normalize": bool(config.loss.normalize_stripes),
+            "lsa_weight": float(config.eval.lsa_weight)}
+
+
 def _scores(distmat: np.ndarray, query, gallery, max_rank: int) -> dict:
     cmc, mean_ap = evaluation.evaluate_rank(distmat, query.pids, gallery.pids, query.camids, gallery.camids,
                                             max_rank=max_rank)
@@ -78,7 +85,7 @@ def evaluate_features(q_feats: dict, g_feats: dict, query, gallery, config) -> d
     """Features of query and gallery (+ their .pids/.camids arrays) -> results dict in percent."""
     e = config.eval
     max_rank = min(e.max_rank, len(gallery.pids))
-    kwargs = dict(window=lsa_window(config), block_size=e.block_size)
+    kwargs = dict(lsa_options(config), block_size=e.block_size)
     results, reranked = {}, {}
     for mode in supported_modes(e.modes, q_feats):
         qg = distances.pairwise_distance(q_feats, g_feats, mode, **kwargs)
@@ -90,7 +97,7 @@ def evaluate_features(q_feats: dict, g_feats: dict, query, gallery, config) -> d
                 gg = distances.pairwise_distance(g_feats, g_feats, mode, **kwargs)
                 rr = rerank.re_ranking(qg, qq, gg, **params)
             else:  # never holds a dense [N, N] matrix; same result (tests/test_rerank.py)
-                rr = rerank.re_ranking_features(q_feats, g_feats, mode, window=kwargs["window"], progress=True,
+                rr = rerank.re_ranking_features(q_feats, g_feats, mode, progress=True, **lsa_options(config),
                                                 **params)
             reranked[mode + "+rerank"] = _scores(np.asarray(rr), query, gallery, max_rank)
     return {**results, **reranked}

@@ -92,6 +92,9 @@ def hard_triplet_loss(dist: jax.Array, labels: jax.Array, margin: float) -> jax.
     return _mean_over_anchors(jax.nn.relu(margin + d_pos - d_neg), valid)
 
 
+TRIPLET_LOSSES = {"soft": soft_triplet_loss, "hard": hard_triplet_loss}
+
+
 def center_loss(feats: jax.Array, labels: jax.Array, centers: jax.Array) -> jax.Array:
     """Eq. 9: ½·||f_i − c_{y_i}||², averaged over the batch (strong-baseline convention; eq. 9 sums, which
     would tie λ to the batch size). feats [B, D], labels [B], centers [C, D]."""
@@ -148,20 +151,28 @@ def total_loss(output, labels: jax.Array, centers: Optional[dict], loss_config, 
     zero = jnp.zeros((), jnp.float32)
     parts = {"id": cross_entropy_label_smooth(output.logits, labels, c.label_smoothing),
              "triplet_global": zero, "triplet_local": zero, "center": zero}
-    if c.triplet != "none":
-        triplet = soft_triplet_loss if c.triplet == "soft" else hard_triplet_loss
-        if output.global_feat is not None:
-            dist = euclidean_distance(output.global_feat, output.global_feat)
-            parts["triplet_global"] = triplet(dist, labels, c.triplet_margin)
-        if output.local_feat is not None:
-            # Window 1 compares stripe i with stripe i only: the hard alignment of Table 2's "w/o LSA".
-            window = (c.window or default_window(num_stripes)) if c.use_lsa else 1
-            dist = lsa_distance(output.local_feat, output.local_feat, window)
-            parts["triplet_local"] = triplet(dist, labels, c.triplet_margin)
+    local_kind = c.local_triplet or c.triplet
+    if local_kind not in TRIPLETS:
+        raise ValueError(f"loss.local_triplet={c.local_triplet!r} is not supported; set it to one of "
+                         f"{list(TRIPLETS)} or '' (same as loss.triplet).")
+    unknown = sorted(set(c.center_branches) - {"global", "local"})
+    if unknown:
+        raise ValueError(f"loss.center_branches={tuple(c.center_branches)} names {unknown}; use a subset of "
+                         "('global', 'local').")
+    if output.global_feat is not None and c.triplet != "none":
+        dist = euclidean_distance(output.global_feat, output.global_feat)
+        parts["triplet_global"] = TRIPLET_LOSSES[c.triplet](dist, labels, c.triplet_margin)
+    if output.local_feat is not None and local_kind != "none":
+        # Window 1 compares stripe i with stripe i only: the hard alignment of Table 2's "w/o LSA".
+        window = (c.window or default_window(num_stripes)) if c.use_lsa else 1
+        dist = lsa_distance(output.local_feat, output.local_feat, window, normalize=c.normalize_stripes)
+        parts["triplet_local"] = TRIPLET_LOSSES[local_kind](dist, labels, c.triplet_margin)
     if c.center_weight:
         if centers is None:
             raise ValueError("centers=None but loss.center_weight > 0; pass init_centers(num_classes, output).")
         for name, feats in _center_features(output).items():
+            if name not in c.center_branches:
+                continue
             if name not in centers:
                 raise ValueError(f"centers has no {name!r} entry (keys {sorted(centers)}); "
                                  "build them with init_centers(num_classes, output) for this model.")

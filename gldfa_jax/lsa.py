@@ -88,7 +88,13 @@ def stripe_distances(x: jax.Array, y: jax.Array) -> jax.Array:
     return _safe_sqrt(xx[:, None, :, None] + yy[None, :, None, :] - 2.0 * xy)
 
 
-def _band_minima(xt: jax.Array, yt: jax.Array, radius: int) -> jax.Array:
+def normalize_stripe_distance(d: jax.Array) -> jax.Array:
+    """AlignedReID's stripe-distance normalisation (e^d − 1) / (e^d + 1) = tanh(d / 2) (ref. [1], Luo et al.
+    2019): each stripe contributes at most 1, so one badly matched stripe cannot dominate the sum."""
+    return jnp.tanh(0.5 * d)
+
+
+def _band_minima(xt: jax.Array, yt: jax.Array, radius: int, normalize: bool = False) -> jax.Array:
     """xt [k, M, d], yt [k, N, d] float32 (stripe-major) -> LSA distances [M, N]."""
     k = xt.shape[0]
     xx = jnp.sum(xt * xt, -1)  # [k, M]
@@ -103,22 +109,25 @@ def _band_minima(xt: jax.Array, yt: jax.Array, radius: int) -> jax.Array:
         for s in range(i1 - i0):
             by_x[i0 + s].append(squared[s])
             by_y[i0 + s + offset].append(squared[s])
-    # Minima are taken on squared distances (sqrt is monotone), so only 2k square roots remain.
+    # Minima are taken on squared distances (sqrt and the normalisation are monotone), so only 2k square
+    # roots remain.
+    post = normalize_stripe_distance if normalize else (lambda d: d)
+
     def summed(groups):
-        return sum(_safe_sqrt(functools.reduce(jnp.minimum, group)) for group in groups)
+        return sum(post(_safe_sqrt(functools.reduce(jnp.minimum, group))) for group in groups)
     return jnp.minimum(summed(by_x), summed(by_y))  # eq. 5
 
 
-@functools.partial(jax.jit, static_argnames=("radius",))
-def _lsa_block(xt: jax.Array, y_tiles: jax.Array, radius: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("radius", "normalize"))
+def _lsa_block(xt: jax.Array, y_tiles: jax.Array, radius: int, normalize: bool) -> jax.Array:
     """xt [k, M, d], y_tiles [T, k, tile, d] -> [M, T * tile].
 
     Gallery tiles keep the band's 2⌊W/2⌋+1 product planes of one tile in cache; without them
     the element-wise minima stream every plane through memory and dominate the run time.
     """
     if y_tiles.shape[0] == 1:
-        return _band_minima(xt, y_tiles[0], radius)
-    out = jax.lax.map(lambda yt: _band_minima(xt, yt, radius), y_tiles)  # [T, M, tile]
+        return _band_minima(xt, y_tiles[0], radius, normalize)
+    out = jax.lax.map(lambda yt: _band_minima(xt, yt, radius, normalize), y_tiles)  # [T, M, tile]
     return jnp.swapaxes(out, 0, 1).reshape(xt.shape[1], -1)
 
 
@@ -141,10 +150,12 @@ def _block_rows(num_x: int) -> int:
 
 
 def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,
-                 block_size: int | None = None) -> jax.Array:
+                 block_size: int | None = None, normalize: bool = False) -> jax.Array:
     """LSA distances (Algorithm 1): x [M, k, d], y [N, k, d] -> [M, N] float32.
 
     window: W of eq. 2 (None = k // 2, §3.2); 1 = hard alignment; must be >= 1.
+    normalize: each stripe's aligned distance d becomes (e^d − 1) / (e^d + 1) before the sums of eqs. 3-4
+      (AlignedReID [1]; not in the paper, which sums raw Euclidean distances).
     block_size: rows of x per block (None: about 512, balanced over the blocks); the last block is
       padded so every block reuses one compiled kernel. y is processed in tiles of 512 rows, so a
       block holds its [block_size, N] output and the band products of one tile, never M × N × k × k.
@@ -177,12 +188,12 @@ def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,
     y_tiles = _tile_y(yt)
     num_y = y.shape[0]
     if num_x <= rows:
-        return _lsa_block(xt, y_tiles, radius)[:, :num_y]
+        return _lsa_block(xt, y_tiles, radius, bool(normalize))[:, :num_y]
     blocks = []
     for start in range(0, num_x, rows):
         xb = xt[:, start:start + rows]
         short = rows - xb.shape[1]
         if short:  # pad the last block so it reuses the compiled kernel
             xb = jnp.pad(xb, ((0, 0), (0, short), (0, 0)))
-        blocks.append(_lsa_block(xb, y_tiles, radius)[:rows - short, :num_y])
+        blocks.append(_lsa_block(xb, y_tiles, radius, bool(normalize))[:rows - short, :num_y])
     return jnp.concatenate(blocks, axis=0)

@@ -3,6 +3,8 @@
   python -m gldfa_jax.main --config experiments/synthetic.py            # workdir defaults to runs/synthetic
   python -m gldfa_jax.main --config experiments/market.py --workdir runs/market --config.train.epochs=2
   python -m gldfa_jax.main --config experiments/market.py --workdir runs/market --mode eval [--checkpoint PATH]
+  python -m gldfa_jax.main --config experiments/market.py --workdir runs/market_on_duke --mode eval \
+      --checkpoint runs/market --config.data.root=data/dukemtmc   # cross-domain: train on one, test on another
 
 Writes into the workdir: results.json, metrics.jsonl, a TensorBoard event file, checkpoints/ (with
 config.json) and best/. Training resumes from the latest checkpoint in the workdir automatically.
@@ -25,8 +27,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory for checkpoints, 
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes automatically) or eval.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host; "
                                   "coordinator address etc. from the environment, see JAX docs).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "eval: a checkpoints folder or one step folder "
-                                  "(default: the latest in WORKDIR/checkpoints).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "eval: a run's workdir, its checkpoints/ or best/ folder, "
+                                  "or one step folder (default: the latest in WORKDIR/checkpoints). With "
+                                  "--config.data.root=OTHER it evaluates on another dataset (cross-domain); "
+                                  "OTHER needs only query/ and bounding_box_test/.")
 
 
 class UsageError(ValueError):
@@ -106,22 +110,15 @@ def write_results(workdir: str, results: dict) -> str:
 
 
 def evaluate_checkpoint(config, workdir: str, data, checkpoint: str | None = None) -> dict:
-    """Restore a checkpoint (default: WORKDIR/checkpoints, latest) and evaluate it."""
-    from gldfa_jax import checkpointing, inference, train
-    from gldfa_jax.model import build_model
+    """Restore a checkpoint (a run's workdir, its checkpoints/ or best/ folder, or one step folder; default
+    WORKDIR/checkpoints, latest) and evaluate it on data's query/gallery. The classifier's size comes from
+    the checkpoint, so the evaluated dataset may be another one (cross-domain) without a training split."""
+    from gldfa_jax import checkpointing, inference, retrieve, train
 
-    d = config.data
-    model = build_model(config.model, data.num_classes)
-    image_shape = (d.height, d.width, 3)
-    tx = train.make_optimizer(config.optim, 1)
-    key = jax.random.PRNGKey(0)
-    # Shapes only (nothing is computed): the restored arrays fill it in.
-    template = jax.eval_shape(lambda: train.create_train_state(
-        model, tx, train.init_variables(model, key, image_shape), data.num_classes, key, image_shape))
-    source = checkpoint or os.path.join(workdir, checkpointing.LATEST_DIR)
-    state, meta = checkpointing.restore(source, template)
-    logging.info("evaluating checkpoint %s at step %d (epoch %d)", source, meta["step"], meta["epoch"])
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    folder, step = retrieve.checkpoint_location(checkpoint or os.path.join(workdir, checkpointing.LATEST_DIR))
+    model, variables, meta = retrieve.restore_model(config, folder, step)
+    logging.info("evaluating checkpoint %s at step %d (epoch %d) on %s", folder, meta["step"], meta["epoch"],
+                 config.data.root)
     q_feats, g_feats = inference.split_features(model, variables, data.query, data.gallery, config)
     train.write_reports(workdir, q_feats, g_feats, data, config, meta["steps_per_epoch"])
     return inference.evaluate_features(q_feats, g_feats, data.query, data.gallery, config)
@@ -135,7 +132,7 @@ def run(config, workdir: str, mode: str = "train", checkpoint: str | None = None
 
     check_workdir(workdir)
     log_devices()
-    data = load_experiment_data(config.data)
+    data = load_experiment_data(config.data, need_train=mode == "train")
     if mode == "train":
         writer = MetricWriter(workdir)
         try:

@@ -60,6 +60,7 @@ class GLDFANet(nn.Module):
     embed_dim: int = 256  # 0 keeps the backbone's channels (no 1×1 reduction): the plain ResNet rows of Table 2
     global_pool: str = "avg"
     local_pool: str = "avg"
+    local_relu: bool = True  # False: signed stripe features (BN output), as the global feature is
     bn_neck: bool = True
     dtype: Any = jnp.float32
     axis_name: Optional[str] = None  # pmap axis over which BatchNorm statistics are averaged
@@ -75,7 +76,9 @@ class GLDFANet(nn.Module):
             y = fmap
             if self.embed_dim:
                 y = conv(self.embed_dim, 1, 1, self.dtype, "local_conv")(y)
-            y = nn.relu(bn("local_bn")(y))
+            y = bn("local_bn")(y)
+            if self.local_relu:
+                y = nn.relu(y)
             local_feat = horizontal_pool(y, self.num_stripes, self.local_pool).astype(jnp.float32)
             parts.append(local_feat.reshape(local_feat.shape[0], -1))
         if self.branches in ("global", "global_local"):
@@ -121,7 +124,7 @@ def build_model(model_config, num_classes: int, axis_name: Optional[str] = None)
     return GLDFANet(num_classes=num_classes, depth=c.depth, last_stride=c.last_stride,
                     width_multiplier=c.width_multiplier, branches=c.branches, num_stripes=c.num_stripes,
                     embed_dim=c.embed_dim, global_pool=c.global_pool, local_pool=c.local_pool,
-                    bn_neck=c.bn_neck, dtype=DTYPES[c.dtype], axis_name=axis_name)
+                    local_relu=c.local_relu, bn_neck=c.bn_neck, dtype=DTYPES[c.dtype], axis_name=axis_name)
 
 
 def test_features(output: GLDFAOutput) -> dict:

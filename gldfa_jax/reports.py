@@ -389,7 +389,8 @@ def write_eval_reports(out_dir: str, q_feats: dict, g_feats: dict, query, galler
     query / gallery: objects with .images uint8 [N, H, W, 3], .pids [N], .camids [N] (experiment_data.Split).
     Writes retrieval_grid.png (distance mode eval.best_mode when the model has it, else the first mode),
     alignment.png (a sampled query and its best-ranked true match, when the model has local features),
-    cmc.png (every distance mode of eval.modes) and training_curves.png (when metrics_jsonl exists).
+    cmc.png (every distance mode of eval.modes), training_curves.png (when metrics_jsonl exists) and
+    feature_stats.json (feature norms and, per mode, evaluation.separation of the same distances).
     """
     from gldfa_jax import distances, evaluation, inference
 
@@ -400,12 +401,15 @@ def write_eval_reports(out_dir: str, q_feats: dict, g_feats: dict, query, galler
         raise ValueError(f"eval.modes {list(e.modes)} needs features the model does not have ({sorted(q_feats)})")
     best = e.best_mode if e.best_mode in modes else modes[0]
     paths, cmcs = {}, {}
+    stats = feature_norms(q_feats, g_feats)
     max_rank = min(e.max_rank, len(gallery.pids))
+    labels = (query.pids, gallery.pids, query.camids, gallery.camids)
     for mode in modes:
-        dist = distances.pairwise_distance(q_feats, g_feats, mode, window=window, block_size=e.block_size)
-        cmc, _ = evaluation.evaluate_rank(dist, query.pids, gallery.pids, query.camids, gallery.camids,
-                                          max_rank=max_rank)
+        dist = distances.pairwise_distance(q_feats, g_feats, mode, block_size=e.block_size,
+                                           **inference.lsa_options(config))
+        cmc, _ = evaluation.evaluate_rank(dist, *labels, max_rank=max_rank)
         cmcs[mode] = np.asarray(cmc)
+        stats[mode] = evaluation.separation(dist, *labels)
         if mode == best:
             best_dist = dist
     ids = dict(q_pids=query.pids, g_pids=gallery.pids, q_camids=query.camids, g_camids=gallery.camids)
@@ -425,4 +429,17 @@ def write_eval_reports(out_dir: str, q_feats: dict, g_feats: dict, query, galler
     if metrics_jsonl and os.path.exists(metrics_jsonl):
         paths["training_curves"] = os.path.join(out_dir, "training_curves.png")
         training_curves(metrics_jsonl, paths["training_curves"], steps_per_epoch=steps_per_epoch)
+    paths["feature_stats"] = os.path.join(out_dir, "feature_stats.json")
+    with open(paths["feature_stats"], "w") as f:
+        json.dump(stats, f, indent=2)
     return paths
+
+
+def feature_norms(q_feats: dict, g_feats: dict) -> dict:
+    """Mean L2 norm of each feature over query + gallery: "global_norm", "stripe_norm" (per stripe), "final_norm"."""
+    out = {}
+    for key, name in (("global", "global_norm"), ("local", "stripe_norm"), ("final", "final_norm")):
+        if key in q_feats:
+            both = np.concatenate([np.asarray(q_feats[key]), np.asarray(g_feats[key])])
+            out[name] = float(np.linalg.norm(both, axis=-1).mean())
+    return out

@@ -184,7 +184,8 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
 
 def re_ranking_features(q_feats: Mapping, g_feats: Mapping, mode: str, k1: int = 20, k2: int = 6,
                         lambda_value: float = 0.3, window: int | None = None,
-                        block_size: int | None = None, progress: bool = False) -> np.ndarray:
+                        block_size: int | None = None, progress: bool = False, normalize: bool = False,
+                        lsa_weight: float = 1.0) -> np.ndarray:
     """Memory-lean re-ranking [Q, G] float32 straight from features (a `distances.MODES` mode).
 
     Distance rows are computed block by block (three passes) and never stored whole; working
@@ -201,7 +202,8 @@ def re_ranking_features(q_feats: Mapping, g_feats: Mapping, mode: str, k1: int =
 
     def rows(start, stop):
         part = {k: v[start:stop] for k, v in everything.items()}
-        squared = np.square(distances_lib.pairwise_distance(part, everything, mode, window, stop - start))
+        squared = np.square(distances_lib.pairwise_distance(part, everything, mode, window, stop - start,
+                                                                  normalize=normalize, lsa_weight=lsa_weight))
         return 1.0 * squared / np.max(squared, axis=1, keepdims=True)
 
     return _rerank(rows, num_q, num_all, k1, k2, lambda_value, block, progress)

@@ -69,12 +69,17 @@ def load_checkpoint(path: str):
         raise ValueError(f"no {checkpointing.CONFIG_FILE} beside the checkpoint {folder}: it is written by "
                          "gldfa_jax.main into WORKDIR/checkpoints; pass that run's workdir.")
     config = with_defaults(config_json)
-    manager = ocp.CheckpointManager(folder, item_handlers={"state": ocp.StandardCheckpointHandler(),
-                                                           "meta": ocp.JsonCheckpointHandler()})
-    step = manager.latest_step() if step is None else step
+    model, variables, meta = restore_model(config, folder, step)
+    return config, model, variables, int(meta["step"])
+
+
+def restore_model(config, folder: str, step: int | None = None):
+    """(model, variables {"params", "batch_stats"}, meta) of a checkpoint folder's step (None: the latest), the
+    model built from `config.model` with the checkpoint's number of identities (no training data needed)."""
+    step = ocp.CheckpointManager(folder).latest_step() if step is None else step
     if step is None:
         raise ValueError(f"no checkpoint step in {folder}; train first (python -m gldfa_jax.main ...).")
-    num_classes = int(manager.item_metadata(step)["state"]["params"]["classifier"]["kernel"].shape[-1])
+    num_classes = checkpointing.num_classes(folder, step)
     model = build_model(config.model, num_classes)
     shape = (config.data.height, config.data.width, 3)
 
@@ -85,7 +90,7 @@ def load_checkpoint(path: str):
 
     template = jax.eval_shape(build_state)  # shapes only: restoring needs no initialised weights
     state, meta = checkpointing.restore(os.path.join(folder, str(step)), template)
-    return config, model, {"params": state.params, "batch_stats": state.batch_stats}, int(meta["step"])
+    return model, {"params": state.params, "batch_stats": state.batch_stats}, meta
 
 
 def image_paths(path: str, what: str) -> list[str]:
@@ -156,7 +161,7 @@ def retrieve(checkpoint: str, query: str, gallery: str, out: str, gallery_featur
                                         batch_size)
     q_feats, q_paths = folder_features(q_paths, config, model, variables, batch_size, "query features")
     mode = choose_mode(mode, q_feats)
-    dist = distances.pairwise_distance(q_feats, g_feats, mode, window=inference.lsa_window(config))
+    dist = distances.pairwise_distance(q_feats, g_feats, mode, **inference.lsa_options(config))
     ranked = reports.rank_gallery(dist, topk=topk)
 
     os.makedirs(out, exist_ok=True)

@@ -173,3 +173,17 @@ def test_evaluate_features_label_length_checked():
     f = {"global": np.ones((3, 4), np.float32)}
     with pytest.raises(ValueError, match="g_pids"):
         evaluation.evaluate_features(f, f, [0, 1, 2], [0, 1], [0, 0, 0], [1, 1, 1], "global")
+
+
+def test_separation_hand_computed_under_the_protocol_filter():
+    dist = np.array([[1.0, 2.0, 4.0, 9.0],
+                     [3.0, 5.0, 1.0, 7.0]])
+    q_pids, g_pids = np.array([1, 2]), np.array([1, 1, 2, 3])
+    q_cams, g_cams = np.array([0, 0]), np.array([0, 1, 1, 1])  # gallery 0 is query 0's own camera: removed
+    got = evaluation.separation(dist, q_pids, g_pids, q_cams, g_cams)
+    assert got["pos"] == pytest.approx((2.0 + 1.0) / 2)
+    negatives = np.array([4.0, 9.0, 3.0, 5.0, 7.0])
+    assert got["neg"] == pytest.approx(negatives.mean()) and got["neg_std"] == pytest.approx(negatives.std())
+    assert got["ratio"] == pytest.approx(1.5 / negatives.mean())
+    with pytest.raises(ValueError, match="true match"):
+        evaluation.separation(dist[:, 2:], q_pids, g_pids[2:] + 10, q_cams, g_cams[2:])

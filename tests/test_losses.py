@@ -179,3 +179,26 @@ def test_init_centers_from_abstract_output():
     centers = init_centers(751, out)
     assert centers["global"].shape == (751, 256) and centers["local"].shape == (751, 8 * 256)
     assert centers["global"].dtype == jnp.float32
+
+
+def test_local_triplet_kind_and_center_branches_are_separate_switches():
+    out, labels, cfg = fake_output(), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), get_config().loss
+    centers = jax.tree_util.tree_map(lambda c: c + 0.5, init_centers(4, out))
+    cfg.local_triplet, cfg.center_branches, cfg.normalize_stripes = "hard", ("global",), True
+    _, parts = total_loss(out, labels, centers, cfg, 4)
+    g_dist = euclidean_distance(out.global_feat, out.global_feat)
+    l_dist = lsa_distance(out.local_feat, out.local_feat, 2, normalize=True)
+    assert np.isclose(parts["triplet_global"], soft_triplet_loss(g_dist, labels, 0.3), rtol=1e-5)
+    assert np.isclose(parts["triplet_local"], hard_triplet_loss(l_dist, labels, 0.3), rtol=1e-5)
+    assert np.isclose(parts["center"], center_loss(out.global_feat, labels, centers["global"]), rtol=1e-6)
+    cfg.triplet, cfg.local_triplet = "hard", ""  # "" follows loss.triplet
+    _, parts = total_loss(out, labels, centers, cfg, 4)
+    assert np.isclose(parts["triplet_local"], hard_triplet_loss(l_dist, labels, 0.3), rtol=1e-5)
+    cfg.local_triplet = "none"
+    assert total_loss(out, labels, centers, cfg, 4)[1]["triplet_local"] == 0.0
+    cfg.local_triplet = "batchhard"
+    with pytest.raises(ValueError, match="loss.local_triplet='batchhard'"):
+        total_loss(out, labels, centers, cfg, 4)
+    cfg.local_triplet, cfg.center_branches = "", ("global", "stripes")
+    with pytest.raises(ValueError, match="'stripes'"):
+        total_loss(out, labels, centers, cfg, 4)

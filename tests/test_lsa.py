@@ -136,3 +136,22 @@ def test_non_finite_and_integer_inputs_raise():
         lsa.lsa_distance(x, jnp.full((2, 4, 3), jnp.inf))
     with pytest.raises(ValueError, match="floating"):
         lsa.lsa_distance(x.astype(np.int32), x)
+
+
+@pytest.mark.parametrize("window", [1, 4])
+def test_aligned_normalisation_matches_algorithm_1_on_normalised_stripe_distances(window):
+    """normalize=True: each stripe distance d counts as (e^d - 1) / (e^d + 1) (AlignedReID) in eqs. 3-5."""
+    rng = np.random.default_rng(window)
+    x, y = stripes(rng, 4, 8, 6) * 0.3, stripes(rng, 5, 8, 6) * 0.3
+    got = np.asarray(lsa.lsa_distance(x, y, window, normalize=True))
+    norm = lambda d: (np.exp(d) - 1) / (np.exp(d) + 1)
+    expected = np.zeros((4, 5))
+    for m in range(4):
+        for n in range(5):
+            d = np.linalg.norm(x[m][:, None] - y[n][None], axis=-1)
+            band = np.abs(np.arange(8)[:, None] - np.arange(8)[None]) <= window // 2
+            d = np.where(band, norm(d), np.inf)
+            expected[m, n] = min(d.min(1).sum(), d.min(0).sum())
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert got.max() < 8  # each of the k = 8 stripes contributes less than 1
+    np.testing.assert_array_less(got, np.asarray(lsa.lsa_distance(x, y, window)))  # tanh(d/2) < d

@@ -73,6 +73,29 @@ def test_eval_of_the_checkpoint_reproduces_training_numbers():
     assert_reports(eval_dir, EVAL_REPORTS)
 
 
+def test_cross_domain_eval_on_a_test_only_dataset():
+    """Train on one dataset, evaluate on another that has only query/ and bounding_box_test/ (issue 9 item 4):
+    the classifier's size comes from the checkpoint; training on such a folder fails with a clear message."""
+    from conftest import CUHK03_SAMPLE
+
+    workdir, _ = trained_workdir()
+    other = os.path.join(ROOT, "test_only")
+    for folder, keep in (("query", 12), ("bounding_box_test", 40)):  # a different, smaller test set
+        os.makedirs(os.path.join(other, folder), exist_ok=True)
+        for name in sorted(os.listdir(os.path.join(CUHK03_SAMPLE, folder)))[:keep]:
+            shutil.copy(os.path.join(CUHK03_SAMPLE, folder, name), os.path.join(other, folder, name))
+    eval_dir = new_workdir("cross_domain")
+    proc = run_cli(*TINY, "--workdir", eval_dir, "--mode", "eval", "--checkpoint", workdir,
+                   f"--config.data.root={other}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(eval_dir, "results.json")) as f, open(os.path.join(workdir, "results.json")) as g:
+        results, trained = json.load(f), json.load(g)
+    assert set(results) == set(trained) and results != trained  # scored on the other gallery
+    assert_reports(eval_dir, EVAL_REPORTS)
+    proc = run_cli(*TINY, "--workdir", new_workdir("train_on_test_only"), f"--config.data.root={other}")
+    _assert_clean_failure(proc, "no training split", "--mode eval")
+
+
 def _assert_clean_failure(proc, *needles):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]

@@ -119,3 +119,12 @@ def test_plain_resnet_head_and_max_pooling_and_bfloat16():
 def test_build_model_rejects_bad_config(field, value):
     with pytest.raises(ValueError, match=f"model.{field}"):
         build_model(tiny_config(**{field: value}), num_classes=5)
+
+
+def test_local_relu_switch_gives_signed_stripes():
+    with_relu, variables, _ = run(tiny_config(bn_neck=False))
+    signed = build_model(tiny_config(bn_neck=False, local_relu=False), 5).apply(
+        variables, jax.random.normal(jax.random.PRNGKey(1), (4, 64, 32, 3)), train=False)
+    assert float(with_relu.local_feat.min()) >= 0.0
+    assert float(signed.local_feat.min()) < 0.0  # the BN output, like the global feature
+    np.testing.assert_array_equal(with_relu.global_feat, signed.global_feat)  # the switch touches local only

@@ -137,59 +137,16 @@ def test_errors_name_the_tensor(tmp_path, caplog):
     assert "training from scratch" in caplog.text
 
 
-# ---- equivalence with a PyTorch ResNet (torchvision names, built here: torchvision is not a dependency) ----
+# ---- equivalence with a PyTorch ResNet (torchvision names, built by hand in benchmarks/torch_reference.py:
+# torchvision is not a dependency) ----
 
 def torch_resnet(depth, base, last_stride):
     torch = pytest.importorskip("torch")
-    nn = torch.nn
-
-    class Block(nn.Module):
-        def __init__(self, cin, planes, stride, bottleneck):
-            super().__init__()
-            self.bottleneck = bottleneck
-            cout = planes * (4 if bottleneck else 1)
-            if bottleneck:
-                self.conv1, self.bn1 = nn.Conv2d(cin, planes, 1, bias=False), nn.BatchNorm2d(planes)
-                self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-                self.bn2 = nn.BatchNorm2d(planes)
-                self.conv3, self.bn3 = nn.Conv2d(planes, cout, 1, bias=False), nn.BatchNorm2d(cout)
-            else:
-                self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
-                self.bn1 = nn.BatchNorm2d(planes)
-                self.conv2, self.bn2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False), nn.BatchNorm2d(planes)
-            self.downsample = None
-            if stride != 1 or cin != cout:
-                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            y = torch.relu(self.bn1(self.conv1(x)))
-            y = self.bn2(self.conv2(y))
-            if self.bottleneck:
-                y = self.bn3(self.conv3(torch.relu(y)))
-            return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            bottleneck = depth >= 50
-            self.conv1, self.bn1 = nn.Conv2d(3, base, 7, 2, 3, bias=False), nn.BatchNorm2d(base)
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-            cin = base
-            for s, n in enumerate({18: (2, 2, 2, 2), 50: (3, 4, 6, 3)}[depth]):
-                blocks = []
-                for b in range(n):
-                    stride = 1 if b > 0 or s == 0 else (last_stride if s == 3 else 2)
-                    blocks.append(Block(cin, base * 2 ** s, stride, bottleneck))
-                    cin = base * 2 ** s * (4 if bottleneck else 1)
-                setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
-            self.fc = nn.Linear(cin, 1000)
-
-        def forward(self, x):
-            x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
-            return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    from benchmarks.torch_reference import ResNet as TorchResNet
 
     torch.manual_seed(depth + last_stride)
-    net = Net()
+    net = TorchResNet(depth, base, last_stride)
+    nn = torch.nn
     with torch.no_grad():  # non-trivial BN statistics and affine parameters
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):

@@ -103,17 +103,19 @@ def describe_folder(path: str, limit: int = 12) -> str:
     return "it holds " + ", ".join(entries[:limit]) + more
 
 
-def find_dataset_dir(root: str, required: Sequence[str], candidates: Sequence[str] = ()) -> str:
-    """The folder holding all of ``required``: ``root`` itself or ``root/<candidate>``."""
+def find_dataset_dir(root: str, required: Sequence[str], candidates: Sequence[str] = (),
+                     layout: Sequence[str] | None = None) -> str:
+    """The folder holding all of ``required``: ``root`` itself or ``root/<candidate>``. ``layout`` (default
+    ``required``) is what the error message asks for."""
     root = os.path.expanduser(str(root))
     for d in [root] + [os.path.join(root, c) for c in candidates]:
         if all(os.path.exists(os.path.join(d, r)) for r in required):
             return d
     where = " or ".join([root] + [os.path.join(root, c) for c in candidates])
     raise DatasetNotFoundError(
-        f"Expected a folder holding {', '.join(required)} at {where}; found that {root}: "
+        f"Expected a folder holding {', '.join(layout or required)} at {where}; found that {root}: "
         f"{describe_folder(root)}. Unpack the dataset as distributed (see the README's dataset table) "
-        f"or point root at the folder that holds {required[0]}.")
+        f"or point root at the folder that holds {(layout or required)[0]}.")
 
 
 def list_images(folder: str) -> list:
@@ -144,17 +146,18 @@ def relabel(items: Iterable[tuple]) -> list:
 
 
 def make_dataset(name: str, root: str, train, query, gallery, unparsed=(), stats_key: str | None = None,
-                 where: dict | None = None) -> ReIDDataset:
+                 where: dict | None = None, optional: tuple = ()) -> ReIDDataset:
     """Relabels train, validates the splits and compares the counts with the published ones.
 
-    ``where`` maps split → folder/file for error messages; ``stats_key`` selects the PUBLISHED_STATS row.
+    ``where`` maps split → folder/file for error messages; ``stats_key`` selects the PUBLISHED_STATS row;
+    splits named in ``optional`` may be empty (a test-only copy has no train split).
     """
     where = where or {}
     ds = ReIDDataset(name=name, root=str(root), train=relabel(train),
                      query=[Record(*q) for q in query], gallery=[Record(*g) for g in gallery],
                      unparsed=tuple(unparsed))
     for s in SPLITS:
-        if not ds.split(s):
+        if not ds.split(s) and s not in optional:
             raise ValueError(f"The {s} split of {name} is empty (read from {where.get(s, root)}): "
                              f"check that the folder holds images named like 0001_c1_....jpg.")
     if unparsed:

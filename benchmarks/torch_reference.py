@@ -155,12 +155,16 @@ def total_loss(out, labels, centers, loss_config, num_stripes: int):
     c = loss_config
     parts = {"id": F.cross_entropy(logits, labels, label_smoothing=c.label_smoothing)}
     zero = torch.zeros(())
-    parts["triplet_global"] = triplet(pairwise(g), labels, c.triplet_margin, c.triplet) if c.triplet != "none" \
-        else zero
     local_kind = c.local_triplet or c.triplet
     window = (c.window or max(1, num_stripes // 2)) if c.use_lsa else 1
-    parts["triplet_local"] = (triplet(lsa(loc, loc, window, c.normalize_stripes), labels, c.triplet_margin,
-                                      local_kind) if local_kind != "none" else zero)
+    g_dist = pairwise(g) if c.triplet != "none" else None
+    l_dist = lsa(loc, loc, window, c.normalize_stripes) if local_kind != "none" else None
+    if c.triplet_distance == "sum" and g_dist is not None and l_dist is not None:  # Fig. 2: one triplet on the sum
+        parts["triplet_global"], parts["triplet_local"] = triplet(g_dist + l_dist, labels, c.triplet_margin,
+                                                                  c.triplet), zero
+    else:
+        parts["triplet_global"] = zero if g_dist is None else triplet(g_dist, labels, c.triplet_margin, c.triplet)
+        parts["triplet_local"] = zero if l_dist is None else triplet(l_dist, labels, c.triplet_margin, local_kind)
     feats = {"global": g, "local": loc.flatten(1)}
     parts["center"] = sum((0.5 * ((feats[n] - centers[n][labels]) ** 2).sum(1).mean()
                            for n in c.center_branches), zero)

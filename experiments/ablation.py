@@ -138,6 +138,7 @@ LOCAL_BRANCH = AblationSet(
         Row("batch-hard triplet (both)", {"loss.triplet": "hard"}, "global+lsa"),
         Row("local: AlignedReID stripe norm", {"loss.normalize_stripes": True}, "global+lsa"),
         Row("centre loss on global only", {"loss.center_branches": ("global",)}, "global+lsa"),
+        Row("one triplet on global + LSA", {"loss.triplet_distance": "sum"}, "global+lsa"),
     ),
     default_bases=("experiments/cuhk03_real.py",),
     modes=("global", "lsa", "global+lsa"),

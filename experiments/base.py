@@ -43,6 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
     l.triplet = "soft"           # "soft" = Ristani & Tomasi weighted triplet (eqs. 7-8), "hard" = batch-hard, "none"
     l.triplet_margin = 0.3       # eq. 7: m
     l.triplet_weight = 0.3       # §4.1: triplehard weight for global and local branches
+    l.triplet_distance = "separate"  # eq. 10: a triplet per branch; "sum": one on global + LSA (Fig. 2, §1)
     l.local_triplet = ""         # the local branch's triplet; "" = loss.triplet (the paper uses one loss for both)
     l.use_lsa = True             # Table 2: LSA distance (True) or hard stripe alignment (False) in the local triplet
     l.window = 0                 # §3.2: LSA sliding window W; 0 means k // 2

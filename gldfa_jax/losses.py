@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from gldfa_jax.lsa import default_window, lsa_distance, stripe_distances
 
 TRIPLETS = ("soft", "hard", "none")
+TRIPLET_DISTANCES = ("separate", "sum")
 
 
 def cross_entropy_label_smooth(logits: jax.Array, labels: jax.Array, epsilon: float) -> jax.Array:
@@ -140,7 +141,9 @@ def total_loss(output, labels: jax.Array, centers: Optional[dict], loss_config, 
     """Eq. 12 -> (total, parts). parts: "id", "triplet_global", "triplet_local", "center", "total".
 
     parts hold the unweighted losses (a missing branch gives 0); total = id + w_t·(triplet_global +
-    triplet_local) + λ·center. `centers` from init_centers (may be None when loss.center_weight is 0).
+    triplet_local) + λ·center. With loss.triplet_distance "sum" (both branches present) the single triplet on
+    global + LSA distance is reported as triplet_global and triplet_local is 0.
+    `centers` from init_centers (may be None when loss.center_weight is 0).
     """
     c = loss_config
     if c.triplet not in TRIPLETS:
@@ -159,14 +162,24 @@ def total_loss(output, labels: jax.Array, centers: Optional[dict], loss_config, 
     if unknown:
         raise ValueError(f"loss.center_branches={tuple(c.center_branches)} names {unknown}; use a subset of "
                          "('global', 'local').")
+    if c.triplet_distance not in TRIPLET_DISTANCES:
+        raise ValueError(f"loss.triplet_distance={c.triplet_distance!r} is not supported; set it to one of "
+                         f"{list(TRIPLET_DISTANCES)}.")
+    g_dist = l_dist = None
     if output.global_feat is not None and c.triplet != "none":
-        dist = euclidean_distance(output.global_feat, output.global_feat)
-        parts["triplet_global"] = TRIPLET_LOSSES[c.triplet](dist, labels, c.triplet_margin)
+        g_dist = euclidean_distance(output.global_feat, output.global_feat)
     if output.local_feat is not None and local_kind != "none":
         # Window 1 compares stripe i with stripe i only: the hard alignment of Table 2's "w/o LSA".
         window = (c.window or default_window(num_stripes)) if c.use_lsa else 1
-        dist = lsa_distance(output.local_feat, output.local_feat, window, normalize=c.normalize_stripes)
-        parts["triplet_local"] = TRIPLET_LOSSES[local_kind](dist, labels, c.triplet_margin)
+        l_dist = lsa_distance(output.local_feat, output.local_feat, window, normalize=c.normalize_stripes)
+    if c.triplet_distance == "sum" and g_dist is not None and l_dist is not None:
+        # Fig. 2 / §1: one triplet on the global + LSA distance, so the pairs are mined on the sum.
+        parts["triplet_global"] = TRIPLET_LOSSES[c.triplet](g_dist + l_dist, labels, c.triplet_margin)
+    else:
+        if g_dist is not None:
+            parts["triplet_global"] = TRIPLET_LOSSES[c.triplet](g_dist, labels, c.triplet_margin)
+        if l_dist is not None:
+            parts["triplet_local"] = TRIPLET_LOSSES[local_kind](l_dist, labels, c.triplet_margin)
     if c.center_weight:
         if centers is None:
             raise ValueError("centers=None but loss.center_weight > 0; pass init_centers(num_classes, output).")

@@ -202,3 +202,17 @@ def test_local_triplet_kind_and_center_branches_are_separate_switches():
     cfg.local_triplet, cfg.center_branches = "", ("global", "stripes")
     with pytest.raises(ValueError, match="'stripes'"):
         total_loss(out, labels, centers, cfg, 4)
+
+
+def test_one_triplet_on_the_sum_of_global_and_lsa_distances():
+    """loss.triplet_distance "sum" (Fig. 2): pairs are mined on global + LSA, one term, weighted w_t once."""
+    out, labels, cfg = fake_output(), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), get_config().loss
+    cfg.triplet_distance = "sum"
+    total, parts = total_loss(out, labels, init_centers(4, out), cfg, 4)
+    summed = euclidean_distance(out.global_feat, out.global_feat) + lsa_distance(out.local_feat, out.local_feat, 2)
+    assert np.isclose(parts["triplet_global"], soft_triplet_loss(summed, labels, 0.3), rtol=1e-5)
+    assert parts["triplet_local"] == 0.0
+    assert np.isclose(total, parts["id"] + 0.3 * parts["triplet_global"] + 0.05 * parts["center"], rtol=1e-6)
+    cfg.triplet_distance = "joint"
+    with pytest.raises(ValueError, match="loss.triplet_distance='joint'"):
+        total_loss(out, labels, None, cfg, 4)

@@ -32,14 +32,15 @@ def test_lsa_matches(window, normalize):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("triplet,local_triplet,normalize,branches", [
-    ("soft", "", False, ("global", "local")), ("soft", "hard", True, ("global",)), ("hard", "", False, ("local",))])
-def test_total_loss_matches(triplet, local_triplet, normalize, branches):
+@pytest.mark.parametrize("triplet,local_triplet,normalize,branches,joint", [
+    ("soft", "", False, ("global", "local"), "separate"), ("soft", "hard", True, ("global",), "separate"),
+    ("hard", "", False, ("local",), "separate"), ("soft", "", False, ("global", "local"), "sum")])
+def test_total_loss_matches(triplet, local_triplet, normalize, branches, joint):
     g, loc, logits = features()
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     cfg = get_config().loss
-    cfg.triplet, cfg.local_triplet, cfg.normalize_stripes, cfg.center_branches = (
-        triplet, local_triplet, normalize, branches)
+    cfg.triplet, cfg.local_triplet, cfg.normalize_stripes, cfg.center_branches, cfg.triplet_distance = (
+        triplet, local_triplet, normalize, branches, joint)
     centers = {"global": np.full((4, 6), 0.3, np.float32), "local": np.full((4, 24), 0.2, np.float32)}
     out = GLDFAOutput(global_feat=jnp.asarray(g), local_feat=jnp.asarray(loc), final_feat=jnp.zeros((8, 30)),
                       logits=jnp.asarray(logits))

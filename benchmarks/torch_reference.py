@@ -279,6 +279,24 @@ def main(argv):
         tic = time.time()
         results = train_one(config, data, seed, out)
         print(f"seed {seed} ({(time.time() - tic) / 60:.1f} min):\n{inference.format_table(results)}", flush=True)
+    print(summary_table(_WORKDIR.value))
+
+
+def summary_table(workdir: str) -> str:
+    """Markdown: mAP per mode, mean ± sample std over the seed<S>/results.json found in `workdir`."""
+    runs = []
+    for entry in sorted(os.listdir(workdir)):
+        path = os.path.join(workdir, entry, "results.json")
+        if entry.startswith("seed") and os.path.exists(path):
+            with open(path) as f:
+                runs.append(json.load(f))
+    modes = [m for m in runs[0] if "+rerank" not in m] if runs else []
+    cells = []
+    for m in modes:
+        values = np.array([r[m]["mAP"] for r in runs])
+        cells.append(f"{values.mean():.1f} ± {values.std(ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}")
+    return (f"PyTorch reference, {len(runs)} seed(s), mAP %:\n| " + " | ".join(modes) + " |\n"
+            + "|---" * len(modes) + "|\n| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

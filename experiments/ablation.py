@@ -240,6 +240,8 @@ def run_set(set_name: str, bases: list[str], workdir: str, seeds: list[int], ext
     for base, row, seed in bar:
         bar.set_postfix_str(f"{row.name} seed {seed}")
         out = run_dir(workdir, set_name, base, row, seed, len(bases) > 1)
+        if os.path.exists(os.path.join(out, ROW_FILE)) or not claim(out):
+            continue  # finished or running in another runner process sharing this workdir
         train_dir = os.path.join(out, "train")
         os.makedirs(train_dir, exist_ok=True)
         flags = override_flags(row.overrides) + [f"--config.seed={seed}"] + list(extra_flags)
@@ -255,8 +257,44 @@ def run_set(set_name: str, bases: list[str], workdir: str, seeds: list[int], ext
                   "wall_s": round(time.time() - start, 1), "results": results}
         with open(os.path.join(out, ROW_FILE), "w") as f:
             json.dump(record, f, indent=2)
+        _remove(os.path.join(out, ".claim"))
     bar.close()
     return write_table(set_name, bases, workdir)
+
+
+def claim(out: str) -> bool:
+    """Mark a run as taken by this process (<out>/.claim holds its pid), so that several runner processes can
+    share one workdir (on a 2-core machine two runners finish a set sooner than one). False when a live
+    process holds it; a claim left by a dead process is taken over."""
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, ".claim")
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    text = f.read()
+                if not text:
+                    return False  # its owner is writing its pid right now
+                pid = int(text)
+                os.kill(pid, 0)
+                return pid == os.getpid()
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                _remove(path)  # stale: its process is gone
+                continue
+            except PermissionError:  # alive, owned by another user
+                return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def config_fingerprint(train_dir: str, spec: AblationSet) -> Optional[str]:

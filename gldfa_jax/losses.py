@@ -10,7 +10,10 @@ Which tensor feeds which loss (see gldfa_jax/model.py):
   w_t = loss.triplet_weight (0.3, §4.1) and λ = loss.center_weight (0.05).
 
 Table 2 rows are config switches: model.branches, loss.triplet ("soft" | "hard" | "none"), loss.use_lsa,
-loss.center_weight (0 for the rows trained with ID + triplet only).
+loss.center_weight (0 for the rows trained with ID + triplet only). Readings the paper leaves open (issue 9):
+loss.triplet_distance ("separate" = eq. 10, "sum" = one triplet on global + LSA as Fig. 2 draws it),
+loss.local_triplet (the local branch's own triplet kind), loss.normalize_stripes (AlignedReID's stripe-distance
+normalisation) and loss.center_branches.
 """
 import math
 from typing import Optional

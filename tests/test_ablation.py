@@ -1,6 +1,8 @@
 """Ablation runner: resume, table (mean ± std against a naive computation), bad input."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -143,3 +145,20 @@ def test_table_warns_when_the_base_config_changed_between_runs(tmp_path):
     table = ablation.run_set("table2", ["experiments/synthetic.py"], work, [2], rows=["GLDFA-Net"], trainer=Trainer())
     text = open(table).read()
     assert "different base configs" in text and "GLDFA-Net seed 2" in text
+
+
+def test_runs_claimed_by_a_live_process_are_skipped(tmp_path):
+    """Two runner processes may share a workdir: a run claimed by a live process is not started twice, a claim
+    left by a dead process is taken over."""
+    from experiments.ablation import claim
+
+    out = str(tmp_path / "row" / "seed0")
+    assert claim(out) and claim(out)  # ours, and still ours
+    with open(os.path.join(out, ".claim"), "w") as f:
+        f.write("1")  # pid 1 is alive and is not us
+    assert not claim(out)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with open(os.path.join(out, ".claim"), "w") as f:
+        f.write(str(dead.pid))
+    assert claim(out)

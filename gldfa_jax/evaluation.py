@@ -229,13 +229,21 @@ def separation(dist, q_pids, g_pids, q_camids, g_camids) -> dict:
 
     Returns {"pos", "neg", "neg_std", "ratio"}: mean distance to true matches, mean and std to other
     identities, and pos / neg (1 = no separation; scale-free, so distances of different scales compare).
+    Accumulated in float64 over blocks of queries, so a [Q, G] matrix is never copied whole.
     """
-    dist = np.asarray(dist, np.float64)
+    dist = np.asarray(dist)
     q_pids, g_pids, q_camids, g_camids = _check_labels(*dist.shape, q_pids, g_pids, q_camids, g_camids)
-    same = q_pids[:, None] == g_pids[None, :]
-    kept = ~(same & (q_camids[:, None] == g_camids[None, :]))
-    pos, neg = dist[same & kept], dist[~same]
-    if pos.size == 0 or neg.size == 0:
+    sums = np.zeros(5)  # positives: count, sum; negatives: count, sum, sum of squares
+    step = max(1, _BLOCK_ELEMENTS // max(dist.shape[1], 1))
+    for start in range(0, dist.shape[0], step):
+        d = dist[start:start + step].astype(np.float64)
+        same = q_pids[start:start + step, None] == g_pids[None, :]
+        pos = same & (q_camids[start:start + step, None] != g_camids[None, :])
+        neg = d[~same]
+        sums += (pos.sum(), d[pos].sum(), neg.size, neg.sum(), np.square(neg).sum())
+    if sums[0] == 0 or sums[2] == 0:
         raise ValueError("separation needs at least one true match and one other identity in the gallery.")
-    return {"pos": float(pos.mean()), "neg": float(neg.mean()), "neg_std": float(neg.std()),
-            "ratio": float(pos.mean() / neg.mean())}
+    mean_pos, mean_neg = sums[1] / sums[0], sums[3] / sums[2]
+    neg_std = np.sqrt(max(sums[4] / sums[2] - mean_neg ** 2, 0.0))
+    return {"pos": float(mean_pos), "neg": float(mean_neg), "neg_std": float(neg_std),
+            "ratio": float(mean_pos / mean_neg)}

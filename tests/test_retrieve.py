@@ -121,7 +121,11 @@ def test_eval_reports_of_a_checkpoint(tiny_run, tmp_path):
     g = inference.extract_features(model, variables, data.gallery.images, config.data)
     paths = reports.write_eval_reports(str(tmp_path), q, g, data.query, data.gallery, config,
                                        metrics_jsonl=os.path.join(run, "metrics.jsonl"), steps_per_epoch=2)
-    assert sorted(paths) == ["alignment", "cmc", "retrieval_grid", "training_curves"]
+    assert sorted(paths) == ["alignment", "cmc", "feature_stats", "retrieval_grid", "training_curves"]
+    with open(paths.pop("feature_stats")) as f:
+        stats = json.load(f)
+    assert stats["stripe_norm"] > 0 and stats["global_norm"] > 0
+    assert {"global", "lsa", "global+lsa"} <= set(stats) and 0 < stats["lsa"]["ratio"]
     for path in paths.values():
         with Image.open(path) as im:
             im.verify()

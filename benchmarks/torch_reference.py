@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gldfa_jax.resnet import scaled_channels
+
 STAGES = {18: (False, (2, 2, 2, 2)), 34: (False, (3, 4, 6, 3)), 50: (True, (3, 4, 6, 3)),
           101: (True, (3, 4, 23, 3))}
 
@@ -78,11 +80,6 @@ class ResNet(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def channels(width_multiplier: float) -> int:
-    """Stem width of a ResNet scaled by `width_multiplier` (gldfa_jax.resnet keeps at least 8 channels)."""
-    return max(8, int(round(64 * width_multiplier)))
-
-
 class GLDFANet(nn.Module):
     """Backbone + global branch (avg pool -> fc -> BN) + local branch (1×1 conv -> BN [-> ReLU] -> k stripes by
     average pooling) + BN neck on [local flattened, global] + bias-free classifier."""
@@ -92,7 +89,8 @@ class GLDFANet(nn.Module):
         m = model_config
         self.k, d = m.num_stripes, m.embed_dim
         self.local_relu = m.local_relu
-        self.backbone = ResNet(m.depth, channels(m.width_multiplier), m.last_stride)
+        # The same width rule as ours, so both build the same architecture (not code that could hide a defect).
+        self.backbone = ResNet(m.depth, scaled_channels(64, m.width_multiplier), m.last_stride)
         c = self.backbone.out_channels
         self.global_fc, self.global_bn = nn.Linear(c, d, bias=False), nn.BatchNorm1d(d)
         self.local_conv, self.local_bn = nn.Conv2d(c, d, 1, bias=False), nn.BatchNorm2d(d)

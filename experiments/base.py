@@ -71,7 +71,9 @@ def get_config() -> ml_collections.ConfigDict:
     t.checkpoint_every = 10      # epochs between checkpoints
     t.checkpoint_every_steps = 0  # > 0: also checkpoint mid-epoch every N steps (resume granularity)
     t.keep_checkpoints = 3
-    t.log_every = 50             # steps between metric log lines
+    t.log_every = 50             # steps between metric fetches from the device (logged as their mean)
+    t.image_store = "auto"       # uint8 training set in "device" memory, streamed from the "host", or "auto"
+    t.device_image_fraction = 0.25  # "auto": on the device when it takes at most this share of its memory
 
     c.eval = e = ml_collections.ConfigDict()
     e.modes = ("global", "lsa", "global+lsa", "final")  # §3.2: inference uses global + LSA
@@ -82,6 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
     e.rerank_dense_max = 30000   # Q + G above this: memory-lean re-ranking from features (MSMT17: 93,820)
     e.lsa_weight = 1.0           # §3.2: "global+lsa" = global + lsa_weight · LSA (the paper sums them: 1)
     e.best_mode = "global+lsa"   # the mode whose mAP picks the best checkpoint (§3.2 inference distance)
+    e.periodic_all_modes = False  # evaluations before the last score best_mode only, without re-ranking
     e.batch_size = 128
     e.block_size = 2048          # query/gallery block for distance computation
     e.max_rank = 50

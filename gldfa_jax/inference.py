@@ -48,7 +48,8 @@ def extract_features(model, variables, images: np.ndarray, data_config, batch_si
         real = batch.shape[0]
         if real < batch_size:
             batch = np.concatenate([batch, np.zeros((batch_size - real,) + batch.shape[1:], batch.dtype)])
-        chunks.append(jax.tree.map(lambda x: np.asarray(x)[:real], _features(variables, batch, **statics)))
+        feats = jax.device_get(_features(variables, jax.device_put(batch), **statics))
+        chunks.append({k: v[:real] for k, v in feats.items()})
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
@@ -81,16 +82,18 @@ def supported_modes(modes, features: dict) -> list:
     return [m for m in modes if all(k in features for k in MODE_KEYS[m])]
 
 
-def evaluate_features(q_feats: dict, g_feats: dict, query, gallery, config) -> dict:
-    """Features of query and gallery (+ their .pids/.camids arrays) -> results dict in percent."""
+def evaluate_features(q_feats: dict, g_feats: dict, query, gallery, config, modes=None,
+                      with_rerank: Optional[bool] = None) -> dict:
+    """Features of query and gallery (+ their .pids/.camids arrays) -> results dict in percent, for `modes`
+    (default eval.modes) with re-ranking when `with_rerank` (default eval.rerank)."""
     e = config.eval
     max_rank = min(e.max_rank, len(gallery.pids))
     kwargs = dict(lsa_options(config), block_size=e.block_size)
     results, reranked = {}, {}
-    for mode in supported_modes(e.modes, q_feats):
+    for mode in supported_modes(e.modes if modes is None else modes, q_feats):
         qg = distances.pairwise_distance(q_feats, g_feats, mode, **kwargs)
         results[mode] = _scores(qg, query, gallery, max_rank)
-        if e.rerank:
+        if e.rerank if with_rerank is None else with_rerank:
             params = dict(k1=e.k1, k2=e.k2, lambda_value=e.lambda_value)
             if len(query.pids) + len(gallery.pids) <= e.rerank_dense_max:
                 qq = distances.pairwise_distance(q_feats, q_feats, mode, **kwargs)

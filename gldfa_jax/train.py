@@ -6,6 +6,7 @@ mining, centre loss, ID loss) see the whole global batch exactly as the paper's 
 BatchNorm statistics are computed over the global batch (the model's BN layers take `axis_name=AXIS`), and
 gradients are averaged with pmean. One device or N devices therefore give the same update.
 """
+import collections
 import os
 import time
 from typing import Any, Callable
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from data_pipelines.augment import augment_batch
 from gldfa_jax import losses
 from gldfa_jax.model import GLDFAOutput
 
@@ -43,15 +45,27 @@ def _device_axis_sharding(n: int) -> jax.sharding.NamedSharding:
 
 
 def replicate(tree: Any, n: int | None = None) -> Any:
-    """Host pytree -> the same pytree with a leading axis of n (default: all local devices) replicas."""
+    """Host (or device) pytree -> the same pytree with a leading axis of n (default: all local devices) replicas,
+    one per device (explicit transfers; no n-fold copy on the host)."""
     n = n or num_devices()
-    sharding = _device_axis_sharding(n)
-    return jax.tree.map(lambda x: jax.device_put(np.stack([np.asarray(x)] * n), sharding), tree)
+    sharding, devices = _device_axis_sharding(n), jax.local_devices()[:n]
+
+    def put(x):
+        x = np.asarray(jax.device_get(x))[None]
+        return jax.make_array_from_single_device_arrays((n,) + x.shape[1:], sharding,
+                                                        [jax.device_put(x, d) for d in devices])
+
+    return jax.tree.map(put, tree)
+
+
+def first_replica(tree: Any) -> Any:
+    """Replicated pytree -> device 0's replica, still on device 0 (no transfer)."""
+    return jax.tree.map(lambda x: jax.lax.squeeze(x.addressable_shards[0].data, (0,)), tree)
 
 
 def unreplicate(tree: Any) -> Any:
     """Replicated pytree -> host numpy copy of device 0's replica."""
-    return jax.tree.map(lambda x: np.asarray(x[0]), tree)
+    return jax.device_get(first_replica(tree))
 
 
 def shard_batch(x, n: int | None = None):
@@ -66,22 +80,25 @@ def shard_batch(x, n: int | None = None):
 # ---------------------------------------------------------------- optimiser
 
 
-def lr_schedule(optim_config, steps_per_epoch: int) -> Callable[[Any], jax.Array]:
+def lr_schedule(optim_config, steps_per_epoch: int, xp=jnp) -> Callable[[Any], Any]:
     """Step decay in epochs (§4.1: lr for epochs [0, 100), ×0.1 from 100, ×0.01 from 200) as a function of the
     update count, with an optional linear warm-up over `optim.warmup_epochs` from
-    `optim.warmup_factor` (default 0.01) × lr."""
+    `optim.warmup_factor` (default 0.01) × lr. `xp=np` gives the same rule on the host, so logging the learning
+    rate never waits for the device; the decay is optax.piecewise_constant_schedule's arithmetic."""
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch={steps_per_epoch} must be >= 1.")
-    decay = optax.piecewise_constant_schedule(
-        optim_config.lr, {int(e) * steps_per_epoch: optim_config.decay_factor for e in optim_config.decay_epochs})
+    boundaries = sorted({int(e) * steps_per_epoch for e in optim_config.decay_epochs})
     warmup_steps = int(round(optim_config.warmup_epochs * steps_per_epoch))
-    if warmup_steps <= 0:
-        return decay
-    start = optim_config.warmup_factor
+    lr, factor, start = optim_config.lr, optim_config.decay_factor, optim_config.warmup_factor
 
     def schedule(count):
-        ramp = start + (1.0 - start) * jnp.minimum(count / warmup_steps, 1.0)
-        return decay(count) * ramp
+        value = lr
+        for threshold in boundaries:
+            before = xp.maximum(0.0, xp.sign(threshold - count))
+            value = value * before + (1 - before) * factor * value
+        if warmup_steps > 0:
+            value = value * (start + (1.0 - start) * xp.minimum(count / warmup_steps, 1.0))
+        return value
 
     return schedule
 
@@ -171,6 +188,33 @@ def make_train_step(model, tx, config) -> Callable:
     return step
 
 
+def make_batch_step(model, tx, config, host: int = 0, hosts: int = 1) -> Callable:
+    """Per-device (state, images uint8 [N, H, W, 3], labels [N] int32, order [R, B] int32) -> (state, metrics):
+    gather + augmentation + train step as one compiled call.
+
+    The step's batch is row `state.step % R` of `order` (indices into images/labels): with the whole training
+    set on the device `order` is an epoch's index table (R = steps per epoch) and nothing crosses per step;
+    when streaming, images/labels are the step's own batch and order is [[0, ..., B-1]]. Every device augments
+    the whole host batch with the step's key and keeps its own slice, so the random stream (and the update) is
+    the same for any number of devices. B is this host's part of the global batch.
+    """
+    step_fn = make_train_step(model, tx, config)
+    n = num_devices()
+
+    def step(state: TrainState, images, labels, order):
+        idx = order[state.step % order.shape[0]]
+        key = jax.random.fold_in(state.rng, state.step)
+        if hosts > 1:
+            key = jax.random.fold_in(key, host)
+        batch = augment_batch(key, images[idx], config.data)
+        size = idx.shape[0] // n
+        first = (jax.lax.axis_index(AXIS) % n) * size  # this device's slice of the host batch
+        return step_fn(state, jax.lax.dynamic_slice_in_dim(batch, first, size),
+                       jax.lax.dynamic_slice_in_dim(labels[idx], first, size))
+
+    return step
+
+
 # ---------------------------------------------------------------- loop
 
 
@@ -195,13 +239,97 @@ def _is_due(epoch: int, every: int, last: int) -> bool:
     return epoch == last or (every > 0 and (epoch + 1) % every == 0)
 
 
+def images_on_device(config, nbytes: int) -> bool:
+    """Whether the uint8 training set lives in device memory (`train.image_store`): "device", "host", or "auto"
+    = device when it takes at most `train.device_image_fraction` of the first device's memory (CPU: host)."""
+    store = config.train.image_store
+    if store not in ("auto", "device", "host"):
+        raise ValueError(f"train.image_store={store!r}; choose 'auto', 'device' or 'host'.")
+    if store != "auto":
+        return store == "device"
+    device = jax.local_devices()[0]
+    if device.platform == "cpu":
+        return False  # device memory is host memory: a second copy gains nothing
+    limit = (device.memory_stats() or {}).get("bytes_limit", 0)
+    return nbytes <= config.train.device_image_fraction * limit
+
+
+def _prefetch(iterator, size: int = 2):
+    """Keep `size` items of `iterator` in flight (device_put is asynchronous: the next batch copies while the
+    current step runs)."""
+    queue = collections.deque()
+    for item in iterator:
+        queue.append(item)
+        if len(queue) == size:
+            yield queue.popleft()
+    yield from queue
+
+
+class _MetricLog:
+    """Per-step metrics stay on the device; `flush` fetches them in one transfer every `train.log_every` steps
+    (and before each checkpoint), checks them for a non-finite loss and writes their mean."""
+
+    def __init__(self, writer, schedule, batch: int, steps_per_epoch: int):
+        self.writer, self.schedule, self.batch, self.steps_per_epoch = writer, schedule, batch, steps_per_epoch
+        self.pending, self.tic = [], time.perf_counter()
+
+    def add(self, step: int, metrics) -> None:
+        self.pending.append((step, metrics))
+
+    def flush(self, store) -> dict:
+        if not self.pending:
+            return {}
+        steps = [s for s, _ in self.pending]
+        values = jax.device_get([jax.tree.map(lambda v: v.addressable_shards[0].data, m) for _, m in self.pending])
+        values = [{k: float(np.asarray(v).reshape(-1)[0]) for k, v in m.items()} for m in values]
+        self.pending = []
+        for step, m in zip(steps, values):
+            if not m["finite"]:
+                store.wait()
+                raise NonFiniteLossError(
+                    f"loss became non-finite at step {step} (epoch {step // self.steps_per_epoch + 1}, "
+                    f"{m}); stopped without saving, the last good checkpoint (step {store.latest_step()}) is kept "
+                    f"in {store.directory}. Try a lower optim.lr or a warm-up (optim.warmup_epochs).")
+        toc = time.perf_counter()
+        mean = {k: float(np.mean([m[k] for m in values])) for k in values[0] if k != "finite"}
+        mean["lr"] = float(self.schedule(steps[-1]))
+        mean["images_per_s"] = self.batch * len(steps) / (toc - self.tic)
+        self.tic = toc
+        if self.writer:
+            self.writer.write(steps[-1] + 1, "train", mean)
+        return mean
+
+
+def _device_data(data, on_device: bool, n: int) -> tuple:
+    """(images, labels) replicated on the local devices when the training set lives there, else (None, None)."""
+    if not on_device:
+        return None, None
+    return replicate(data.train.images, n), replicate(data.train.pids.astype(np.int32), n)
+
+
+def _epoch_feed(data, order: np.ndarray, resident: tuple, first: int, n: int):
+    """(images, labels, order) device arguments of each step from `first` on: the resident set with the epoch's
+    index table, or each step's batch streamed from the host one step ahead."""
+    if resident[0] is not None:
+        table = replicate(order.astype(np.int32), n)
+        for _ in range(first, len(order)):
+            yield resident + (table,)
+        return
+    rows = replicate(np.arange(order.shape[1], dtype=np.int32)[None], n)
+
+    def batches():
+        for idx in order[first:]:
+            yield (replicate(data.train.images[idx], n), replicate(data.train.pids[idx].astype(np.int32), n), rows)
+
+    yield from _prefetch(batches())
+
+
 def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     """Train on data.train (resuming from workdir's latest checkpoint), evaluate on query/gallery periodically
     and at the end; returns the final results dict (gldfa_jax.inference)."""
     from absl import logging
     from tqdm import tqdm
 
-    from data_pipelines.augment import augment_batch
     from data_pipelines.sampler import PKSampler
     from gldfa_jax import checkpointing, inference, pretrained
     from gldfa_jax.model import build_model
@@ -212,9 +340,8 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     batch = d.num_identities * d.num_instances
     model = build_model(config.model, data.num_classes, axis_name=AXIS)
     tx = make_optimizer(config.optim, spe)
-    schedule = lr_schedule(config.optim, spe)
     image_shape = (d.height, d.width, 3)
-    init_rng, aug_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    init_rng, aug_rng = jax.jit(lambda: jax.random.split(jax.random.PRNGKey(config.seed)))()
     variables = init_variables(model, init_rng, image_shape)
 
     store = checkpointing.CheckpointStore(workdir, t.keep_checkpoints)
@@ -225,81 +352,75 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
         if meta["steps_per_epoch"] != spe:
             raise ValueError(f"checkpoint in {store.directory} used {meta['steps_per_epoch']} steps per epoch, "
                              f"this config gives {spe}; use a fresh --workdir or the original config.")
-        logging.info("resuming from step %d (epoch %d)", meta["step"], meta["step"] // spe)
+        start = int(meta["step"])
+        logging.info("resuming from step %d (epoch %d)", start, start // spe)
     else:
+        start = 0
         if config.model.pretrained:
             variables = pretrained.load_pretrained(config.model.pretrained, variables)
         else:
             logging.info("model.pretrained is empty: training starts from scratch (random initialisation)")
         state = create_train_state(model, tx, variables, data.num_classes, aug_rng, image_shape)
-    start = int(state.step)
     best_map = store.best_map()
 
-    p_step = data_parallel(make_train_step(model, tx, config), donate_argnums=(0,))
-    augment = jax.jit(lambda key, x: augment_batch(key, x, d))
-    state = replicate(state)
-    host, hosts = jax.process_index(), jax.process_count()
+    host, hosts, n = jax.process_index(), jax.process_count(), num_devices()
     per_host = batch // hosts
+    shard_batch(np.zeros(per_host), n)  # the host batch must split over the local devices
+    p_step = data_parallel(make_batch_step(model, tx, config, host, hosts), donate_argnums=(0,))
+    resident = _device_data(data, images_on_device(config, data.train.images.nbytes), n)
+    logging.info("training images: %s", "in device memory" if resident[0] is not None else "streamed per step")
+    state = replicate(state, n)
+    log = _MetricLog(writer, lr_schedule(config.optim, spe, xp=np), batch, spe)
     results = {}
-    best_mode = config.eval.best_mode
 
-    def evaluate(epoch, host_state):
-        variables = {"params": host_state.params, "batch_stats": host_state.batch_stats}
+    def evaluate(epoch):
+        final = epoch == t.epochs - 1
+        variables = first_replica({"params": state.params, "batch_stats": state.batch_stats})
         q_feats, g_feats = inference.split_features(model, variables, data.query, data.gallery, config)
-        res = inference.evaluate_features(q_feats, g_feats, data.query, data.gallery, config)
+        every_mode = final or config.eval.periodic_all_modes
+        res = inference.evaluate_features(q_feats, g_feats, data.query, data.gallery, config,
+                                          modes=None if every_mode else (config.eval.best_mode,),
+                                          with_rerank=None if every_mode else False)
         if writer:
             for mode, r in res.items():
-                writer.write(int(host_state.step), f"eval/{mode}", r)
+                writer.write((epoch + 1) * spe, f"eval/{mode}", r)
             writer.flush()
         logging.info("epoch %d evaluation:\n%s", epoch + 1, inference.format_table(res))
-        if epoch == t.epochs - 1:  # after the metrics are flushed, so the curves include this evaluation
+        if final:  # after the metrics are flushed, so the curves include this evaluation
             write_reports(workdir, q_feats, g_feats, data, config, spe)
         return res
 
     for epoch in range(start // spe, t.epochs):
-        order = epoch_batches(sampler, epoch, spe)
+        order = epoch_batches(sampler, epoch, spe)[:, host * per_host:(host + 1) * per_host]  # this host's slice
         first = start - epoch * spe if epoch == start // spe else 0
         bar = tqdm(range(first, spe), desc=f"epoch {epoch + 1}/{t.epochs}", unit="step", leave=False,
                    initial=first, total=spe)
-        for i in bar:
+        for i, args in zip(bar, _epoch_feed(data, order, resident, first, n)):
             step = epoch * spe + i
-            idx = order[i][host * per_host:(host + 1) * per_host]  # multi-host: this process's slice
-            tic = time.perf_counter()
-            key = jax.random.fold_in(jnp.asarray(aug_rng, jnp.uint32), step)
-            if hosts > 1:
-                key = jax.random.fold_in(key, host)
-            images = augment(key, jnp.asarray(data.train.images[idx]))
-            labels = data.train.pids[idx].astype(np.int32)
-            state, metrics = p_step(state, shard_batch(images), shard_batch(labels))  # images stay on device
-            metrics = {k: float(v[0]) for k, v in metrics.items()}
-            rate = batch / (time.perf_counter() - tic)
-            if not metrics.pop("finite"):
-                store.wait()
-                raise NonFiniteLossError(
-                    f"loss became non-finite at epoch {epoch + 1}, step {step} ({metrics}); stopped without "
-                    f"saving, the last good checkpoint (step {store.latest_step()}) is kept in {store.directory}. "
-                    f"Try a lower optim.lr or a warm-up (optim.warmup_epochs).")
-            lr = float(schedule(step))
-            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()} | {"lr": f"{lr:.2e}", "img/s": f"{rate:.1f}"})
-            if writer and (step % t.log_every == 0 or i == spe - 1):
-                writer.write(step + 1, "train", {**metrics, "lr": lr, "images_per_s": rate})
+            state, metrics = p_step(state, *args)
+            log.add(step, metrics)
             every = t.checkpoint_every_steps
-            if every and (step + 1) % every == 0 and i < spe - 1:
+            save_now = bool(every and (step + 1) % every == 0 and i < spe - 1)
+            if (step + 1) % t.log_every == 0 or i == spe - 1 or save_now:
+                shown = log.flush(store)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
+            if save_now:
                 store.save(unreplicate(state), _meta(step + 1, spe))
         bar.close()
-        host_state, evaluated = unreplicate(state), None
+        log.flush(store)
+        evaluated = None
         if _is_due(epoch, t.eval_every, t.epochs - 1):
-            results = evaluated = evaluate(epoch, host_state)
-            score = results.get(best_mode, next(iter(results.values())))["mAP"]
+            results = evaluated = evaluate(epoch)
+            score = results.get(config.eval.best_mode, next(iter(results.values())))["mAP"]
             if score > best_map:
                 best_map = score
-                store.save(host_state, _meta((epoch + 1) * spe, spe, results), best_map=best_map)
+                store.save(unreplicate(state), _meta((epoch + 1) * spe, spe, results), best_map=best_map)
         if _is_due(epoch, t.checkpoint_every, t.epochs - 1):
-            store.save(host_state, _meta((epoch + 1) * spe, spe, evaluated))
+            store.save(unreplicate(state), _meta((epoch + 1) * spe, spe, evaluated))
         if writer:
             writer.flush()
     if not results:  # resumed after the last epoch had finished: evaluate the restored final state
-        results = evaluate(t.epochs - 1, unreplicate(state))
+        results = evaluate(t.epochs - 1)
     store.wait()
     store.close()
     return results

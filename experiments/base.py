@@ -74,6 +74,8 @@ def get_config() -> ml_collections.ConfigDict:
     t.log_every = 50             # steps between metric fetches from the device (logged as their mean)
     t.image_store = "auto"       # uint8 training set in "device" memory, streamed from the "host", or "auto"
     t.device_image_fraction = 0.25  # "auto": on the device when it takes at most this share of its memory
+    t.batch_per_device = False   # True: P×K images on every device (global batch × devices) instead of split
+    t.scale_lr = False           # with batch_per_device: lr × devices (linear scaling rule, Goyal et al. 2017)
 
     c.eval = e = ml_collections.ConfigDict()
     e.modes = ("global", "lsa", "global+lsa", "final")  # §3.2: inference uses global + LSA

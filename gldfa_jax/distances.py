@@ -5,6 +5,7 @@ Modes: "global" (Euclidean of global, eq. 1), "lsa" (LSA of local, eqs. 2-5), "g
 (their sum: the paper's inference distance) and "final" (Euclidean of the concatenated feature).
 A block is a slice of queries × the whole gallery, so peak memory is bounded by `block_size`.
 """
+import functools
 from typing import Iterator, Mapping
 
 import jax
@@ -22,6 +23,7 @@ _KEY_NDIM = {"global": 2, "local": 3, "final": 2}
 
 @jax.jit
 def _euclidean(x: jax.Array, y: jax.Array) -> jax.Array:
+    x, y = x.astype(jnp.float32), y.astype(jnp.float32)
     shift = jnp.mean(y, axis=0)  # shift-invariant; centring reduces float32 cancellation
     x, y = x - shift, y - shift
     squared = (jnp.sum(x * x, 1)[:, None] + jnp.sum(y * y, 1)[None, :]
@@ -36,7 +38,7 @@ def euclidean_distance(x: jax.Array, y: jax.Array) -> jax.Array:
             raise ValueError(f"{name} must be [num_images, d], got shape {getattr(a, 'shape', None)}.")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same feature dimension, got {tuple(x.shape)} and {tuple(y.shape)}.")
-    return _euclidean(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+    return _euclidean(jax.device_put(x), jax.device_put(y))
 
 
 def required_keys(mode: str) -> tuple[str, ...]:
@@ -75,6 +77,7 @@ def validate_features(q_feats: Mapping, g_feats: Mapping, mode: str) -> tuple[in
     return counts[0], counts[1]
 
 
+@functools.partial(jax.jit, static_argnames=("mode", "window", "normalize", "lsa_weight"))
 def _block_distance(q: Mapping, g: Mapping, mode: str, window, normalize: bool, lsa_weight: float) -> jax.Array:
     if mode == "global":
         return euclidean_distance(q["global"], g["global"])
@@ -100,12 +103,12 @@ def iter_distance_blocks(q_feats: Mapping, g_feats: Mapping, mode: str, window: 
         raise ValueError(f"block_size must be a positive integer, got {block_size!r}.")
     num_q, _ = validate_features(q_feats, g_feats, mode)
     keys = required_keys(mode)
-    gallery = {key: jnp.asarray(g_feats[key]) for key in keys}
+    gallery = jax.device_put({key: g_feats[key] for key in keys})
     starts = range(0, num_q, block_size)
     for start in tqdm(starts, desc=f"distances ({mode})", unit="block", disable=not progress):
         rows = slice(start, min(start + block_size, num_q))
-        query = {key: jnp.asarray(q_feats[key][rows]) for key in keys}
-        yield rows, np.asarray(_block_distance(query, gallery, mode, window, normalize, lsa_weight))
+        query = jax.device_put({key: q_feats[key][rows] for key in keys})
+        yield rows, jax.device_get(_block_distance(query, gallery, mode, window, normalize, lsa_weight))
 
 
 def pairwise_distance(q_feats: Mapping, g_feats: Mapping, mode: str, window: int | None = None,

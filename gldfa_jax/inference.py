@@ -40,6 +40,7 @@ def extract_features(model, variables, images: np.ndarray, data_config, batch_si
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be [N, H, W, 3] uint8, got shape {images.shape}.")
     flip = bool(data_config.test_flip if flip is None else flip)
+    variables = jax.device_put(variables)  # once, not with every batch (a no-op when already on the device)
     statics = dict(model=model, flip=flip, mean=tuple(data_config.mean), std=tuple(data_config.std))
     n = images.shape[0]
     chunks = []

@@ -80,8 +80,12 @@ def stripe_distances(x: jax.Array, y: jax.Array) -> jax.Array:
     _check_stripes("y", y)
     if x.shape[1:] != y.shape[1:]:
         raise ValueError(f"x and y must have the same [k, d], got x {tuple(x.shape)} and y {tuple(y.shape)}.")
-    x = jnp.asarray(x, jnp.float32)
-    y = jnp.asarray(y, jnp.float32)
+    return _stripe_distances(jax.device_put(x), jax.device_put(y))  # explicit host -> device (transfer guard)
+
+
+@jax.jit
+def _stripe_distances(x: jax.Array, y: jax.Array) -> jax.Array:
+    x, y = x.astype(jnp.float32), y.astype(jnp.float32)
     xy = jnp.einsum("mid,njd->mnij", x, y, precision=jax.lax.Precision.HIGHEST)
     xx = jnp.sum(x * x, -1)
     yy = jnp.sum(y * y, -1)
@@ -178,8 +182,8 @@ def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,
     radius = _radius(window, num_stripes)
     check_finite("x", x)
     check_finite("y", y)
-    xt = jnp.swapaxes(jnp.asarray(x, jnp.float32), 0, 1)  # [k, M, d]
-    yt = jnp.swapaxes(jnp.asarray(y, jnp.float32), 0, 1)  # [k, N, d]
+    xt = jnp.swapaxes(jnp.asarray(jax.device_put(x), jnp.float32), 0, 1)  # [k, M, d]
+    yt = jnp.swapaxes(jnp.asarray(jax.device_put(y), jnp.float32), 0, 1)  # [k, N, d]
     # Distances are invariant to a common shift; centring shrinks the norms in |x|² + |y|² - 2x·y and with
     # them float32 cancellation (large for post-ReLU features that share a big mean).
     shift = jnp.mean(yt, axis=(0, 1), keepdims=True)  # one vector: stripe i meets stripe j

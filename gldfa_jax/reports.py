@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 
+import jax
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -177,7 +178,7 @@ def stripe_alignment(local_a, local_b, window: int | None = None) -> dict:
         raise ValueError(f"local_a and local_b must both be [k, d], got {local_a.shape} and {local_b.shape}")
     k = local_a.shape[0]
     window = lsa.default_window(k) if not window else int(window)
-    dist = np.asarray(lsa.stripe_distances(local_a[None], local_b[None]))[0, 0]
+    dist = jax.device_get(lsa.stripe_distances(local_a[None], local_b[None]))[0, 0]
     i = np.arange(k)
     band = np.abs(i[:, None] - i[None, :]) <= window // 2
     masked = np.where(band, dist, np.inf)

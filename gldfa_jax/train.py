@@ -133,12 +133,16 @@ def init_variables(model, rng: jax.Array, image_shape) -> dict:
 
 
 def create_train_state(model, tx, variables: dict, num_classes: int, rng: jax.Array, image_shape) -> TrainState:
-    """Fresh TrainState from model variables (random or pretrained)."""
+    """Fresh TrainState from model variables (random or pretrained), built on the default device."""
     output = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1,) + tuple(image_shape), jnp.float32),
                                                   train=False), variables)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
-                      centers=losses.init_centers(num_classes, output), rng=jnp.asarray(rng, jnp.uint32))
+
+    def build(variables, rng):
+        return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                          batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
+                          centers=losses.init_centers(num_classes, output), rng=jnp.asarray(rng, jnp.uint32))
+
+    return jax.jit(build)(jax.device_put(variables), jax.device_put(rng))
 
 
 # ---------------------------------------------------------------- step
@@ -199,7 +203,6 @@ def make_batch_step(model, tx, config, host: int = 0, hosts: int = 1) -> Callabl
     the same for any number of devices. B is this host's part of the global batch.
     """
     step_fn = make_train_step(model, tx, config)
-    n = num_devices()
 
     def step(state: TrainState, images, labels, order):
         idx = order[state.step % order.shape[0]]
@@ -207,6 +210,7 @@ def make_batch_step(model, tx, config, host: int = 0, hosts: int = 1) -> Callabl
         if hosts > 1:
             key = jax.random.fold_in(key, host)
         batch = augment_batch(key, images[idx], config.data)
+        n = jax.lax.axis_size(AXIS) // hosts  # this host's devices (the axis spans every process's devices)
         size = idx.shape[0] // n
         first = (jax.lax.axis_index(AXIS) % n) * size  # this device's slice of the host batch
         return step_fn(state, jax.lax.dynamic_slice_in_dim(batch, first, size),
@@ -220,6 +224,20 @@ def make_batch_step(model, tx, config, host: int = 0, hosts: int = 1) -> Callabl
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the state was not updated and no checkpoint was written for it."""
+
+
+def scaled_for_devices(config, num_devices: int):
+    """The config a run on `num_devices` devices trains with: unchanged, or with `train.batch_per_device` P × devices
+    identities per batch (K images each, so P×K per device) and, with `train.scale_lr`, lr × devices."""
+    if not config.train.batch_per_device:
+        if config.train.scale_lr:
+            raise ValueError("train.scale_lr=True needs train.batch_per_device=True (the batch it scales with).")
+        return config
+    config = config.copy_and_resolve_references()
+    config.data.num_identities *= num_devices
+    if config.train.scale_lr:
+        config.optim.lr *= num_devices
+    return config
 
 
 def steps_per_epoch(config, sampler) -> int:
@@ -334,6 +352,9 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     from gldfa_jax import checkpointing, inference, pretrained
     from gldfa_jax.model import build_model
 
+    store = checkpointing.CheckpointStore(workdir, config.train.keep_checkpoints)
+    store.save_config(config)  # as given: scaled_for_devices is applied again on resume
+    config = scaled_for_devices(config, jax.device_count())
     t, d = config.train, config.data
     sampler = PKSampler(data.train.pids, d.num_identities, d.num_instances, config.seed)
     spe = steps_per_epoch(config, sampler)
@@ -344,8 +365,6 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     init_rng, aug_rng = jax.jit(lambda: jax.random.split(jax.random.PRNGKey(config.seed)))()
     variables = init_variables(model, init_rng, image_shape)
 
-    store = checkpointing.CheckpointStore(workdir, t.keep_checkpoints)
-    store.save_config(config)
     template = create_train_state(model, tx, variables, data.num_classes, aug_rng, image_shape)
     if store.latest_step() is not None:
         state, meta = checkpointing.restore(store.latest, template)

@@ -30,7 +30,10 @@ TINY = [
     "--config.eval.batch_size=64",
 ]
 
-ENV = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(ROOT, "jax_cache"),
+# Every CLI run of the tests forbids implicit host<->device transfers, as big_vision runs: a stray float(x) or
+# numpy argument in the loop would stall an accelerator every step.
+ENV = {**os.environ, "JAX_TRANSFER_GUARD": "disallow",
+       "JAX_COMPILATION_CACHE_DIR": os.path.join(ROOT, "jax_cache"),
        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import optax
 import pytest
 
+from data_pipelines.augment import augment_batch
 from experiments import base
 from gldfa_jax import losses, train
 from gldfa_jax.model import build_model
@@ -18,20 +19,22 @@ def tiny_config():
     return c
 
 
-def test_schedule_boundaries_in_epochs():
+@pytest.mark.parametrize("xp", [jnp, np], ids=["device", "host"])
+def test_schedule_boundaries_in_epochs(xp):
     o = base.get_config().optim  # §4.1: 3.5e-3, ×0.1 at 100 and 200
     spe = 7
-    lr = train.lr_schedule(o, spe)
+    lr = train.lr_schedule(o, spe, xp=xp)
     expect = {0: 3.5e-3, 100 * spe - 1: 3.5e-3, 100 * spe: 3.5e-4, 200 * spe - 1: 3.5e-4, 200 * spe: 3.5e-5,
               300 * spe - 1: 3.5e-5}
     for step, value in expect.items():
         assert float(lr(step)) == pytest.approx(value, rel=1e-6), step
 
 
-def test_warmup_is_linear_then_joins_decay():
+@pytest.mark.parametrize("xp", [jnp, np], ids=["device", "host"])
+def test_warmup_is_linear_then_joins_decay(xp):
     o = base.get_config().optim
     o.warmup_epochs, o.warmup_factor, o.decay_epochs = 2, 0.1, (3,)
-    lr = train.lr_schedule(o, 5)  # warm-up over 10 steps from 0.1·lr
+    lr = train.lr_schedule(o, 5, xp=xp)  # warm-up over 10 steps from 0.1·lr
     assert float(lr(0)) == pytest.approx(3.5e-4)
     assert float(lr(5)) == pytest.approx(3.5e-3 * (0.1 + 0.9 * 0.5))
     assert float(lr(10)) == pytest.approx(3.5e-3)
@@ -133,3 +136,103 @@ def test_bfloat16_step_keeps_float32_params_and_tracks_the_float32_loss(setup):
     assert metrics["finite"] == 1.0 and int(new.step) == 1
     assert metrics["total"] == pytest.approx(loss32, rel=0.05)  # bfloat16 compute, same loss to its precision
     assert {x.dtype for x in jax.tree.leaves(new.params)} == {np.dtype(np.float32)}
+
+
+def test_device_schedule_is_optax_step_decay():
+    o = base.get_config().optim  # the optimiser's schedule keeps optax's arithmetic, so trained numbers do not move
+    ours, ref = train.lr_schedule(o, 3), optax.piecewise_constant_schedule(o.lr, {300: 0.1, 600: 0.1})
+    steps = jnp.arange(0, 900, 7)
+    np.testing.assert_array_equal(jax.vmap(ours)(steps), jax.vmap(ref)(steps))
+
+
+def _batch_step_run(setup, n, resident, steps=2):
+    """Two steps of the fused gather + augment + train step, data on the device or streamed per step."""
+    c, model, tx, state, _, _, _ = setup
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (12, c.data.height, c.data.width, 3), dtype=np.uint8)
+    pids = np.repeat(np.arange(6), 2).astype(np.int32) % 4
+    order = np.stack([rng.permutation(12)[:8] for _ in range(steps)]).astype(np.int32)
+    step = train.data_parallel(train.make_batch_step(model, tx, c))
+    s, history = train.replicate(state, n), []
+    for i in range(steps):
+        if resident:
+            args = (images, pids, order)
+        else:
+            args = (images[order[i]], pids[order[i]], np.arange(8, dtype=np.int32)[None])
+        s, metrics = step(s, *train.replicate(args, n))
+        history.append(train.unreplicate(metrics))
+    return train.unreplicate(s), history, (images, pids, order)
+
+
+@pytest.mark.skipif(jax.local_device_count() < 2, reason="needs XLA_FLAGS host device count 2 (conftest)")
+def test_batch_step_is_the_same_update_resident_streamed_and_on_two_devices(setup):
+    c, model, tx, state, _, _, plain = setup
+    ref_state, ref_history, (images, pids, order) = _batch_step_run(setup, 1, resident=True)
+    # The loop before the fused step: augment the host batch with fold_in(rng, step), then the plain step.
+    s = train.replicate(state, 1)
+    for i in range(2):
+        key = jax.random.fold_in(jnp.asarray(state.rng), i)
+        x = augment_batch(key, jnp.asarray(images[order[i]]), c.data)
+        s, metrics = plain(s, train.shard_batch(x, 1), train.shard_batch(pids[order[i]], 1))
+        assert train.unreplicate(metrics)["total"] == pytest.approx(ref_history[i]["total"], rel=1e-6)
+    streamed, history, _ = _batch_step_run(setup, 1, resident=False)
+    assert int(streamed.step) == 2 and history == ref_history
+    jax.tree.map(np.testing.assert_array_equal, streamed.params, ref_state.params)
+    # On two devices each device augments the whole batch and keeps its half: the same losses step after step
+    # (the SGD(1.0) parameters themselves drift apart by float rounding, see the one-step test above).
+    for resident in (True, False):
+        _, history, _ = _batch_step_run(setup, 2, resident)
+        totals = [float(h["total"]) for h in history]
+        assert totals == pytest.approx([float(h["total"]) for h in ref_history], rel=1e-5), resident
+
+
+def test_scaled_for_devices_keeps_pk_per_device():
+    c = tiny_config()
+    assert train.scaled_for_devices(c, 4) is c  # default: the global batch is split over the devices
+    c.train.batch_per_device = True
+    scaled = train.scaled_for_devices(c, 4)
+    assert (scaled.data.num_identities, scaled.data.num_instances, scaled.optim.lr) == (16, 2, c.optim.lr)
+    c.train.scale_lr = True
+    assert train.scaled_for_devices(c, 4).optim.lr == pytest.approx(4 * c.optim.lr)
+    assert c.data.num_identities == 4  # the caller's config is untouched
+    c.train.batch_per_device = False
+    with pytest.raises(ValueError, match="batch_per_device"):
+        train.scaled_for_devices(c, 4)
+
+
+def test_image_store_choice():
+    c = tiny_config()
+    assert not train.images_on_device(c, 10)  # "auto" on a CPU: host memory is the device memory
+    c.train.image_store = "device"
+    assert train.images_on_device(c, 10 ** 12)
+    c.train.image_store = "gpu"
+    with pytest.raises(ValueError, match="image_store='gpu'"):
+        train.images_on_device(c, 10)
+
+
+class _Store:
+    directory = "ckpt"
+
+    def wait(self):
+        pass
+
+    def latest_step(self):
+        return 4
+
+
+def test_metric_log_fetches_means_and_stops_on_a_non_finite_step():
+    written = []
+
+    class Writer:
+        def write(self, step, split, values):
+            written.append((step, split, values))
+
+    log = train._MetricLog(Writer(), lambda step: 0.5 * step, batch=8, steps_per_epoch=10)
+    for step, total in ((0, 1.0), (1, 3.0)):
+        log.add(step, train.replicate({"total": np.float32(total), "finite": np.float32(1)}, 1))
+    shown = log.flush(_Store())
+    assert written[0][:2] == (2, "train") and shown["total"] == pytest.approx(2.0) and shown["lr"] == 0.5
+    assert log.flush(_Store()) == {}  # nothing pending
+    log.add(12, train.replicate({"total": np.float32(np.nan), "finite": np.float32(0)}, 1))
+    with pytest.raises(train.NonFiniteLossError, match="step 12 .epoch 2.*step 4"):
+        log.flush(_Store())

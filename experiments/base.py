@@ -36,7 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
     m.local_pool = "avg"         # §3.1: horizontal average pooling (or "max")
     m.local_relu = True          # ReLU after the local BN (AlignedReID's local head); False: signed stripes like global
     m.bn_neck = True             # BN before the classifier (strong-baseline neck)
-    m.dtype = "float32"          # compute dtype: "float32" or "bfloat16" (params stay float32)
+    m.dtype = "auto"             # compute dtype: "auto" (bfloat16 on TPUs and GPUs >= sm80, else float32),
+                                 # "float32" or "bfloat16"; parameters, optimiser state and losses stay float32
 
     # Issue 9 (real CUHK03 crops, README "Real crops"): loss.triplet_distance, loss.local_triplet,
     # loss.normalize_stripes, loss.center_branches, model.local_relu and eval.lsa_weight are readings the paper

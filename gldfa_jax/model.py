@@ -110,7 +110,7 @@ def build_model(model_config, num_classes: int, axis_name: Optional[str] = None)
     _choice("branches", c.branches, BRANCHES)
     _choice("global_pool", c.global_pool, POOLS)
     _choice("local_pool", c.local_pool, POOLS)
-    _choice("dtype", c.dtype, DTYPES)
+    _choice("dtype", c.dtype, ("auto",) + tuple(DTYPES))
     _choice("depth", c.depth, (18, 34, 50, 101))
     _choice("last_stride", c.last_stride, (1, 2))
     if c.num_stripes < 1:
@@ -124,7 +124,19 @@ def build_model(model_config, num_classes: int, axis_name: Optional[str] = None)
     return GLDFANet(num_classes=num_classes, depth=c.depth, last_stride=c.last_stride,
                     width_multiplier=c.width_multiplier, branches=c.branches, num_stripes=c.num_stripes,
                     embed_dim=c.embed_dim, global_pool=c.global_pool, local_pool=c.local_pool,
-                    local_relu=c.local_relu, bn_neck=c.bn_neck, dtype=DTYPES[c.dtype], axis_name=axis_name)
+                    local_relu=c.local_relu, bn_neck=c.bn_neck, dtype=compute_dtype(c.dtype), axis_name=axis_name)
+
+
+def compute_dtype(name: str, device=None):
+    """`model.dtype` -> a jnp dtype. "auto": bfloat16 where the hardware computes it natively (TPUs, GPUs of compute
+    capability >= 8.0 such as A100/H100), float32 elsewhere (CPUs, T4/V100, whose bfloat16 is emulated)."""
+    if name != "auto":
+        return DTYPES[name]
+    device = device or jax.local_devices()[0]
+    if device.platform == "tpu":
+        return jnp.bfloat16
+    capability = getattr(device, "compute_capability", None) if device.platform == "gpu" else None
+    return jnp.bfloat16 if capability and float(capability) >= 8.0 else jnp.float32
 
 
 def test_features(output: GLDFAOutput) -> dict:

@@ -294,6 +294,10 @@ class _MetricLog:
     def add(self, step: int, metrics) -> None:
         self.pending.append((step, metrics))
 
+    def restart_clock(self) -> None:
+        """Leave evaluation and checkpoint time out of the next images/s."""
+        self.tic = time.perf_counter()
+
     def flush(self, store) -> dict:
         if not self.pending:
             return {}
@@ -438,6 +442,7 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
             store.save(unreplicate(state), _meta((epoch + 1) * spe, spe, evaluated))
         if writer:
             writer.flush()
+        log.restart_clock()
     if not results:  # resumed after the last epoch had finished: evaluate the restored final state
         results = evaluate(t.epochs - 1)
     store.wait()

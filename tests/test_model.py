@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.base import get_config
-from gldfa_jax.model import GLDFAOutput, build_model, horizontal_pool, stripe_bins
+from gldfa_jax.model import GLDFAOutput, build_model, compute_dtype, horizontal_pool, stripe_bins
 from gldfa_jax.model import test_features as features_for_test
 from gldfa_jax.resnet import output_channels
 
@@ -128,3 +128,21 @@ def test_local_relu_switch_gives_signed_stripes():
     assert float(with_relu.local_feat.min()) >= 0.0
     assert float(signed.local_feat.min()) < 0.0  # the BN output, like the global feature
     np.testing.assert_array_equal(with_relu.global_feat, signed.global_feat)  # the switch touches local only
+
+
+class _Device:
+    def __init__(self, platform, compute_capability=None):
+        self.platform, self.compute_capability = platform, compute_capability
+
+
+@pytest.mark.parametrize("device, want", [
+    (_Device("cpu"), jnp.float32), (_Device("gpu", "7.5"), jnp.float32),  # T4: bfloat16 is emulated
+    (_Device("gpu", "8.0"), jnp.bfloat16), (_Device("gpu", "9.0"), jnp.bfloat16), (_Device("tpu"), jnp.bfloat16)])
+def test_auto_dtype_is_bfloat16_only_where_native(device, want):
+    assert compute_dtype("auto", device) == want
+    assert compute_dtype("float32", device) == jnp.float32
+
+
+def test_default_dtype_on_this_cpu_is_float32():
+    assert get_config().model.dtype == "auto"
+    assert build_model(get_config().model, 3).dtype == jnp.float32

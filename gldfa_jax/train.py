@@ -429,17 +429,17 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
             if save_now:
                 store.save(unreplicate(state), _meta(step + 1, spe))
-        bar.close()
-        log.flush(store)
-        evaluated = None
+        bar.close()  # the epoch's last step flushed the metrics
+        evaluated, host_state = None, None
         if _is_due(epoch, t.eval_every, t.epochs - 1):
             results = evaluated = evaluate(epoch)
             score = results.get(config.eval.best_mode, next(iter(results.values())))["mAP"]
             if score > best_map:
-                best_map = score
-                store.save(unreplicate(state), _meta((epoch + 1) * spe, spe, results), best_map=best_map)
+                best_map, host_state = score, unreplicate(state)
+                store.save(host_state, _meta((epoch + 1) * spe, spe, results), best_map=best_map)
         if _is_due(epoch, t.checkpoint_every, t.epochs - 1):
-            store.save(unreplicate(state), _meta((epoch + 1) * spe, spe, evaluated))
+            host_state = unreplicate(state) if host_state is None else host_state  # one device->host copy
+            store.save(host_state, _meta((epoch + 1) * spe, spe, evaluated))
         if writer:
             writer.flush()
         log.restart_clock()

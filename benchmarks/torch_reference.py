@@ -248,13 +248,15 @@ def train_one(config, data, seed: int, workdir: str) -> dict:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
     q = features(net, data.query.images, d, config.eval.batch_size)
     g = features(net, data.gallery.images, d, config.eval.batch_size)
-    results = inference.evaluate_features(q, g, data.query, data.gallery, config)
+    evaluated = inference.evaluate(q, g, data.query, data.gallery, config,
+                                   report_queries=reports.sample_queries(len(data.query.pids)))
+    results = evaluated.results
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in log)
-    reports.write_eval_reports(workdir, q, g, data.query, data.gallery, config)
+    reports.write_eval_reports(workdir, q, g, data.query, data.gallery, config, evaluated=evaluated)
     return results
 
 

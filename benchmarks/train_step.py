@@ -35,17 +35,19 @@ def load_config(path: str):
     return module.get_config()
 
 
-def batch(config, height, width, seed=0):
+def batch(config, height, width, seed=0, uint8=False):
+    """One P×K batch: images [B, H, W, 3] (float32 normal noise, or uint8 pixels when `uint8`), labels [B] int32."""
     rng = np.random.default_rng(seed)
     p, k = config.data.num_identities, config.data.num_instances
-    images = rng.normal(size=(p * k, height, width, 3)).astype(np.float32)
+    shape = (p * k, height, width, 3)
+    images = rng.integers(0, 256, shape, np.uint8) if uint8 else rng.normal(size=shape).astype(np.float32)
     labels = np.repeat(rng.choice(NUM_CLASSES, p, replace=False), k).astype(np.int32)
     return images, labels
 
 
 def time_steps(step, steps: int) -> tuple:
-    """(compile+first step seconds, fastest of the next `steps`: the machine may be shared, the minimum is the
-    least disturbed)."""
+    """(compile + first step seconds, [seconds of each of the next `steps`]). Callers on a shared machine take the
+    minimum (the least disturbed)."""
     tic = time.perf_counter()
     step()
     first = time.perf_counter() - tic
@@ -54,23 +56,41 @@ def time_steps(step, steps: int) -> tuple:
         tic = time.perf_counter()
         step()
         times.append(time.perf_counter() - tic)
-    return first, min(times)
+    return first, times
 
 
-def jax_step(config, height, width):
+def init_variables(config, height, width):
+    """Model variables of `config.model` for images (height, width, 3) (the same for every model.dtype)."""
+    rng = jax.jit(lambda: jax.random.PRNGKey(0))()  # made on the device: no implicit transfer
+    return train.init_variables(build_model(config.model, NUM_CLASSES), rng, (height, width, 3))
+
+
+def jax_step(config, height, width, fused=False, variables=None):
+    """A closure running one data-parallel JAX train step on a fixed batch, waiting for it and returning its
+    metrics (on the device).
+
+    fused=False: `train.make_train_step` on pre-augmented float images (the work the PyTorch column does).
+    fused=True: `train.make_batch_step`, the step training runs: uint8 images, augmentation on the device.
+    variables: the model's starting variables (default: init_variables); passing them saves compiling the init.
+    """
     model = build_model(config.model, NUM_CLASSES, axis_name=train.AXIS)
     tx = train.make_optimizer(config.optim, 100)
     shape = (height, width, 3)
-    variables = train.init_variables(model, jax.random.PRNGKey(0), shape)
-    state = train.replicate(train.create_train_state(model, tx, variables, NUM_CLASSES, jax.random.PRNGKey(1), shape))
-    p_step = train.data_parallel(train.make_train_step(model, tx, config), donate_argnums=(0,))
-    images, labels = batch(config, height, width)
-    images, labels = train.shard_batch(images), train.shard_batch(labels)
+    variables = init_variables(config, height, width) if variables is None else variables
+    state_rng = jax.jit(lambda: jax.random.PRNGKey(1))()  # made on the device: no implicit transfer
+    state = train.replicate(train.create_train_state(model, tx, variables, NUM_CLASSES, state_rng, shape))
+    images, labels = batch(config, height, width, uint8=fused)
+    if fused:  # the batch as training streams it: whole on every device, row 0 of `order` picks all of it
+        p_step = train.data_parallel(train.make_batch_step(model, tx, config), donate_argnums=(0,))
+        args = train.replicate((images, labels, np.arange(len(labels), dtype=np.int32)[None]))
+    else:
+        p_step = train.data_parallel(train.make_train_step(model, tx, config), donate_argnums=(0,))
+        args = (train.shard_batch(images), train.shard_batch(labels))
     holder = [state]
 
     def step():
-        holder[0], metrics = p_step(holder[0], images, labels)
-        jax.block_until_ready(metrics)
+        holder[0], metrics = p_step(holder[0], *args)
+        return jax.block_until_ready(metrics)
 
     return step
 
@@ -122,12 +142,12 @@ def main(argv=None):
     print("| input | JAX img/s | JAX compile + 1st step s | " + " | ".join(torch_cols + ["best PyTorch / JAX"]) + " |")
     print("|---" * (4 + len(threads)) + "|")
     for h, w in sizes:
-        first, fastest = time_steps(jax_step(config, h, w), args.steps)
-        jax_rate = b / fastest
+        first, times = time_steps(jax_step(config, h, w), args.steps)
+        jax_rate = b / min(times)
         rates = []
         for t in threads:
             torch.set_num_threads(t)
-            rates.append(b / time_steps(torch_step(config, h, w), args.steps)[1])
+            rates.append(b / min(time_steps(torch_step(config, h, w), args.steps)[1]))
         cells = [f"{r:.1f}" for r in rates] + ([f"{max(rates) / jax_rate:.2f}×"] if rates else ["-"])
         print(f"| {h}×{w} | {jax_rate:.1f} | {first:.1f} | " + " | ".join(cells) + " |", flush=True)
 

@@ -23,6 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
     d.test_flip = False          # average features of the image and its mirror at test time
     d.options = ml_collections.ConfigDict()  # reader options: get_dataset(name, root, **options)
     d.generate = ml_collections.ConfigDict()  # non-empty: synthetic.generate(root, **generate) when root is absent
+    d.cache_dir = ""             # "": decode every split into RAM; a folder: decode once into raw uint8 files there,
+                                 # read per batch (MSMT17 at 384×128 is 18.6 GB decoded), rebuilt when the files change
 
     c.model = m = ml_collections.ConfigDict()
     m.depth = 50                 # §3.1: ResNet-50 backbone
@@ -37,7 +39,8 @@ def get_config() -> ml_collections.ConfigDict:
     m.local_relu = True          # ReLU after the local BN (AlignedReID's local head); False: signed stripes like global
     m.bn_neck = True             # BN before the classifier (strong-baseline neck)
     m.dtype = "auto"             # compute dtype: "auto" (bfloat16 on TPUs and GPUs >= sm80, else float32),
-                                 # "float32" or "bfloat16"; parameters, optimiser state and losses stay float32
+                                 # "float32", "bfloat16" or "float16" (T4/V100: no bfloat16; dynamic loss
+                                 # scaling, train.loss_scale_*); parameters, optimiser state and losses stay float32
 
     # Issue 9 (real CUHK03 crops, README "Real crops"): loss.triplet_distance, loss.local_triplet,
     # loss.normalize_stripes, loss.center_branches, model.local_relu and eval.lsa_weight are readings the paper
@@ -78,6 +81,8 @@ def get_config() -> ml_collections.ConfigDict:
     t.device_image_fraction = 0.25  # "auto": on the device when it takes at most this share of its memory
     t.batch_per_device = False   # True: P×K images on every device (global batch × devices) instead of split
     t.scale_lr = False           # with batch_per_device: lr × devices (linear scaling rule, Goyal et al. 2017)
+    t.loss_scale_init = 2.0 ** 15  # model.dtype "float16" only: initial dynamic loss scale (jmp's usual start)
+    t.loss_scale_period = 2000   # finite steps before the scale doubles (PyTorch GradScaler's growth_interval)
 
     c.eval = e = ml_collections.ConfigDict()
     e.modes = ("global", "lsa", "global+lsa", "final")  # §3.2: inference uses global + LSA
@@ -86,10 +91,16 @@ def get_config() -> ml_collections.ConfigDict:
     e.k2 = 6
     e.lambda_value = 0.3
     e.rerank_dense_max = 30000   # Q + G above this: memory-lean re-ranking from features (MSMT17: 93,820)
+    e.rerank_modes = ()          # the modes re-ranked when eval.rerank, () = all: a lean re-ranking costs a pass over
+                                 # the (Q+G)² distances (MSMT17: ~15 min of the CPU benchmark), so large sets may
+                                 # keep just ("global+lsa",)
     e.lsa_weight = 1.0           # §3.2: "global+lsa" = global + lsa_weight · LSA (the paper sums them: 1)
     e.best_mode = "global+lsa"   # the mode whose mAP picks the best checkpoint (§3.2 inference distance)
     e.periodic_all_modes = False  # evaluations before the last score best_mode only, without re-ranking
     e.batch_size = 128
     e.block_size = 2048          # query/gallery block for distance computation
     e.max_rank = 50
+    e.rank_on = "auto"           # where ranking (sort, CMC, mAP) runs: "device" (where the distances are computed, no
+                                 # round trip), "host" (numpy) or "auto" = "device" on accelerators, "host" on CPUs
+                                 # (numpy's sort is several times faster than XLA's there)
     return c

@@ -78,7 +78,9 @@ def validate_features(q_feats: Mapping, g_feats: Mapping, mode: str) -> tuple[in
 
 
 @functools.partial(jax.jit, static_argnames=("mode", "window", "normalize", "lsa_weight"))
-def _block_distance(q: Mapping, g: Mapping, mode: str, window, normalize: bool, lsa_weight: float) -> jax.Array:
+def block_distance(q: Mapping, g: Mapping, mode: str, window, normalize: bool, lsa_weight: float) -> jax.Array:
+    """Device features in, device distances out: {key: [M, ...]} x {key: [N, ...]} -> [M, N] float32 (no checks;
+    `pairwise_distance` validates). Traceable, so callers fuse it with what they do with the block."""
     if mode == "global":
         return euclidean_distance(q["global"], g["global"])
     if mode == "final":
@@ -90,10 +92,20 @@ def _block_distance(q: Mapping, g: Mapping, mode: str, window, normalize: bool, 
     return euclidean_distance(q["global"], g["global"]) + lsa_weight * local
 
 
+def paired_distance(x: Mapping, y: Mapping, mode: str, window, normalize: bool, lsa_weight: float) -> jax.Array:
+    """Distances of matched pairs: device features {key: [P, ...]} x {key: [P, ...]} -> [P] float32, pair i being
+    (x[i], y[i]); the same function as `block_distance`, applied to one pair at a time (traceable)."""
+    def one(a, b):
+        single = lambda f: {k: v[None] for k, v in f.items()}
+        return block_distance(single(a), single(b), mode, window, normalize, lsa_weight)[0, 0]
+    return jax.vmap(one)(x, y)
+
+
 def iter_distance_blocks(q_feats: Mapping, g_feats: Mapping, mode: str, window: int | None = None,
                          block_size: int = 2048, progress: bool = False, normalize: bool = False,
-                         lsa_weight: float = 1.0) -> Iterator[tuple[slice, np.ndarray]]:
-    """Yield (query_slice, distances [len(slice), G] float32 numpy) for consecutive query blocks.
+                         lsa_weight: float = 1.0, to_host: bool = True) -> Iterator[tuple[slice, np.ndarray]]:
+    """Yield (query_slice, distances [len(slice), G] float32) for consecutive query blocks: numpy, or with
+    `to_host=False` the jax.Array where it was computed (so the device can rank it without a round trip).
 
     window and normalize are lsa_distance's (the LSA modes only); "global+lsa" is global + lsa_weight · lsa.
 
@@ -108,7 +120,8 @@ def iter_distance_blocks(q_feats: Mapping, g_feats: Mapping, mode: str, window: 
     for start in tqdm(starts, desc=f"distances ({mode})", unit="block", disable=not progress):
         rows = slice(start, min(start + block_size, num_q))
         query = jax.device_put({key: q_feats[key][rows] for key in keys})
-        yield rows, jax.device_get(_block_distance(query, gallery, mode, window, normalize, lsa_weight))
+        block = block_distance(query, gallery, mode, window, normalize, lsa_weight)
+        yield rows, jax.device_get(block) if to_host else block
 
 
 def pairwise_distance(q_feats: Mapping, g_feats: Mapping, mode: str, window: int | None = None,

@@ -7,10 +7,15 @@ whose first correct match is within rank r + 1; AP is the mean precision at each
 (non-interpolated); INP = (number of correct matches) / (rank of the last one) (Ye et al. 2021).
 
 Ties in distance are ranked by gallery index (a stable sort), so results are deterministic.
-Queries are processed in blocks; each block is sorted once, vectorised over its queries.
+Queries are processed in blocks; each block is sorted once, vectorised over its queries, with numpy
+on the host or with a jitted sort on the device (`Ranker(on_device=True)`: same results, AP summed
+in float32 per query, so equal to ~1e-7).
 """
+import functools
 from typing import Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -18,7 +23,8 @@ from gldfa_jax import distances as distances_lib
 
 _INDEX_BITS = np.uint64(32)
 _REMOVED = np.uint64(np.iinfo(np.uint64).max)
-_BLOCK_ELEMENTS = 4_000_000  # query rows per block ≈ this / gallery size
+_BLOCK_ELEMENTS = 4_000_000  # query rows per host block ≈ this / gallery size
+_DEVICE_BLOCK_ELEMENTS = 2**25  # ... per device block: its sort holds a few [rows, G] int32/float32 arrays
 
 
 def _labels(name: str, a, length: int | None) -> np.ndarray:
@@ -91,6 +97,31 @@ def _block_metrics(dist, q_pids, q_camids, g_pids, g_camids, single_shot_rng=Non
     return valid, first, ap, inp
 
 
+@functools.partial(jax.jit, static_argnames=("rows",))
+def _device_block_metrics(block, start, rows: int, q_pids, q_camids, g_pids, g_camids):
+    """`_block_metrics` on the device for the `rows` queries from `start` of a block [b, G] (and its labels [b]):
+    per-query (valid, first-hit rank, AP, INP) [rows] each."""
+    dist = jax.lax.dynamic_slice_in_dim(block, start, rows)
+    q_pids, q_camids = (jax.lax.dynamic_slice_in_dim(a, start, rows) for a in (q_pids, q_camids))
+    dist = dist.astype(jnp.float32)
+    dist = jnp.where(dist == 0, 0.0, dist)  # -0.0 ties with +0.0, as on the host
+    removed = (g_pids[None, :] == q_pids[:, None]) & (g_camids[None, :] == q_camids[:, None])
+    index = jnp.broadcast_to(jnp.arange(dist.shape[1], dtype=jnp.int32), dist.shape)
+    # Keys (removed, distance); the stable sort keeps gallery-index order among ties.
+    last, _, order = jax.lax.sort((removed.astype(jnp.int32), dist, index), dimension=1, num_keys=2,
+                                  is_stable=True)
+    hits = (last == 0) & (g_pids[order] == q_pids[:, None])
+    found = jnp.cumsum(hits, axis=1, dtype=jnp.int32)
+    num_rel = found[:, -1]
+    valid = num_rel > 0
+    rank = jnp.arange(1, dist.shape[1] + 1, dtype=jnp.float32)
+    ap = jnp.sum(jnp.where(hits, found / rank, 0.0), axis=1) / jnp.maximum(num_rel, 1)
+    first = jnp.argmax(hits, axis=1)
+    last_hit = dist.shape[1] - 1 - jnp.argmax(hits[:, ::-1], axis=1)
+    inp = jnp.where(valid, num_rel / (last_hit + 1.0), 0.0)
+    return valid, first, ap, inp
+
+
 def _single_shot_first_ranks(order, kept, hits, g_pids, rng, repeats):
     """CUHK03 classic: one random gallery image per identity, `repeats` times.
 
@@ -156,34 +187,91 @@ def _check_single_shot(cuhk03_single_shot, repeats, seed):
     return np.random.default_rng(seed) if cuhk03_single_shot else None
 
 
+def ranks_on_device(rank_on: str = "auto") -> bool:
+    """eval.rank_on ("device", "host" or "auto": the device when the default backend is an accelerator) -> bool."""
+    if rank_on not in ("auto", "device", "host"):
+        raise ValueError(f"eval.rank_on must be 'auto', 'device' or 'host', got {rank_on!r}.")
+    return rank_on == "device" or (rank_on == "auto" and jax.default_backend() != "cpu")
+
+
+class Ranker:
+    """CMC/mAP/mINP of a [Q, G] distance matrix fed in query blocks, so the matrix need not exist whole.
+
+    `add(rows, block)` takes the distances [len(rows), G] of the queries `rows` (a slice): numpy, or a
+    jax.Array that `on_device=True` ranks where it is (no round trip to the host). The device path ranks
+    in float32 and does not do CUHK03 single-shot (that needs the host's seeded draws).
+    """
+
+    def __init__(self, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, on_device: bool = False,
+                 cuhk03_single_shot: bool = False, repeats: int = 10, seed: int = 0,
+                 block_rows: int | None = None):
+        _check_max_rank(max_rank)
+        q_pids, g_pids = _labels("q_pids", q_pids, None), _labels("g_pids", g_pids, None)
+        num_q, num_g = len(q_pids), len(g_pids)
+        self.labels = _check_labels(num_q, num_g, q_pids, g_pids, q_camids, g_camids)
+        if on_device and cuhk03_single_shot:
+            raise ValueError("cuhk03_single_shot ranks on the host (seeded numpy draws); pass on_device=False.")
+        self.rng = _check_single_shot(cuhk03_single_shot, repeats, seed)
+        self.repeats, self.on_device = repeats, on_device
+        budget = _DEVICE_BLOCK_ELEMENTS if on_device else _BLOCK_ELEMENTS
+        self.step = min(block_rows or max(1, budget // max(num_g, 1)), max(num_q, 1))
+        self.acc = _RankAccumulator(max_rank, cuhk03_single_shot, repeats)
+        if on_device:
+            self.device_gallery = jax.device_put((self.labels[1].astype(np.int32), self.labels[3].astype(np.int32)))
+
+    def add(self, rows: slice, block) -> None:
+        """Rank the distances block [len(rows), G] of the queries `rows`."""
+        q_pids, g_pids, q_camids, g_camids = self.labels
+        if self.on_device:
+            self._add_on_device(rows, jax.device_put(block))  # a no-op for a block already on the device
+            return
+        block = jax.device_get(block)
+        for sub in range(0, block.shape[0], self.step):
+            part = block[sub:sub + self.step]
+            sl = slice(rows.start + sub, rows.start + sub + part.shape[0])
+            self.acc.add(*_block_metrics(part, q_pids[sl], q_camids[sl], g_pids, g_camids, self.rng, self.repeats))
+
+    def _add_on_device(self, rows: slice, block) -> None:
+        # Sub-blocks of one size (one compiled sort per block shape): the last one is moved back to end with
+        # the block, and only its rows not yet counted are kept.
+        num = block.shape[0]
+        step = min(self.step, num)
+        labels = jax.device_put(tuple(a[rows].astype(np.int32) for a in (self.labels[0], self.labels[2])))
+        for sub in range(0, num, step):
+            start = min(sub, num - step)
+            out = jax.device_get(_device_block_metrics(block, jax.device_put(np.int32(start)), step, *labels,
+                                                       *self.device_gallery))
+            valid, first, ap, inp = (a[sub - start:] for a in out)
+            self.acc.add(valid, first, ap.astype(np.float64), inp.astype(np.float64))
+
+    def result(self) -> dict:
+        return self.acc.result()
+
+
 def rank_metrics(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
                  cuhk03_single_shot: bool = False, repeats: int = 10, seed: int = 0,
-                 block_size: int | None = None) -> dict:
+                 block_size: int | None = None, on_device: bool = False) -> dict:
     """CMC [max_rank], mAP, mINP (fractions) and the number of evaluated queries.
 
-    distmat [Q, G] (numpy or jax). cuhk03_single_shot: the CUHK03 classic protocol — CMC averaged
-    over `repeats` draws of one gallery image per identity (seeded; mAP/mINP use the full gallery).
-    CMC always has max_rank entries; ranks beyond a short gallery read 1.0 for evaluated queries.
+    distmat [Q, G] (numpy, or a jax.Array when `on_device`). cuhk03_single_shot: the CUHK03 classic protocol —
+    CMC averaged over `repeats` draws of one gallery image per identity (seeded; mAP/mINP use the full
+    gallery). CMC always has max_rank entries; ranks beyond a short gallery read 1.0 for evaluated queries.
+    on_device: rank with the jitted sort on the default device (see `Ranker`).
     """
-    distmat = np.asarray(distmat)
+    distmat = jax.device_put(distmat) if on_device else np.asarray(distmat)
     if distmat.ndim != 2:
         raise ValueError(f"distmat must be [num_query, num_gallery], got shape {distmat.shape}.")
     if 0 in distmat.shape:
         raise ValueError(f"distmat {distmat.shape} is empty: need at least one query and one gallery image.")
-    if not np.issubdtype(distmat.dtype, np.floating) and str(distmat.dtype) != "bfloat16":
+    if not jnp.issubdtype(distmat.dtype, jnp.floating):
         raise ValueError(f"distmat must hold floating-point distances, got dtype {distmat.dtype}.")
-    if np.isnan(distmat).any():
+    if bool(jax.device_get(jnp.isnan(distmat).any()) if on_device else np.isnan(distmat).any()):
         raise ValueError("distmat contains NaN; rankings would be undefined.")
-    _check_max_rank(max_rank)
-    labels = _check_labels(*distmat.shape, q_pids, g_pids, q_camids, g_camids)
-    q_pids, g_pids, q_camids, g_camids = labels
-    rng = _check_single_shot(cuhk03_single_shot, repeats, seed)
-    rows = block_size or max(1, _BLOCK_ELEMENTS // max(distmat.shape[1], 1))
-    acc = _RankAccumulator(max_rank, cuhk03_single_shot, repeats)
-    for start in range(0, distmat.shape[0], rows):
-        sl = slice(start, start + rows)
-        acc.add(*_block_metrics(distmat[sl], q_pids[sl], q_camids[sl], g_pids, g_camids, rng, repeats))
-    return acc.result()
+    _check_labels(*distmat.shape, q_pids, g_pids, q_camids, g_camids)
+    ranker = Ranker(q_pids, g_pids, q_camids, g_camids, max_rank, on_device, cuhk03_single_shot, repeats, seed,
+                    block_size)
+    ranker.add(slice(0, distmat.shape[0]), distmat)
+    return ranker.result()
 
 
 def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
@@ -200,50 +288,62 @@ def evaluate_features(q_feats: Mapping, g_feats: Mapping, q_pids, g_pids, q_cami
                       mode: str, window: int | None = None, block_size: int = 2048,
                       max_rank: int = 50, cuhk03_single_shot: bool = False, repeats: int = 10,
                       seed: int = 0, progress: bool = False, normalize: bool = False,
-                      lsa_weight: float = 1.0) -> dict:
-    """Rank metrics straight from features: one [block_size, G] distance block at a time.
+                      lsa_weight: float = 1.0, on_device: bool = False) -> dict:
+    """Rank metrics straight from features: one [block_size, G] distance block at a time, ranked where it was
+    computed when `on_device`.
 
     Returns {"cmc" [max_rank], "mAP", "mINP", "num_valid_queries"} (fractions), identical to
     `rank_metrics(pairwise_distance(...), ...)`.
     """
     num_q, num_g = distances_lib.validate_features(q_feats, g_feats, mode)
-    _check_max_rank(max_rank)
-    q_pids, g_pids, q_camids, g_camids = _check_labels(num_q, num_g, q_pids, g_pids, q_camids, g_camids)
-    rng = _check_single_shot(cuhk03_single_shot, repeats, seed)
-    acc = _RankAccumulator(max_rank, cuhk03_single_shot, repeats)
+    _check_labels(num_q, num_g, q_pids, g_pids, q_camids, g_camids)
+    ranker = Ranker(q_pids, g_pids, q_camids, g_camids, max_rank, on_device, cuhk03_single_shot, repeats, seed)
     blocks = distances_lib.iter_distance_blocks(q_feats, g_feats, mode, window, block_size, normalize=normalize,
-                                                lsa_weight=lsa_weight)
+                                                lsa_weight=lsa_weight, to_host=not on_device)
     for rows, block in tqdm(blocks, total=-(-num_q // block_size), desc=f"evaluate ({mode})",
                             unit="block", disable=not progress):
-        # Sort in sub-blocks: the packed sort keys are 2× the size of the distance block.
-        step = max(1, _BLOCK_ELEMENTS // max(num_g, 1))
+        ranker.add(rows, block)
+    return ranker.result()
+
+
+class Separation:
+    """How well a distance separates people, under the protocol's filter (same id and camera removed), from a
+    [Q, G] distance matrix fed in query blocks (`add(rows, block)`, numpy), so the matrix need not exist whole.
+
+    `result()` is {"pos", "neg", "neg_std", "ratio"}: mean distance to true matches, mean and std to other
+    identities, and pos / neg (1 = no separation; scale-free, so distances of different scales compare).
+    Accumulated in float64.
+    """
+
+    def __init__(self, q_pids, g_pids, q_camids, g_camids):
+        self.labels = _check_labels(len(q_pids), len(g_pids), q_pids, g_pids, q_camids, g_camids)
+        self.sums = np.zeros(5)  # positives: count, sum; negatives: count, sum, sum of squares
+
+    def add(self, rows: slice, block: np.ndarray) -> None:
+        q_pids, g_pids, q_camids, g_camids = self.labels
+        step = max(1, _BLOCK_ELEMENTS // max(block.shape[1], 1))
         for sub in range(0, block.shape[0], step):
-            sl = slice(rows.start + sub, min(rows.start + sub + step, rows.stop))
-            acc.add(*_block_metrics(block[sub:sub + step], q_pids[sl], q_camids[sl], g_pids, g_camids,
-                                    rng, repeats))
-    return acc.result()
+            d = block[sub:sub + step].astype(np.float64)
+            sl = slice(rows.start + sub, rows.start + sub + d.shape[0])
+            same = q_pids[sl, None] == g_pids[None, :]
+            pos = same & (q_camids[sl, None] != g_camids[None, :])
+            neg = d[~same]
+            self.sums += (pos.sum(), d[pos].sum(), neg.size, neg.sum(), np.square(neg).sum())
+
+    def result(self) -> dict:
+        sums = self.sums
+        if sums[0] == 0 or sums[2] == 0:
+            raise ValueError("separation needs at least one true match and one other identity in the gallery.")
+        mean_pos, mean_neg = sums[1] / sums[0], sums[3] / sums[2]
+        neg_std = np.sqrt(max(sums[4] / sums[2] - mean_neg ** 2, 0.0))
+        return {"pos": float(mean_pos), "neg": float(mean_neg), "neg_std": float(neg_std),
+                "ratio": float(mean_pos / mean_neg)}
 
 
 def separation(dist, q_pids, g_pids, q_camids, g_camids) -> dict:
-    """How well a distance separates people, under the protocol's filter (same id and camera removed).
-
-    Returns {"pos", "neg", "neg_std", "ratio"}: mean distance to true matches, mean and std to other
-    identities, and pos / neg (1 = no separation; scale-free, so distances of different scales compare).
-    Accumulated in float64 over blocks of queries, so a [Q, G] matrix is never copied whole.
-    """
+    """`Separation.result()` of a whole distance matrix [Q, G]."""
     dist = np.asarray(dist)
-    q_pids, g_pids, q_camids, g_camids = _check_labels(*dist.shape, q_pids, g_pids, q_camids, g_camids)
-    sums = np.zeros(5)  # positives: count, sum; negatives: count, sum, sum of squares
-    step = max(1, _BLOCK_ELEMENTS // max(dist.shape[1], 1))
-    for start in range(0, dist.shape[0], step):
-        d = dist[start:start + step].astype(np.float64)
-        same = q_pids[start:start + step, None] == g_pids[None, :]
-        pos = same & (q_camids[start:start + step, None] != g_camids[None, :])
-        neg = d[~same]
-        sums += (pos.sum(), d[pos].sum(), neg.size, neg.sum(), np.square(neg).sum())
-    if sums[0] == 0 or sums[2] == 0:
-        raise ValueError("separation needs at least one true match and one other identity in the gallery.")
-    mean_pos, mean_neg = sums[1] / sums[0], sums[3] / sums[2]
-    neg_std = np.sqrt(max(sums[4] / sums[2] - mean_neg ** 2, 0.0))
-    return {"pos": float(mean_pos), "neg": float(mean_neg), "neg_std": float(neg_std),
-            "ratio": float(mean_pos / mean_neg)}
+    _check_labels(*dist.shape, q_pids, g_pids, q_camids, g_camids)
+    acc = Separation(q_pids, g_pids, q_camids, g_camids)
+    acc.add(slice(0, dist.shape[0]), dist)
+    return acc.result()

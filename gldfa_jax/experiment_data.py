@@ -1,4 +1,5 @@
 """The decoded splits a run trains and evaluates on, from `config.data` (dataset registry + image decoding)."""
+import hashlib
 import os
 from typing import NamedTuple
 
@@ -9,6 +10,7 @@ from data_pipelines import datasets, images
 
 NO_DATA_HINT = """No dataset at hand? The self-contained demo generates its own data:
   python -m gldfa_jax.main --config experiments/synthetic.py --workdir runs/synthetic"""
+RAM_WARN_FRACTION = 0.5  # decoded splits above this share of the host's memory: advise data.cache_dir
 
 
 class DataRootError(ValueError):
@@ -16,7 +18,7 @@ class DataRootError(ValueError):
 
 
 class Split(NamedTuple):
-    images: np.ndarray  # [N, H, W, 3] uint8
+    images: np.ndarray  # [N, H, W, 3] uint8: an np.ndarray, or images.CachedImages (read on demand) with data.cache_dir
     pids: np.ndarray    # [N] int64 (training split: relabelled 0..C-1)
     camids: np.ndarray  # [N] int64
 
@@ -39,11 +41,35 @@ def ensure_data(data_config) -> None:
         synthetic.generate(root, **generate.to_dict())
 
 
-def _split(records, height: int, width: int) -> Split:
+def _split(records, height: int, width: int, cache_prefix: str) -> Split:
+    """The decoded split: in RAM, or in the on-disk cache at cache_prefix (.u8/.json) when it is not ""."""
     if not records:
         return Split(np.zeros((0, height, width, 3), np.uint8), np.zeros((0,), np.int64), np.zeros((0,), np.int64))
-    pixels, kept = images.load_images(records, height, width)
+    if cache_prefix:
+        pixels, kept = images.cache_images(records, height, width, cache_prefix)
+    else:
+        pixels, kept = images.load_images(records, height, width)
     return Split(pixels, np.array([r.pid for r in kept], np.int64), np.array([r.camid for r in kept], np.int64))
+
+
+def _cache_prefixes(data_config) -> dict:
+    """{split: cache file prefix} under data.cache_dir ("" each without one). The name carries the dataset, the
+    size and a digest of data.root, so one folder can hold the caches of several datasets, roots and sizes."""
+    folder = data_config.cache_dir
+    root = hashlib.sha256(os.path.abspath(data_config.root).encode()).hexdigest()[:8]
+    stem = f"{data_config.name}-{root}-{data_config.height}x{data_config.width}"
+    return {s: os.path.join(folder, f"{stem}-{s}") if folder else "" for s in ("train", "query", "gallery")}
+
+
+def _warn_if_large(data_config, num_images: int) -> None:
+    """In RAM, a decoded set near the machine's memory ends in swapping or the OOM killer long after the decode
+    began: say so up front, with the fix."""
+    nbytes = num_images * data_config.height * data_config.width * 3
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if not data_config.cache_dir and nbytes > RAM_WARN_FRACTION * ram:
+        logging.warning("decoding %d images at %dx%d takes %.1f GB of host memory (%.1f GB installed); set "
+                        "data.cache_dir to a folder with that much free disk to read them from there instead",
+                        num_images, data_config.height, data_config.width, nbytes / 1e9, ram / 1e9)
 
 
 def load_experiment_data(data_config, need_train: bool = True) -> ExperimentData:
@@ -66,6 +92,8 @@ def load_experiment_data(data_config, need_train: bool = True) -> ExperimentData
         if not dataset.split(split):
             raise DataRootError(f"the {split} split of data.root={data_config.root!r} is empty.")
     h, w = data_config.height, data_config.width
-    train = _split(dataset.train if need_train else [], h, w)  # evaluation never reads training images
-    return ExperimentData(train, _split(dataset.query, h, w), _split(dataset.gallery, h, w),
-                          int(dataset.num_train_pids))
+    train_records = dataset.train if need_train else []  # evaluation never reads training images
+    _warn_if_large(data_config, len(train_records) + len(dataset.query) + len(dataset.gallery))
+    cache = _cache_prefixes(data_config)
+    return ExperimentData(_split(train_records, h, w, cache["train"]), _split(dataset.query, h, w, cache["query"]),
+                          _split(dataset.gallery, h, w, cache["gallery"]), int(dataset.num_train_pids))

@@ -2,9 +2,12 @@
 
 Results are {mode: {"mAP", "rank1", "rank5", "rank10"}} in percent, for each distance mode of `config.eval.modes`
 that the model's features support, and the same modes with "+rerank" when `config.eval.rerank`.
+`evaluate` computes each mode's [Q, G] distances once and takes from them all it needs (scores, re-ranking,
+what the reports draw) before the next mode's, so one such matrix (3.6 GiB at MSMT17 scale) exists at a time.
 """
+import dataclasses
 import functools
-from typing import Optional
+from typing import Optional, Sequence
 
 import jax
 import numpy as np
@@ -66,45 +69,105 @@ def lsa_options(config) -> dict:
             "lsa_weight": float(config.eval.lsa_weight)}
 
 
-def _scores(distmat: np.ndarray, query, gallery, max_rank: int) -> dict:
-    cmc, mean_ap = evaluation.evaluate_rank(distmat, query.pids, gallery.pids, query.camids, gallery.camids,
-                                            max_rank=max_rank)
-    cmc = np.asarray(cmc)
-    out = {"mAP": 100.0 * float(mean_ap)}
+def _percent(metrics: dict) -> dict:
+    """evaluation.rank_metrics fractions -> {"mAP", "rank1", "rank5", "rank10"} in percent."""
+    cmc = np.asarray(metrics["cmc"])
+    out = {"mAP": 100.0 * float(metrics["mAP"])}
     for r in RANKS:
         out[f"rank{r}"] = 100.0 * float(cmc[min(r, len(cmc)) - 1])
     return out
 
 
-def supported_modes(modes, features: dict) -> list:
+def supported_modes(modes, features: dict, name: str = "eval.modes") -> list:
     unknown = [m for m in modes if m not in MODE_KEYS]
     if unknown:
-        raise ValueError(f"eval.modes contains {unknown}; choose from {list(MODE_KEYS)}.")
+        raise ValueError(f"{name} contains {unknown}; choose from {list(MODE_KEYS)}.")
     return [m for m in modes if all(k in features for k in MODE_KEYS[m])]
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What one evaluation computed: its results and what the reports draw (reports.write_eval_reports)."""
+    results: dict  # {mode: {"mAP", "rank1", "rank5", "rank10"}} in percent; the "+rerank" modes after the others
+    cmc: dict      # {mode: CMC [max_rank] fractions}, plain modes
+    separation: dict = dataclasses.field(default_factory=dict)  # {mode: evaluation.separation} (report_queries)
+    rows: dict = dataclasses.field(default_factory=dict)  # {query index: distances [G]} in rows_mode (report_queries)
+    rows_mode: Optional[str] = None  # eval.best_mode when among the evaluated modes, else the first one
+
+
+def evaluate(q_feats: dict, g_feats: dict, query, gallery, config, modes=None, with_rerank: Optional[bool] = None,
+             report_queries: Optional[Sequence[int]] = None) -> Evaluation:
+    """Features of query and gallery (+ their .pids/.camids arrays) -> Evaluation, for `modes` (default
+    eval.modes) with re-ranking (of eval.rerank_modes) when `with_rerank` (default eval.rerank).
+
+    Each mode's [Q, G] distances are computed once, block by block, and ranked as the blocks come (on the device
+    where eval.rank_on says). The matrix is assembled on the host only when re-ranking needs it: `report_queries`
+    (query indices, e.g. reports.sample_queries) keeps those queries' distance rows and every mode's
+    evaluation.Separation, both taken from the blocks as they come.
+    """
+    e = config.eval
+    labels = (query.pids, gallery.pids, query.camids, gallery.camids)
+    rank_kw = dict(max_rank=min(e.max_rank, len(gallery.pids)), on_device=evaluation.ranks_on_device(e.rank_on))
+    modes = supported_modes(e.modes if modes is None else modes, q_feats)
+    rerank_on = e.rerank if with_rerank is None else with_rerank
+    rerank_modes = supported_modes(e.rerank_modes, q_feats, "eval.rerank_modes") if e.rerank_modes else modes
+    report = report_queries is not None
+    out = Evaluation({}, {})
+    if report and modes:
+        out.rows_mode = e.best_mode if e.best_mode in modes else modes[0]
+    reranked = {}
+    for mode in modes:
+        ranker = evaluation.Ranker(*labels, **rank_kw)
+        separation = evaluation.Separation(*labels) if report else None
+        rerank_this = rerank_on and mode in rerank_modes
+        dist = np.empty((len(query.pids), len(gallery.pids)), np.float32) if rerank_this else None
+        for rows, block in distances.iter_distance_blocks(q_feats, g_feats, mode, block_size=e.block_size,
+                                                          to_host=not rank_kw["on_device"], **lsa_options(config)):
+            ranker.add(rows, block)
+            if dist is None and not report:
+                continue
+            host = jax.device_get(block)
+            if dist is not None:
+                dist[rows] = host
+            if report:
+                separation.add(rows, host)
+                if mode == out.rows_mode:
+                    out.rows.update({int(q): host[q - rows.start].copy() for q in report_queries
+                                     if rows.start <= q < rows.stop})
+        metrics = ranker.result()
+        out.results[mode], out.cmc[mode] = _percent(metrics), metrics["cmc"]
+        if report:
+            out.separation[mode] = separation.result()
+        if rerank_this:
+            reranked[mode + "+rerank"] = _reranked(dist, q_feats, g_feats, mode, labels, rank_kw, config)
+        del dist  # before the next mode's matrix exists
+    out.results.update(reranked)
+    return out
+
+
+def _reranked(dist: np.ndarray, q_feats: dict, g_feats: dict, mode: str, labels: tuple, rank_kw: dict,
+              config) -> dict:
+    """Scores of mode's re-ranking, from its q×g distances dist [Q, G]."""
+    e = config.eval
+    params = dict(k1=e.k1, k2=e.k2, lambda_value=e.lambda_value)
+    ranker = evaluation.Ranker(*labels, **rank_kw)
+    if sum(dist.shape) <= e.rerank_dense_max:
+        kw = dict(lsa_options(config), block_size=e.block_size)
+        qq = distances.pairwise_distance(q_feats, q_feats, mode, **kw)
+        gg = distances.pairwise_distance(g_feats, g_feats, mode, **kw)
+        ranker.add(slice(0, dist.shape[0]), rerank.re_ranking(dist, qq, gg, **params))
+    else:  # never a dense [N, N] matrix nor a re-ranked [Q, G] one; the dense result up to float rounding
+        # (tests/test_rerank.py)
+        for rows, block in rerank.re_ranking_blocks(q_feats, g_feats, mode, dist, progress=True,
+                                                    **lsa_options(config), **params):
+            ranker.add(rows, block)
+    return _percent(ranker.result())
 
 
 def evaluate_features(q_feats: dict, g_feats: dict, query, gallery, config, modes=None,
                       with_rerank: Optional[bool] = None) -> dict:
-    """Features of query and gallery (+ their .pids/.camids arrays) -> results dict in percent, for `modes`
-    (default eval.modes) with re-ranking when `with_rerank` (default eval.rerank)."""
-    e = config.eval
-    max_rank = min(e.max_rank, len(gallery.pids))
-    kwargs = dict(lsa_options(config), block_size=e.block_size)
-    results, reranked = {}, {}
-    for mode in supported_modes(e.modes if modes is None else modes, q_feats):
-        qg = distances.pairwise_distance(q_feats, g_feats, mode, **kwargs)
-        results[mode] = _scores(qg, query, gallery, max_rank)
-        if e.rerank if with_rerank is None else with_rerank:
-            params = dict(k1=e.k1, k2=e.k2, lambda_value=e.lambda_value)
-            if len(query.pids) + len(gallery.pids) <= e.rerank_dense_max:
-                qq = distances.pairwise_distance(q_feats, q_feats, mode, **kwargs)
-                gg = distances.pairwise_distance(g_feats, g_feats, mode, **kwargs)
-                rr = rerank.re_ranking(qg, qq, gg, **params)
-            else:  # never holds a dense [N, N] matrix; same result (tests/test_rerank.py)
-                rr = rerank.re_ranking_features(q_feats, g_feats, mode, progress=True, **lsa_options(config),
-                                                **params)
-            reranked[mode + "+rerank"] = _scores(np.asarray(rr), query, gallery, max_rank)
-    return {**results, **reranked}
+    """The results dict in percent of `evaluate` (same arguments)."""
+    return evaluate(q_feats, g_feats, query, gallery, config, modes, with_rerank).results
 
 
 def split_features(model, variables, query, gallery, config) -> tuple:

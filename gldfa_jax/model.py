@@ -22,7 +22,7 @@ from gldfa_jax.resnet import ResNet, batch_norm, conv, conv_init
 
 BRANCHES = ("global", "local", "global_local")
 POOLS = ("avg", "max")
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 @flax.struct.dataclass

@@ -67,6 +67,11 @@ def _frame(ax, color: str, linewidth: float = 4.0) -> None:
         spine.set_linewidth(linewidth)
 
 
+def _check_ids(*ids) -> None:
+    if any(v is not None for v in ids) and any(v is None for v in ids):
+        raise ValueError("pass all of q_pids, g_pids, q_camids, g_camids or none of them")
+
+
 def rank_gallery(distmat, q_pids=None, g_pids=None, q_camids=None, g_camids=None, topk: int = 10):
     """Top-k gallery indices per query, ascending distance (stable for ties).
 
@@ -77,9 +82,7 @@ def rank_gallery(distmat, q_pids=None, g_pids=None, q_camids=None, g_camids=None
     distmat = np.asarray(distmat)
     if distmat.ndim != 2:
         raise ValueError(f"distmat must be [Q, G], got shape {distmat.shape}")
-    ids = (q_pids, g_pids, q_camids, g_camids)
-    if any(v is not None for v in ids) and any(v is None for v in ids):
-        raise ValueError("pass all of q_pids, g_pids, q_camids, g_camids or none of them")
+    _check_ids(q_pids, g_pids, q_camids, g_camids)
     order = np.argsort(distmat, axis=1, kind="stable")
     ranked = []
     for q in range(distmat.shape[0]):
@@ -91,45 +94,69 @@ def rank_gallery(distmat, q_pids=None, g_pids=None, q_camids=None, g_camids=None
     return ranked
 
 
+def sample_queries(num_q: int, num_queries: int = 4, seed: int = 0) -> list:
+    """The query indices a retrieval grid draws: min(num_queries, num_q) of range(num_q), sorted, seeded."""
+    rng = np.random.default_rng(seed)
+    return [int(q) for q in np.sort(rng.choice(num_q, size=min(num_queries, num_q), replace=False))]
+
+
 def retrieval_grid(distmat, query_images: Sequence, gallery_images: Sequence, out_png: str, *,
                    q_pids=None, g_pids=None, q_camids=None, g_camids=None,
                    query_indices: Sequence[int] | None = None, num_queries: int = 4, topk: int = 10,
                    seed: int = 0, tile: tuple[int, int] = (128, 64)) -> dict:
     """Top-`topk` retrievals of sampled queries, one row per query (paper Fig. 8).
 
-    distmat [Q, G]; query_images / gallery_images: Q and G paths or [H, W, 3] arrays. With ids and
+    distmat [Q, G], or a mapping query index -> its distances [G] (the rows an evaluation keeps,
+    inference.Evaluation.rows; query_indices default to its keys). Only the drawn queries are ranked.
+    query_images / gallery_images: Q and G paths or [H, W, 3] arrays. With ids and
     cameras the borders are green (same identity) or red; without them grey. A query whose identity has
     no valid gallery image is framed red and labelled "no match", and missing ranks (gallery smaller than topk) are
     drawn as empty hatched slots. `tile` = (height, width) of each image in pixels.
     Image size: width (topk + 1) * (tile_w + 16) + 16, height rows * (tile_h + 36) + 10.
     Returns {"queries": [int], "ranked": [int array], "correct": [bool array | None], "has_match": [bool | None]}.
     """
-    distmat = np.asarray(distmat)
-    num_q, num_g = distmat.shape
-    if len(query_images) != num_q or len(gallery_images) != num_g:
-        raise ValueError(f"distmat is {distmat.shape} but got {len(query_images)} query and "
-                         f"{len(gallery_images)} gallery images; pass one image per row/column")
-    if query_indices is None:
-        rng = np.random.default_rng(seed)
-        query_indices = np.sort(rng.choice(num_q, size=min(num_queries, num_q), replace=False))
+    num_q = len(query_images)
+    if isinstance(distmat, Mapping):
+        rows = {int(q): np.asarray(r) for q, r in distmat.items()}
+        query_indices = sorted(rows) if query_indices is None else query_indices
+        num_g = next(iter(rows.values())).shape[-1] if rows else len(gallery_images)
+    else:
+        rows = np.asarray(distmat)
+        if rows.ndim != 2:
+            raise ValueError(f"distmat must be [Q, G] or a mapping query index -> [G] row, got shape {rows.shape}")
+        if rows.shape[0] != num_q:
+            raise ValueError(f"distmat is {rows.shape} but got {num_q} query images; pass one image per row")
+        num_g = rows.shape[1]
+        if query_indices is None:
+            query_indices = sample_queries(num_q, num_queries, seed)
+    if len(gallery_images) != num_g:
+        raise ValueError(f"distances have {num_g} gallery columns but got {len(gallery_images)} gallery images; "
+                         "pass one image per column")
     query_indices = [int(q) for q in query_indices]
     if not query_indices:
         raise ValueError("query_indices is empty; pass at least one query index")
+    missing = [q for q in query_indices if not 0 <= q < num_q or (isinstance(rows, dict) and q not in rows)]
+    if missing:
+        raise ValueError(f"query_indices {missing} have no distance row; pick them among the rows of distmat")
+    _check_ids(q_pids, g_pids, q_camids, g_camids)
     labelled = q_pids is not None
-    ranked_all = rank_gallery(distmat, q_pids, g_pids, q_camids, g_camids, topk)
+    drawn = np.stack([rows[q] for q in query_indices])  # [n, G]
+    if labelled:
+        q_pids, g_pids, q_camids, g_camids = (np.asarray(a) for a in (q_pids, g_pids, q_camids, g_camids))
+        ranked_all = rank_gallery(drawn, q_pids[query_indices], g_pids, q_camids[query_indices], g_camids, topk)
+    else:
+        ranked_all = rank_gallery(drawn, topk=topk)
 
     th, tw = tile
     cell_w, cell_h, gap = tw + 16, th + 36, 16
     fig = _figure((topk + 1) * cell_w + gap, len(query_indices) * cell_h + 10)
     out = {"queries": query_indices, "ranked": [], "correct": [], "has_match": []}
     for row, q in enumerate(query_indices):
-        ranked = ranked_all[q]
+        ranked = ranked_all[row]
         top = row * cell_h + 26
-        if labelled:
-            valid = rank_gallery(distmat[q:q + 1], np.asarray(q_pids)[q:q + 1], g_pids,
-                                 np.asarray(q_camids)[q:q + 1], g_camids, topk=num_g)[0]
-            has_match = bool(np.any(np.asarray(g_pids)[valid] == q_pids[q]))
-            correct = np.asarray(g_pids)[ranked] == q_pids[q]
+        if labelled:  # a true match the protocol keeps: same identity, another camera
+            has_match = bool(np.any((g_pids == q_pids[q]) & (g_camids != q_camids[q])))
+            correct = g_pids[ranked] == q_pids[q]
         else:
             has_match, correct = None, None
         out["ranked"].append(ranked)
@@ -151,7 +178,7 @@ def retrieval_grid(distmat, query_images: Sequence, gallery_images: Sequence, ou
                 ax.imshow(_as_image(gallery_images[g], th, tw))
                 color = UNKNOWN if correct is None else (CORRECT if correct[r] else WRONG)
                 _frame(ax, color)
-                ax.set_title(f"#{r + 1}  d={distmat[q, g]:.3g}", fontsize=6, pad=2)
+                ax.set_title(f"#{r + 1}  d={drawn[row, g]:.3g}", fontsize=6, pad=2)
                 if labelled:
                     ax.set_xlabel(f"id {g_pids[g]}", fontsize=6, labelpad=1)
             else:
@@ -382,51 +409,46 @@ def training_curves(metrics_jsonl_path: str, out_png: str, *, steps_per_epoch: i
 
 
 def write_eval_reports(out_dir: str, q_feats: dict, g_feats: dict, query, gallery, config, *,
-                       metrics_jsonl: str | None = None, steps_per_epoch: int | None = None,
+                       evaluated=None, metrics_jsonl: str | None = None, steps_per_epoch: int | None = None,
                        num_queries: int = 4, seed: int = 0) -> dict:
     """The PNG reports of one evaluation into `out_dir`; returns {name: path}.
 
     q_feats / g_feats: Features dicts ({"global" [N, d], "local" [N, k, d], "final" [N, D]});
     query / gallery: objects with .images uint8 [N, H, W, 3], .pids [N], .camids [N] (experiment_data.Split).
-    Writes retrieval_grid.png (distance mode eval.best_mode when the model has it, else the first mode),
-    alignment.png (a sampled query and its best-ranked true match, when the model has local features),
-    cmc.png (every distance mode of eval.modes), training_curves.png (when metrics_jsonl exists) and
-    feature_stats.json (feature norms and, per mode, evaluation.separation of the same distances).
+    evaluated: the inference.Evaluation the figures are drawn from (evaluate(..., report_queries=...)), so no
+    distance is computed again; None evaluates here, without re-ranking, drawing `num_queries` queries (`seed`).
+    Writes retrieval_grid.png (the evaluation's rows_mode: eval.best_mode when the model has it, else the first
+    mode), alignment.png (a drawn query and its best-ranked true match, when the model has local features),
+    cmc.png (every evaluated mode), training_curves.png (when metrics_jsonl exists) and feature_stats.json
+    (feature norms and, per mode, evaluation.separation of its distances).
     """
-    from gldfa_jax import distances, evaluation, inference
+    from gldfa_jax import inference
 
     e = config.eval
-    window = inference.lsa_window(config)
     modes = inference.supported_modes(list(e.modes), q_feats)
     if not modes:
         raise ValueError(f"eval.modes {list(e.modes)} needs features the model does not have ({sorted(q_feats)})")
-    best = e.best_mode if e.best_mode in modes else modes[0]
-    paths, cmcs = {}, {}
-    stats = feature_norms(q_feats, g_feats)
-    max_rank = min(e.max_rank, len(gallery.pids))
-    labels = (query.pids, gallery.pids, query.camids, gallery.camids)
-    for mode in modes:
-        dist = distances.pairwise_distance(q_feats, g_feats, mode, block_size=e.block_size,
-                                           **inference.lsa_options(config))
-        cmc, _ = evaluation.evaluate_rank(dist, *labels, max_rank=max_rank)
-        cmcs[mode] = np.asarray(cmc)
-        stats[mode] = evaluation.separation(dist, *labels)
-        if mode == best:
-            best_dist = dist
+    if evaluated is None:
+        evaluated = inference.evaluate(q_feats, g_feats, query, gallery, config, with_rerank=False,
+                                       report_queries=sample_queries(len(query.pids), num_queries, seed))
+    if not evaluated.rows:
+        raise ValueError("evaluated has no distance rows to draw; pass inference.evaluate(..., "
+                         "report_queries=reports.sample_queries(len(query.pids)))")
+    paths = {}
+    stats = {**feature_norms(q_feats, g_feats), **evaluated.separation}
     ids = dict(q_pids=query.pids, g_pids=gallery.pids, q_camids=query.camids, g_camids=gallery.camids)
     paths["retrieval_grid"] = os.path.join(out_dir, "retrieval_grid.png")
-    grid = retrieval_grid(best_dist, query.images, gallery.images, paths["retrieval_grid"],
-                          num_queries=num_queries, seed=seed, **ids)
+    grid = retrieval_grid(evaluated.rows, query.images, gallery.images, paths["retrieval_grid"], **ids)
     if "local" in q_feats:
         pair = next(((q, int(r[c.argmax()])) for q, r, c in zip(grid["queries"], grid["ranked"], grid["correct"])
                      if c.any()), (grid["queries"][0], int(grid["ranked"][0][0])))
         paths["alignment"] = os.path.join(out_dir, "alignment.png")
         alignment_figure(query.images[pair[0]], gallery.images[pair[1]], q_feats["local"][pair[0]],
-                         g_feats["local"][pair[1]], paths["alignment"], window=window,
+                         g_feats["local"][pair[1]], paths["alignment"], window=inference.lsa_window(config),
                          labels=(f"query {pair[0]} (id {query.pids[pair[0]]})",
                                  f"gallery {pair[1]} (id {gallery.pids[pair[1]]})"))
     paths["cmc"] = os.path.join(out_dir, "cmc.png")
-    cmc_curve(cmcs, paths["cmc"], max_rank=min(20, max_rank))
+    cmc_curve(evaluated.cmc, paths["cmc"], max_rank=min(20, e.max_rank, len(gallery.pids)))
     if metrics_jsonl and os.path.exists(metrics_jsonl):
         paths["training_curves"] = os.path.join(out_dir, "training_curves.png")
         training_curves(metrics_jsonl, paths["training_curves"], steps_per_epoch=steps_per_epoch)

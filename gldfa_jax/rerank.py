@@ -4,7 +4,8 @@ Both entry points return what the authors' original Python `re_ranking` returns 
 distances. Like it, they first SQUARE the distances and divide each column of the (query+gallery)
 × (query+gallery) matrix by its maximum, so the λ-weighted "original distance" term of the final
 matrix is that normalised squared distance, not the raw input (feed Euclidean distances, not
-squared ones, to get the published behaviour).
+squared ones, to get the published behaviour). Neighbours tied in distance are taken in index
+order (the original leaves their order to numpy's unstable sort).
 
 Steps: k1-nearest neighbours → k-reciprocal sets, expanded by the k-reciprocal sets
 (k = round(k1/2)) of their members when 2/3 of those lie inside → Gaussian weights V (exp(-d),
@@ -12,11 +13,19 @@ row-normalised) → local query expansion (mean of V over the k2 nearest neighbo
 distance Σ min(V_q, V_g) → final = jaccard · (1 − λ) + original · λ.
 
 Here V is a sparse matrix (a few dozen non-zeros per row) instead of the original's dense N × N
-float32 matrices, and the neighbour lists, weights and Jaccard sums are computed block by block,
-so `re_ranking_features` never holds more than one [block, N] slice of the distance matrix.
+float32 matrices, and the neighbour lists, weights and Jaccard sums are computed block by block.
+`re_ranking_features` computes each distance once, on the device, and keeps of each row only its
+maximum and its `_KEPT` nearest neighbours with their distances (what the k-reciprocal sets and
+their weights read; the rare expanded-set member beyond them is computed pair by pair). It takes
+the query × gallery part from the evaluation's matrix, and computes the symmetric g×g part as the
+tiles on and above its diagonal, each serving its rows and its columns: about half of the
+(Q+G)² distances of the original, which dominate its time.
 """
-from typing import Callable, Mapping
+import functools
+from typing import Callable, Iterator, Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.sparse
 from tqdm.auto import tqdm
@@ -24,7 +33,12 @@ from tqdm.auto import tqdm
 from gldfa_jax import distances as distances_lib
 
 _PAIR_BUDGET = 4_000_000  # (query, gallery) min-pairs expanded at once in the Jaccard step
-_BLOCK_BYTES = 2**29      # budget for one [block, N] slice of distances plus its argsort
+_BLOCK_BYTES = 2**29      # budget for one [block, N] slice of distances plus its work arrays
+_KEPT = 128               # nearest neighbours (and distances) the lean path keeps per row: ≫ k1 + 1, so
+                          # the expanded k-reciprocal sets (neighbours of neighbours) rarely reach beyond
+_PAIR_CHUNK = 1024        # expanded-set pairs beyond the kept neighbours, computed at once (one compile)
+_LOOKUP_CHUNK = 2**18     # expanded-set pairs looked up at once in the kept lists ([chunk, _KEPT] booleans)
+_TILE = 2048              # g×g tile of the lean path: big enough that its merges cost little beside its distances
 
 
 def _check_params(k1, k2, lambda_value):
@@ -35,16 +49,21 @@ def _check_params(k1, k2, lambda_value):
         raise ValueError(f"lambda_value must lie in [0, 1], got {lambda_value!r} (Zhong et al.: 0.3).")
 
 
-def _neighbours(rows: Callable, num_all: int, width: int, block: int, progress: bool) -> np.ndarray:
-    """The first `width` columns of argsort(O) [N, width], one row block at a time.
+@functools.partial(jax.jit, static_argnames=("width",))
+def _nearest(normalised: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
+    """Rows of O [b, N] -> their `width` nearest columns [b, width] (ascending O, ties to the lower index)
+    and those O values [b, width]."""
+    negated, columns = jax.lax.top_k(-normalised, width)
+    return columns, -negated
 
-    A full np.argsort per row (not argpartition) keeps tie order identical to the original.
-    """
+
+def _dense_neighbours(normalised: np.ndarray, width: int, block: int, progress: bool) -> np.ndarray:
+    """The first `width` columns of the (tie-stable) argsort of each row of O [N, N]."""
+    num_all = normalised.shape[0]
     out = np.empty((num_all, width), np.int64)
-    for start in tqdm(range(0, num_all, block), desc="re-rank: neighbours", unit="block",
-                      disable=not progress):
-        stop = min(start + block, num_all)
-        out[start:stop] = np.argsort(rows(start, stop), axis=1)[:, :width]
+    for start in tqdm(range(0, num_all, block), desc="re-rank: neighbours", unit="block", disable=not progress):
+        columns, _ = _nearest(jax.device_put(normalised[start:start + block]), width)
+        out[start:start + block] = jax.device_get(columns)
     return out
 
 
@@ -74,24 +93,20 @@ def _reciprocal_half(ranks: np.ndarray, k_half: int) -> np.ndarray:
     return (half[half] == np.arange(ranks.shape[0])[:, None, None]).any(-1)
 
 
-def _weights(rows: Callable, ranks, k1, num_all, block, progress) -> scipy.sparse.csr_matrix:
-    """Sparse V [N, N]: exp(-O) over each expanded set, normalised to sum 1 per row."""
+def _weights(values: Callable, ranks, k1, num_all, block, progress) -> scipy.sparse.csr_matrix:
+    """Sparse V [N, N]: exp(-O) over each expanded set, normalised to sum 1 per row.
+
+    values(r, c) -> O[r, c] [P] float32 for the pairs (r, c) [P] of all expanded sets, row-major.
+    """
     recip_half = _reciprocal_half(ranks, int(np.around(k1 / 2.0)))
-    all_rows, all_cols, all_vals = [], [], []
-    for start in tqdm(range(0, num_all, block), desc="re-rank: k-reciprocal sets", unit="block",
-                      disable=not progress):
-        stop = min(start + block, num_all)
-        r, c = _expanded_sets(ranks, np.arange(start, stop), k1, recip_half)
-        w = np.exp(-rows(start, stop)[r - start, c])
-        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
-        totals = np.add.reduceat(w, starts)
-        w = w / np.repeat(totals, np.diff(np.r_[starts, r.size]))
-        all_rows.append(r)
-        all_cols.append(c)
-        all_vals.append(w.astype(np.float32))
-    return scipy.sparse.csr_matrix(
-        (np.concatenate(all_vals), (np.concatenate(all_rows), np.concatenate(all_cols))),
-        shape=(num_all, num_all), dtype=np.float32)
+    pairs = [_expanded_sets(ranks, np.arange(start, min(start + block, num_all)), k1, recip_half)
+             for start in tqdm(range(0, num_all, block), desc="re-rank: k-reciprocal sets", unit="block",
+                               disable=not progress)]
+    r, c = (np.concatenate(a) for a in zip(*pairs))
+    w = np.exp(-values(r, c))
+    starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+    w = w / np.repeat(np.add.reduceat(w, starts), np.diff(np.r_[starts, r.size]))
+    return scipy.sparse.csr_matrix((w.astype(np.float32), (r, c)), shape=(num_all, num_all), dtype=np.float32)
 
 
 def _query_expansion(v: scipy.sparse.csr_matrix, ranks: np.ndarray, k2: int) -> scipy.sparse.csr_matrix:
@@ -107,8 +122,9 @@ def _query_expansion(v: scipy.sparse.csr_matrix, ranks: np.ndarray, k2: int) -> 
     return v_qe
 
 
-def _final(rows: Callable, v, num_query, lambda_value, block, progress) -> np.ndarray:
-    """final = jaccard · (1 − λ) + O · λ for the query rows, gallery columns [Q, G]."""
+def _final(original: Callable, v, num_query, lambda_value, block, progress) -> Iterator[tuple[slice, np.ndarray]]:
+    """Yield (query rows, final [b, G]) = jaccard · (1 − λ) + O · λ, block by block; original(start, stop) is
+    O[start:stop, gallery] [b, G]."""
     num_all = v.shape[0]
     num_gallery = num_all - num_query
     by_column = v[num_query:].T.tocsr()  # column j of V -> the gallery rows where it is non-zero
@@ -116,7 +132,6 @@ def _final(rows: Callable, v, num_query, lambda_value, block, progress) -> np.nd
     vq = v[:num_query].tocsr()
     cum_pairs = np.r_[0, np.cumsum(col_count[vq.indices])]
     pairs_per_query = cum_pairs[vq.indptr[1:]] - cum_pairs[vq.indptr[:-1]]
-    out = np.empty((num_query, num_gallery), np.float32)
     for start in tqdm(range(0, num_query, block), desc="re-rank: Jaccard", unit="block",
                       disable=not progress):
         stop = min(start + block, num_query)
@@ -128,8 +143,7 @@ def _final(rows: Callable, v, num_query, lambda_value, block, progress) -> np.nd
             temp[lo - start:hi - start] = _min_sums(vq[lo:hi], by_column, col_count, num_gallery)
             lo = hi
         jaccard = 1 - temp / (2.0 - temp)
-        out[start:stop] = jaccard * (1 - lambda_value) + rows(start, stop)[:, num_query:] * lambda_value
-    return out
+        yield slice(start, stop), jaccard * (1 - lambda_value) + original(start, stop) * lambda_value
 
 
 def _min_sums(sub, by_column, col_count, num_gallery) -> np.ndarray:
@@ -144,14 +158,19 @@ def _min_sums(sub, by_column, col_count, num_gallery) -> np.ndarray:
     return sums.reshape(sub.shape[0], num_gallery)
 
 
-def _rerank(rows: Callable, num_query: int, num_all: int, k1, k2, lambda_value, block, progress):
-    ranks = _neighbours(rows, num_all, min(num_all, max(k1 + 1, k2)), block, progress)
-    v = _query_expansion(_weights(rows, ranks, k1, num_all, block, progress), ranks, k2)
-    return _final(rows, v, num_query, lambda_value, block, progress)
+def _rerank(ranks, values: Callable, original: Callable, num_query: int, k1, k2, lambda_value, block, progress):
+    """Steps 2-4 from the neighbour lists ranks [N, >= k1 + 1]: yields the final rows block by block."""
+    v = _query_expansion(_weights(values, ranks, k1, ranks.shape[0], block, progress), ranks, k2)
+    return _final(original, v, num_query, lambda_value, block, progress)
 
 
 def _auto_block(num_all: int) -> int:
     return int(max(16, _BLOCK_BYTES // (16 * max(num_all, 1))))
+
+
+def _width(k1: int, k2: int, num_all: int) -> int:
+    """Neighbours read per row: k1 + 1 for the k-reciprocal sets, k2 for the query expansion."""
+    return min(num_all, max(k1 + 1, k2))
 
 
 def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
@@ -178,32 +197,213 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
     normalised = np.transpose(1.0 * full / np.max(full, axis=0))
     del full
     num_all = num_q + num_g
-    return _rerank(lambda s, e: normalised[s:e], num_q, num_all, k1, k2, lambda_value,
-                   _auto_block(num_all), False)
+    block = _auto_block(num_all)
+    ranks = _dense_neighbours(normalised, _width(k1, k2, num_all), block, False)
+    out = np.empty((num_q, num_g), np.float32)
+    for rows, final in _rerank(ranks, lambda r, c: normalised[r, c], lambda s, e: normalised[s:e, num_q:],
+                               num_q, k1, k2, lambda_value, block, False):
+        out[rows] = final
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "window", "normalize", "lsa_weight", "kept"))
+def _query_rows(x, queries, known, mode, window, normalize, lsa_weight, kept):
+    """Query rows x [b] of the lean path: distances to all `queries` beside the `known` q×g ones [b, G] ->
+    (nearest columns [b, kept], their O [b, kept], max squared distance [b])."""
+    computed = distances_lib.block_distance(x, queries, mode, window, normalize, lsa_weight)
+    squared = jnp.square(jnp.concatenate([computed, known], axis=1))
+    top = jnp.max(squared, axis=1, keepdims=True)
+    columns, values = _nearest(squared / top, kept)
+    return columns, values, top[:, 0]
+
+
+_paired = jax.jit(distances_lib.paired_distance, static_argnames=("mode", "window", "normalize", "lsa_weight"))
+
+
+def _take(q_feats: Mapping, g_feats: Mapping, index: np.ndarray) -> dict:
+    """Features of images `index` [P] of the query-then-gallery numbering, without concatenating the sets."""
+    num_q = next(iter(q_feats.values())).shape[0]
+    in_query = index < num_q
+    out = {}
+    for k in q_feats:
+        a = np.empty((index.size,) + q_feats[k].shape[1:], np.float32)
+        a[in_query] = q_feats[k][index[in_query]]
+        a[~in_query] = g_feats[k][index[~in_query] - num_q]
+        out[k] = a
+    return out
+
+
+def _merge(state, at, squared, columns, row_ok, col_ok):
+    """Merge squared distances [r, c] of the rows at..at+r into their running nearest lists state = (squared
+    [R, kept], columns [R, kept], row max [R]); the new `columns` [c] all lie above the ones merged before, so
+    the merged lists stay in (distance, index) order. Rows/columns where row_ok/col_ok is False are left out."""
+    vals, cols, top = state
+    num = squared.shape[0]
+    squared = jnp.where(col_ok[None, :], squared, jnp.inf)
+    negated, pos = jax.lax.top_k(-squared, min(vals.shape[1], squared.shape[1]))
+    old = [jax.lax.dynamic_slice_in_dim(a, at, num) for a in state]
+    cand_v = jnp.concatenate([old[0], -negated], axis=1)
+    cand_c = jnp.concatenate([old[1], columns[pos]], axis=1)
+    negated, pos = jax.lax.top_k(-cand_v, vals.shape[1])
+    merged = (-negated, jnp.take_along_axis(cand_c, pos, axis=1),
+              jnp.maximum(old[2], jnp.max(jnp.where(col_ok[None, :], squared, 0.0), axis=1)))
+    merged = [jnp.where(row_ok.reshape((-1,) + (1,) * (m.ndim - 1)), m, o) for m, o in zip(merged, old)]
+    return tuple(jax.lax.dynamic_update_slice_in_dim(a, m, at, 0) for a, m in zip(state, merged))
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _merge_known(state, at, known, columns, row_ok):
+    """The known g×q distances [b, Q] of gallery rows into their lists (columns 0..Q-1, before any g×g one)."""
+    return _merge(state, at, jnp.square(known), columns, row_ok, jnp.ones(columns.shape, bool))
+
+
+@functools.partial(jax.jit, static_argnames=("num_query", "size", "transposed", "mode", "window", "normalize",
+                                             "lsa_weight"),
+                   donate_argnums=(0,))
+def _gallery_tile(state, g, at, num_query, size, transposed, mode, window, normalize, lsa_weight):
+    """Tile (I, J), I <= J, of the symmetric g×g distances into the lists of rows I and, when `transposed`
+    (off the diagonal), of rows J. at = (start of I, start of J, first new row of I, first new row of J): the last
+    tile is moved back to end with the gallery, and rows/columns another tile already covered are left out."""
+    x, y = ({k: jax.lax.dynamic_slice_in_dim(v, start, size) for k, v in g.items()} for start in (at[0], at[1]))
+    squared = jnp.square(distances_lib.block_distance(x, y, mode, window, normalize, lsa_weight))
+    rows, cols = at[0] + jnp.arange(size), at[1] + jnp.arange(size)
+    rows_ok, cols_ok = rows >= at[2], cols >= at[3]
+    state = _merge(state, at[0], squared, num_query + cols, rows_ok, cols_ok)
+    if transposed:
+        state = _merge(state, at[1], squared.T, num_query + rows, cols_ok, rows_ok)
+    return state
+
+
+@jax.jit
+def _normalised_lists(state):
+    """Running lists (squared distances) -> (columns, O = squared / row max), re-sorted by (O, index) since the
+    division can make neighbouring distances equal."""
+    vals, cols, top = state
+    values, columns = jax.lax.sort((vals / top[:, None], cols), dimension=1, num_keys=2)
+    return columns, values, top
+
+
+class _LeanRows:
+    """One pass over the distance rows of query + gallery (re_ranking_features): per row its `kept` nearest
+    neighbours with their O values and its max squared distance; then O of any pair."""
+
+    def __init__(self, q_feats, g_feats, q_g, kept, block, tile, progress, options):
+        self.q, self.g, self.q_g, self.options = q_feats, g_feats, q_g, options
+        num_q, num_g = q_g.shape
+        self.columns = np.empty((num_q + num_g, kept), np.int32)
+        self.values = np.empty((num_q + num_g, kept), np.float32)
+        self.top = np.empty(num_q + num_g, np.float32)
+        q_dev, g_dev = jax.device_put((q_feats, g_feats))
+        rows, tile = min(block, num_q), min(tile, num_g)
+        starts = range(0, num_g, tile)
+        bar = tqdm(total=-(-num_q // rows) + len(starts) * (len(starts) + 3) // 2, desc="re-rank: neighbours",
+                   unit="block", disable=not progress)
+        # Query rows, whole: [q×q computed | q×g known].
+        for start in range(0, num_q, rows):
+            stop = min(start + rows, num_q)
+            pad = rows - (stop - start)  # whole blocks: one compiled kernel
+            x = {k: np.pad(v[start:stop], ((0, pad),) + ((0, 0),) * (v.ndim - 1)) for k, v in q_feats.items()}
+            known = jax.device_put(np.pad(q_g[start:stop], ((0, pad), (0, 0))))
+            out = jax.device_get(_query_rows(jax.device_put(x), q_dev, known, kept=kept, **options))
+            self.columns[start:stop], self.values[start:stop], self.top[start:stop] = (a[:stop - start] for a in out)
+            bar.update(1)
+        # Gallery rows: [g×q known | g×g]. g×g is symmetric, so only its tiles on and above the diagonal are
+        # computed, each merged into the lists of its rows and (transposed) of its columns; tiles come in
+        # ascending column order for every row, which keeps ties in index order.
+        state = jax.device_put((np.full((num_g, kept), np.inf, np.float32), np.zeros((num_g, kept), np.int32),
+                                np.zeros(num_g, np.float32)))
+        q_columns = jax.device_put(np.arange(num_q, dtype=np.int32))
+        clamp = lambda start: min(start, num_g - tile)
+        for start in starts:
+            at = clamp(start)
+            known = jax.device_put(np.ascontiguousarray(q_g[:, at:at + tile].T))
+            row_ok = jax.device_put(np.arange(at, at + tile) >= start)
+            state = _merge_known(state, jax.device_put(np.int32(at)), known, q_columns, row_ok)
+            bar.update(1)
+        for i, row_start in enumerate(starts):
+            for col_start in starts[i:]:
+                at = jax.device_put(np.array([clamp(row_start), clamp(col_start), row_start, col_start], np.int32))
+                state = _gallery_tile(state, g_dev, at, num_query=num_q, size=tile,
+                                      transposed=col_start != row_start, **options)
+            state = jax.block_until_ready(state)  # so the bar counts tiles done, not dispatched
+            bar.update(len(starts) - i)
+
+        out = jax.device_get(_normalised_lists(state))
+        self.columns[num_q:], self.values[num_q:], self.top[num_q:] = out
+        bar.close()
+
+    def pair_values(self, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """O[r, c] [P]: from the kept neighbours of r, else computed pair by pair."""
+        out = np.empty(r.size, np.float32)
+        found = np.empty(r.size, bool)
+        for lo in range(0, r.size, _LOOKUP_CHUNK):
+            sl = slice(lo, lo + _LOOKUP_CHUNK)
+            at = self.columns[r[sl]] == c[sl, None]
+            found[sl] = at.any(1)
+            out[sl] = self.values[r[sl], at.argmax(1)]
+        missing = np.flatnonzero(~found)
+        for lo in range(0, missing.size, _PAIR_CHUNK):
+            sel = missing[lo:lo + _PAIR_CHUNK]
+            idx = np.pad(sel, (0, _PAIR_CHUNK - sel.size))
+            x, y = (jax.device_put(_take(self.q, self.g, a[idx])) for a in (r, c))
+            d = jax.device_get(_paired(x, y, **self.options))[:sel.size]
+            out[sel] = 1.0 * np.square(d) / self.top[r[sel]]
+        return out
+
+    def original(self, start: int, stop: int) -> np.ndarray:
+        """O of the query rows start:stop against the gallery [b, G]."""
+        return 1.0 * np.square(self.q_g[start:stop]) / self.top[start:stop, None]
+
+
+def re_ranking_blocks(q_feats: Mapping, g_feats: Mapping, mode: str, q_g_dist, k1: int = 20, k2: int = 6,
+                      lambda_value: float = 0.3, window: int | None = None, block_size: int | None = None,
+                      progress: bool = False, normalize: bool = False,
+                      lsa_weight: float = 1.0) -> Iterator[tuple[slice, np.ndarray]]:
+    """Memory-lean re-ranking from features (a `distances.MODES` mode) and their q_g_dist [Q, G] (that mode's
+    `pairwise_distance`): yields (query rows, re-ranked distances [b, G] float32) block by block, so the
+    re-ranked matrix need not exist whole (rank each block as it comes).
+
+    Working memory is O(N · (_KEPT + nnz(V))) plus one [block_size, N] slice of distances; block_size is also
+    the side of the g×g tiles (default: ~2^29 bytes of rows per block, tiles of _TILE). Equals `re_ranking` on
+    the same mode's distances up to float32 rounding of distances computed in other blocks (the distance is
+    symmetric, so dividing columns by their maximum is dividing each row by its maximum).
+    """
+    _check_params(k1, k2, lambda_value)
+    num_q, num_g = distances_lib.validate_features(q_feats, g_feats, mode)
+    q_g = np.asarray(q_g_dist)
+    if q_g.shape != (num_q, num_g):
+        raise ValueError(f"q_g_dist must be the [Q, G] = {(num_q, num_g)} distances of the features, got shape "
+                         f"{q_g.shape}; pass distances.pairwise_distance(q_feats, g_feats, mode).")
+    keys = distances_lib.required_keys(mode)
+    q, g = ({k: np.asarray(f[k], np.float32) for k in keys} for f in (q_feats, g_feats))
+    num_all = num_q + num_g
+    block = block_size or _auto_block(num_all)
+    options = dict(mode=mode, window=window, normalize=bool(normalize), lsa_weight=float(lsa_weight))
+    kept = min(num_all, max(_KEPT, _width(k1, k2, num_all)))
+    rows = _LeanRows(q, g, q_g, kept, block, block_size or _TILE, progress, options)
+    ranks = rows.columns[:, :_width(k1, k2, num_all)].astype(np.int64)
+    return _rerank(ranks, rows.pair_values, rows.original, num_q, k1, k2, lambda_value, block, progress)
 
 
 def re_ranking_features(q_feats: Mapping, g_feats: Mapping, mode: str, k1: int = 20, k2: int = 6,
                         lambda_value: float = 0.3, window: int | None = None,
                         block_size: int | None = None, progress: bool = False, normalize: bool = False,
-                        lsa_weight: float = 1.0) -> np.ndarray:
-    """Memory-lean re-ranking [Q, G] float32 straight from features (a `distances.MODES` mode).
+                        lsa_weight: float = 1.0, q_g_dist=None) -> np.ndarray:
+    """Memory-lean re-ranking [Q, G] float32 straight from features (`re_ranking_blocks`, assembled).
 
-    Distance rows are computed block by block (three passes) and never stored whole; working
-    memory is O(N · (k1 + nnz(V))) plus one [block_size, N] slice, and the [Q, G] result.
-    Equals `re_ranking` on the same mode's distances (the distance is symmetric, so dividing
-    columns by their maximum is dividing each row by its maximum).
+    q_g_dist: that mode's [Q, G] distances when already computed; otherwise they are computed here, and the
+    result overwrites them row block by row block (each block is read before it is written), so one [Q, G]
+    matrix is held, not two.
     """
     _check_params(k1, k2, lambda_value)
-    num_q, num_g = distances_lib.validate_features(q_feats, g_feats, mode)
-    keys = distances_lib.required_keys(mode)
-    everything = {k: np.concatenate([np.asarray(q_feats[k]), np.asarray(g_feats[k])]) for k in keys}
-    num_all = num_q + num_g
-    block = block_size or _auto_block(num_all)
-
-    def rows(start, stop):
-        part = {k: v[start:stop] for k, v in everything.items()}
-        squared = np.square(distances_lib.pairwise_distance(part, everything, mode, window, stop - start,
-                                                                  normalize=normalize, lsa_weight=lsa_weight))
-        return 1.0 * squared / np.max(squared, axis=1, keepdims=True)
-
-    return _rerank(rows, num_q, num_all, k1, k2, lambda_value, block, progress)
+    options = dict(window=window, normalize=normalize, lsa_weight=lsa_weight)
+    out = None
+    if q_g_dist is None:
+        q_g_dist = out = distances_lib.pairwise_distance(q_feats, g_feats, mode, progress=progress, **options)
+    blocks = re_ranking_blocks(q_feats, g_feats, mode, q_g_dist, k1, k2, lambda_value, block_size=block_size,
+                               progress=progress, **options)
+    if out is None:
+        out = np.empty(np.shape(q_g_dist), np.float32)
+    for rows, final in blocks:
+        out[rows] = final
+    return out

@@ -85,8 +85,8 @@ def restore_model(config, folder: str, step: int | None = None):
 
     def build_state():
         variables = train.init_variables(model, jax.random.PRNGKey(0), shape)
-        return train.create_train_state(model, train.make_optimizer(config.optim, 1), variables, num_classes,
-                                        jax.random.PRNGKey(0), shape)
+        tx = train.make_optimizer(config.optim, 1, train.loss_scale_for(config, model))
+        return train.create_train_state(model, tx, variables, num_classes, jax.random.PRNGKey(0), shape)
 
     template = jax.eval_shape(build_state)  # shapes only: restoring needs no initialised weights
     state, meta = checkpointing.restore(os.path.join(folder, str(step)), template)

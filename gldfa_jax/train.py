@@ -16,9 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
 from data_pipelines.augment import augment_batch
-from gldfa_jax import losses
+from gldfa_jax import loss_scale, losses
 from gldfa_jax.model import GLDFAOutput
 
 AXIS = "batch"  # the named device axis of the data-parallel step
@@ -103,13 +104,19 @@ def lr_schedule(optim_config, steps_per_epoch: int, xp=jnp) -> Callable[[Any], A
     return schedule
 
 
-def make_optimizer(optim_config, steps_per_epoch: int) -> optax.GradientTransformation:
-    """Adam with PyTorch's `weight_decay` semantics (§4.1: 1e-5): L2 added to the gradient before Adam."""
-    return optax.chain(
-        optax.add_decayed_weights(optim_config.weight_decay),
-        optax.scale_by_adam(),
-        optax.scale_by_learning_rate(lr_schedule(optim_config, steps_per_epoch)),
-    )
+def make_optimizer(optim_config, steps_per_epoch: int, loss_scale_init: float | None = None
+                   ) -> optax.GradientTransformation:
+    """Adam with PyTorch's `weight_decay` semantics (§4.1: 1e-5): L2 added to the gradient before Adam.
+    `loss_scale_init` (float16 compute, see `loss_scale_for`) puts a dynamic loss scale first in the chain."""
+    adam = (optax.add_decayed_weights(optim_config.weight_decay),
+            optax.scale_by_adam(),
+            optax.scale_by_learning_rate(lr_schedule(optim_config, steps_per_epoch)))
+    return optax.chain(*((loss_scale.holder(loss_scale_init),) if loss_scale_init else ()), *adam)
+
+
+def loss_scale_for(config, model) -> float | None:
+    """`train.loss_scale_init` when the model computes in float16 (its gradients need scaling), else None."""
+    return float(config.train.loss_scale_init) if model.dtype == jnp.float16 else None
 
 
 # ---------------------------------------------------------------- state
@@ -158,24 +165,30 @@ def make_train_step(model, tx, config) -> Callable:
 
     `model` must be built with axis_name=AXIS (synchronised BatchNorm). Run it through `data_parallel`.
     A non-finite loss leaves the state unchanged and reports metrics["finite"] = 0 so the caller can stop.
+    With a loss scale in the optimiser state (float16), gradients that overflow skip the update (the step still
+    counts, so the data stream moves on) and lower the scale: metrics["skipped"] = 1, never a NaN in the state.
     """
     loss_config = config.loss
     num_stripes = config.model.num_stripes
 
-    def loss_fn(params, centers, batch_stats, images, labels):
+    def loss_fn(params, centers, batch_stats, images, labels, scale):
         output, new_vars = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
                                        mutable=["batch_stats"])
         loss, parts = losses.total_loss(_gather_output(output), jax.lax.all_gather(labels, AXIS, tiled=True),
                                         centers, loss_config, num_stripes)
-        return loss, (parts, new_vars["batch_stats"])
+        return loss if scale is None else loss * scale, (loss, parts, new_vars["batch_stats"])
 
     def step(state: TrainState, images, labels):
+        scaler = loss_scale.find(state.opt_state)
+        scale = None if scaler is None else scaler.scale
         grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
-        (loss, (parts, batch_stats)), (g_params, g_centers) = grad_fn(
-            state.params, state.centers, state.batch_stats, images, labels)
+        (_, (loss, parts, batch_stats)), grads = grad_fn(
+            state.params, state.centers, state.batch_stats, images, labels, scale)
         # Every device evaluated the same global loss; the all_gather transpose summed the feature gradients
         # over devices, so the mean over devices is the gradient of the global loss.
-        g_params, g_centers = jax.lax.pmean((g_params, g_centers), AXIS)
+        g_params, g_centers = jax.lax.pmean(grads, AXIS)
+        if scaler is not None:
+            g_params, g_centers = jax.tree.map(lambda g: g / scale, (g_params, g_centers))
         updates, opt_state = tx.update(g_params, state.opt_state, state.params)
         new = state.replace(
             step=state.step + 1,
@@ -185,9 +198,16 @@ def make_train_step(model, tx, config) -> Callable:
             centers=losses.update_centers(state.centers, g_centers, loss_config.center_lr, loss_config.center_weight),
         )
         finite = jnp.isfinite(loss)
-        new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
         metrics = {**parts, "finite": finite.astype(jnp.float32)}
-        return new, metrics
+        if scaler is None:
+            return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state), metrics
+        grads_finite = loss_scale.all_finite((g_params, g_centers))
+        new = jax.tree.map(lambda n, o: jnp.where(finite & grads_finite, n, o), new, state)
+        scaler = loss_scale.adjust(scaler, grads_finite, config.train.loss_scale_period)
+        new = new.replace(step=jnp.where(finite, state.step + 1, state.step),
+                          opt_state=loss_scale.with_state(new.opt_state, scaler))
+        skipped = (finite & ~grads_finite).astype(jnp.float32)
+        return new, {**metrics, "skipped": skipped, "loss_scale": scaler.scale}  # the scale of the next step
 
     return step
 
@@ -314,6 +334,12 @@ class _MetricLog:
                     f"in {store.directory}. Try a lower optim.lr or a warm-up (optim.warmup_epochs).")
         toc = time.perf_counter()
         mean = {k: float(np.mean([m[k] for m in values])) for k in values[0] if k != "finite"}
+        if "loss_scale" in mean:  # float16: the scale now, not the interval's mean
+            mean["loss_scale"] = values[-1]["loss_scale"]
+        overflows = [s for s, m in zip(steps, values) if m.get("skipped")]
+        if overflows:
+            logging.info("float16 gradients overflowed at step(s) %s: update skipped, loss scale lowered to %g",
+                         overflows, mean["loss_scale"])
         mean["lr"] = float(self.schedule(steps[-1]))
         mean["images_per_s"] = self.batch * len(steps) / (toc - self.tic)
         self.tic = toc
@@ -322,11 +348,16 @@ class _MetricLog:
         return mean
 
 
+_CHUNK = 4096  # training images per host->device copy (600 MB at 384×128)
+
+
 def _device_data(data, on_device: bool, n: int) -> tuple:
     """(images, labels) replicated on the local devices when the training set lives there, else (None, None)."""
     if not on_device:
         return None, None
-    return replicate(data.train.images, n), replicate(data.train.pids.astype(np.int32), n)
+    images = data.train.images  # numpy, or a CachedImages file: copied in chunks, never whole on the host
+    parts = [replicate(images[i:i + _CHUNK], n) for i in range(0, len(images), _CHUNK)]
+    return jnp.concatenate(parts, axis=1), replicate(data.train.pids.astype(np.int32), n)
 
 
 def _epoch_feed(data, order: np.ndarray, resident: tuple, first: int, n: int):
@@ -349,11 +380,10 @@ def _epoch_feed(data, order: np.ndarray, resident: tuple, first: int, n: int):
 def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     """Train on data.train (resuming from workdir's latest checkpoint), evaluate on query/gallery periodically
     and at the end; returns the final results dict (gldfa_jax.inference)."""
-    from absl import logging
     from tqdm import tqdm
 
     from data_pipelines.sampler import PKSampler
-    from gldfa_jax import checkpointing, inference, pretrained
+    from gldfa_jax import checkpointing, inference, pretrained, reports
     from gldfa_jax.model import build_model
 
     store = checkpointing.CheckpointStore(workdir, config.train.keep_checkpoints)
@@ -364,7 +394,7 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     spe = steps_per_epoch(config, sampler)
     batch = d.num_identities * d.num_instances
     model = build_model(config.model, data.num_classes, axis_name=AXIS)
-    tx = make_optimizer(config.optim, spe)
+    tx = make_optimizer(config.optim, spe, loss_scale_for(config, model))
     image_shape = (d.height, d.width, 3)
     init_rng, aug_rng = jax.jit(lambda: jax.random.split(jax.random.PRNGKey(config.seed)))()
     variables = init_variables(model, init_rng, image_shape)
@@ -401,16 +431,18 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
         variables = first_replica({"params": state.params, "batch_stats": state.batch_stats})
         q_feats, g_feats = inference.split_features(model, variables, data.query, data.gallery, config)
         every_mode = final or config.eval.periodic_all_modes
-        res = inference.evaluate_features(q_feats, g_feats, data.query, data.gallery, config,
-                                          modes=None if every_mode else (config.eval.best_mode,),
-                                          with_rerank=None if every_mode else False)
+        evaluated = inference.evaluate(q_feats, g_feats, data.query, data.gallery, config,
+                                       modes=None if every_mode else (config.eval.best_mode,),
+                                       with_rerank=None if every_mode else False,
+                                       report_queries=reports.sample_queries(len(data.query.pids)) if final else None)
+        res = evaluated.results
         if writer:
             for mode, r in res.items():
                 writer.write((epoch + 1) * spe, f"eval/{mode}", r)
             writer.flush()
         logging.info("epoch %d evaluation:\n%s", epoch + 1, inference.format_table(res))
         if final:  # after the metrics are flushed, so the curves include this evaluation
-            write_reports(workdir, q_feats, g_feats, data, config, spe)
+            write_reports(workdir, q_feats, g_feats, data, config, spe, evaluated)
         return res
 
     for epoch in range(start // spe, t.epochs):
@@ -450,8 +482,9 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     return results
 
 
-def write_reports(workdir: str, q_feats: dict, g_feats: dict, data, config, spe: int) -> None:
-    """The PNG reports of an evaluation (retrieval grid, stripe alignment, CMC, training curves) in WORKDIR/reports."""
+def write_reports(workdir: str, q_feats: dict, g_feats: dict, data, config, spe: int, evaluated) -> None:
+    """The PNG reports of an evaluation (retrieval grid, stripe alignment, CMC, training curves) in WORKDIR/reports,
+    drawn from `evaluated` (inference.evaluate with report_queries) without computing distances again."""
     from absl import logging
 
     from gldfa_jax import reports
@@ -460,7 +493,7 @@ def write_reports(workdir: str, q_feats: dict, g_feats: dict, data, config, spe:
         return
     out = os.path.join(workdir, "reports")
     os.makedirs(out, exist_ok=True)
-    paths = reports.write_eval_reports(out, q_feats, g_feats, data.query, data.gallery, config,
+    paths = reports.write_eval_reports(out, q_feats, g_feats, data.query, data.gallery, config, evaluated=evaluated,
                                        metrics_jsonl=os.path.join(workdir, "metrics.jsonl"), steps_per_epoch=spe)
     logging.info("reports: %s", ", ".join(sorted(paths.values())))
 

@@ -1,5 +1,6 @@
-"""The synthetic re-ID world: layout, protocol, determinism, part sharing, views, and that it is a re-ID problem
-in which hard stripe alignment suffers from misaligned boxes and sliding alignment helps."""
+"""The synthetic re-ID world: layout, protocol, determinism (for any number of render processes), the msmt17
+preset's exact sizes, two-digit cameras, part sharing, views, and that it is a re-ID problem in which hard stripe
+alignment suffers from misaligned boxes and sliding alignment helps."""
 import json
 import os
 import subprocess
@@ -10,8 +11,9 @@ import pytest
 
 from data_pipelines.datasets import get_dataset
 from data_pipelines.images import load_images
-from data_pipelines.synthetic import (CLOTH, MANIFEST, WorldConfig, _draw_person, _Painter, ensure_world, generate,
-                                      make_identities)
+from data_pipelines.synthetic import (MANIFEST, SPLIT_FOLDERS, WorldConfig, ensure_world, generate, make_identities,
+                                      plan_world, world_config)
+from data_pipelines.synthetic_render import CLOTH, _draw_person, _Painter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 64, 32  # small render size for the tests
@@ -133,3 +135,46 @@ def test_bad_arguments_and_cli(tmp_path):
     assert r.returncode == 2 and "overwrite" in r.stderr
     r = run("--out", str(tmp_path / "bad"), "--identities", "1")
     assert r.returncode == 2 and "identities=1" in r.stderr
+    r = run("--out", str(tmp_path / "bad"), "--preset", "market9")
+    assert r.returncode == 2 and "market9" in r.stderr and "'default', 'msmt17'" in r.stderr
+    with pytest.raises(ValueError, match=r"preset='market9' is not known; choose one of \['default', 'msmt17'\]"):
+        generate(str(tmp_path / "x"), preset="market9")
+    with pytest.raises(ValueError, match=r"sizes\[2\]=11659 query images.*3060.*6120\.\.9180"):
+        plan_world(world_config("msmt17", max_cameras=3), 0)  # 3 cameras per identity hold too few queries
+
+
+def test_msmt17_preset_plans_exact_sizes():
+    """MSMT17's split sizes and 15 cameras, from the plan alone (nothing rendered)."""
+    people, cams, shots = plan_world(world_config("msmt17"), seed=0)
+    assert len(people) == 1041 + 3060 and len(cams) == 15
+    got = {s: (len({x.pid for x in shots if x.split == s}), sum(x.split == s for x in shots), {x.cam for x in shots
+                                                                                                 if x.split == s})
+           for s in SPLIT_FOLDERS}
+    assert {s: v[:2] for s, v in got.items()} == {"train": (1041, 32621), "query": (3060, 11659),
+                                                  "gallery": (3060, 82161)}
+    assert all(v[2] == set(range(15)) for v in got.values())
+    assert len({x.file for x in shots}) == len(shots)  # planned frame numbers keep every name unique
+    gallery = {(x.pid, x.cam) for x in shots if x.split == "gallery"}
+    query = [(x.pid, x.cam) for x in shots if x.split == "query"]
+    assert len(set(query)) == len(query)  # one query per identity and camera ...
+    assert set(query) <= gallery          # ... with gallery boxes from that camera and from another one
+    assert all(any((pid, c) in gallery for c in range(15) if c != cam) for pid, cam in query)
+
+
+def test_parallel_rendering_identical_and_two_digit_cameras(tmp_path):
+    """1 or 2 render processes write byte-identical worlds; cameras 10-12 read back as camids 9-11."""
+    def read(d):
+        return {os.path.relpath(os.path.join(r, f), d): open(os.path.join(r, f), "rb").read()
+                for r, _, files in os.walk(d) for f in files}
+    kw = dict(identities=8, seed=4, cameras=12, min_cameras=12, images_per_camera=(2, 2), height=H, width=W,
+              progress=False)
+    one = generate(str(tmp_path / "one"), workers=1, **kw)
+    two = generate(str(tmp_path / "two"), workers=2, **kw)
+    files = read(one)
+    assert len(files) == 8 * 12 * 2 + 1 and files == read(two)  # the JPEGs and the manifest
+    assert any("_c12s1_" in f for f in files)
+    ds = get_dataset("market_layout", one)
+    for split in ("train", "query", "gallery"):
+        recs = ds.split(split)
+        assert {r.camid for r in recs} == set(range(12))
+        assert all(f"_c{r.camid + 1}s1_" in os.path.basename(r.path) for r in recs)

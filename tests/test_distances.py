@@ -60,3 +60,17 @@ def test_missing_branch_and_bad_shapes_raise():
         distances.pairwise_distance({"global": np.full((2, 6), np.nan, np.float32)}, g, "global")
     with pytest.raises(ValueError, match="block_size"):
         list(distances.iter_distance_blocks(q, g, "global", block_size=0))
+
+
+@pytest.mark.parametrize("mode", distances.MODES)
+def test_device_blocks_and_paired_distance(mode):
+    import jax
+
+    rng = np.random.default_rng(3)
+    q, g = feats(rng, 7), feats(rng, 7)
+    full = distances.pairwise_distance(q, g, mode, block_size=3)
+    blocks = list(distances.iter_distance_blocks(q, g, mode, block_size=3, to_host=False))
+    assert all(isinstance(b, jax.Array) for _, b in blocks)
+    np.testing.assert_array_equal(np.concatenate([jax.device_get(b) for _, b in blocks]), full)
+    paired = distances.paired_distance(jax.device_put(q), jax.device_put(g), mode, None, False, 1.0)
+    np.testing.assert_allclose(jax.device_get(paired), np.diag(full), rtol=1e-5, atol=1e-4)

@@ -2,6 +2,7 @@
 import itertools
 
 import chex
+import jax
 import numpy as np
 import pytest
 from tqdm.auto import tqdm
@@ -187,3 +188,54 @@ def test_separation_hand_computed_under_the_protocol_filter():
     assert got["ratio"] == pytest.approx(1.5 / negatives.mean())
     with pytest.raises(ValueError, match="true match"):
         evaluation.separation(dist[:, 2:], q_pids, g_pids[2:] + 10, q_cams, g_cams[2:])
+    blocks = evaluation.Separation(q_pids, g_pids, q_cams, g_cams)  # fed one query at a time, in reverse
+    for q in (1, 0):
+        blocks.add(slice(q, q + 1), dist[q:q + 1])
+    assert blocks.result() == pytest.approx(got)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_device_ranking_equals_host(ties):
+    """The jitted device path: ties by gallery index, -0.0 as 0.0, same-id same-camera removals, distractors and
+    queries without a true match; sub-blocks of 7 rows (the last one moved back), inputs on the device."""
+    rng = np.random.default_rng(4)
+    dist, q_pids, g_pids, q_camids, g_camids = random_problem(rng, 60, 300, 25, ties=ties)
+    g_pids[:30] = 0                      # distractors
+    q_pids[:3] = 99                      # identities absent from the gallery: skipped
+    g_pids[-2:], g_camids[-2:] = 98, q_camids[3]
+    q_pids[3] = 98                       # only same-camera images of its identity: skipped
+    dist[5, :40] = np.where(rng.random(40) < 0.5, -0.0, 0.0)
+    labels = (q_pids, g_pids, q_camids, g_camids)
+    host = evaluation.rank_metrics(dist, *labels, max_rank=50)
+    with jax.transfer_guard("disallow"):
+        device = evaluation.rank_metrics(jax.device_put(dist), *labels, max_rank=50, block_size=7, on_device=True)
+        rankers = [evaluation.Ranker(*labels, max_rank=50, on_device=on, block_rows=16) for on in (True, False)]
+        for start in range(0, 60, 25):  # blocks not multiples of the sub-block
+            rows, block = slice(start, min(start + 25, 60)), dist[start:start + 25]
+            rankers[0].add(rows, jax.device_put(block))
+            rankers[1].add(rows, block)
+    results = [device] + [r.result() for r in rankers]
+    assert host["num_valid_queries"] == 56 and all(r["num_valid_queries"] == 56 for r in results)
+    for got in results:
+        np.testing.assert_allclose(got["cmc"], host["cmc"], atol=1e-6)
+        assert got["mAP"] == pytest.approx(host["mAP"], abs=1e-6)
+        assert got["mINP"] == pytest.approx(host["mINP"], abs=1e-6)
+    ref_cmc, ref_map, ref_inp = reference_market_loop(dist, *labels, max_rank=50)
+    assert device["mAP"] == pytest.approx(ref_map, abs=1e-6) and device["mINP"] == pytest.approx(ref_inp, abs=1e-6)
+
+
+def test_evaluate_features_on_device_and_rank_on_setting():
+    rng = np.random.default_rng(5)
+    q = {"global": rng.normal(size=(13, 8)).astype(np.float32)}
+    g = {"global": rng.normal(size=(40, 8)).astype(np.float32)}
+    _, *labels = random_problem(rng, 13, 40, 5)
+    host = evaluation.evaluate_features(q, g, *labels, "global", block_size=4)
+    device = evaluation.evaluate_features(q, g, *labels, "global", block_size=4, on_device=True)
+    np.testing.assert_allclose(device["cmc"], host["cmc"], atol=1e-6)
+    assert device["mAP"] == pytest.approx(host["mAP"], abs=1e-6)
+    assert evaluation.ranks_on_device("device") and not evaluation.ranks_on_device("host")
+    assert evaluation.ranks_on_device("auto") == (jax.default_backend() != "cpu")
+    with pytest.raises(ValueError, match="eval.rank_on"):
+        evaluation.ranks_on_device(True)
+    with pytest.raises(ValueError, match="cuhk03_single_shot"):
+        evaluation.Ranker(*labels, on_device=True, cuhk03_single_shot=True)

@@ -80,3 +80,64 @@ def test_rerank_of_a_large_gallery_goes_lean_with_the_same_results():
     for mode in dense:
         for metric, value in dense[mode].items():
             assert lean[mode][metric] == pytest.approx(value, abs=1e-6), (mode, metric)
+
+
+def _noisy_world(seed=2, num_ids=8):
+    rng = np.random.default_rng(seed)
+    g_ids = np.repeat(np.arange(num_ids), 3)
+    centres = {"global": rng.normal(size=(num_ids, 4)), "local": rng.normal(size=(num_ids, 6, 4)),
+               "final": rng.normal(size=(num_ids, 7))}
+    g = {k: (v[g_ids] + 0.8 * rng.normal(size=v[g_ids].shape)).astype(np.float32) for k, v in centres.items()}
+    q = {k: (v + 0.8 * rng.normal(size=v.shape)).astype(np.float32) for k, v in centres.items()}
+    query = Split(np.zeros((num_ids, 1, 1, 3), np.uint8), np.arange(num_ids), np.zeros(num_ids, np.int64))
+    gallery = Split(np.zeros((3 * num_ids, 1, 1, 3), np.uint8), g_ids, np.arange(3 * num_ids) % 2)
+    return q, g, query, gallery
+
+
+@pytest.mark.parametrize("dense_max", [30000, 0])  # dense and lean re-ranking
+def test_evaluate_computes_each_distance_once_and_keeps_what_reports_draw(dense_max, monkeypatch):
+    from gldfa_jax import distances, evaluation
+
+    c = base.get_config()
+    c.eval.k1, c.eval.k2, c.eval.max_rank, c.eval.rerank_dense_max = 4, 2, 10, dense_max
+    q, g, query, gallery = _noisy_world()
+    labels = (query.pids, gallery.pids, query.camids, gallery.camids)
+    expected = {m: distances.pairwise_distance(q, g, m) for m in inference.MODE_KEYS}
+    calls = []
+    real = distances.iter_distance_blocks
+
+    def counted(a, b, mode, *args, **kw):
+        calls.append(mode if (a is q and b is g) else None)
+        return real(a, b, mode, *args, **kw)
+
+    monkeypatch.setattr(distances, "iter_distance_blocks", counted)
+    out = inference.evaluate(q, g, query, gallery, c, report_queries=[1, 5])
+    assert [m for m in calls if m] == list(inference.MODE_KEYS)  # once per mode, re-ranking included
+    assert list(out.results) == list(inference.MODE_KEYS) + [m + "+rerank" for m in inference.MODE_KEYS]
+    assert out.rows_mode == "global+lsa" and sorted(out.rows) == [1, 5]
+    for qi in (1, 5):
+        np.testing.assert_array_equal(out.rows[qi], expected["global+lsa"][qi])
+    for mode, dist in expected.items():
+        ref = evaluation.rank_metrics(dist, *labels, max_rank=10)
+        np.testing.assert_allclose(out.cmc[mode], ref["cmc"])
+        assert out.results[mode]["mAP"] == pytest.approx(100 * ref["mAP"])
+        assert out.separation[mode] == pytest.approx(evaluation.separation(dist, *labels))
+
+
+def test_rank_on_device_and_rerank_modes():
+    c = base.get_config()
+    c.eval.k1, c.eval.k2 = 4, 2
+    q, g, query, gallery = _noisy_world(seed=3)
+    host = inference.evaluate_features(q, g, query, gallery, c)
+    c.eval.rank_on = "device"
+    device = inference.evaluate_features(q, g, query, gallery, c)
+    assert list(device) == list(host)
+    for mode in host:
+        for metric, value in host[mode].items():
+            assert device[mode][metric] == pytest.approx(value, abs=1e-4), (mode, metric)
+    c.eval.rank_on, c.eval.rerank_modes = "host", ("global+lsa",)
+    assert inference.evaluate_features(q, g, query, gallery, c) == {
+        k: v for k, v in host.items() if "+rerank" not in k or k == "global+lsa+rerank"}
+    c.eval.rerank_modes = ("cosine",)
+    with pytest.raises(ValueError, match="eval.rerank_modes"):
+        inference.evaluate_features(q, g, query, gallery, c)

@@ -114,7 +114,7 @@ def test_plain_resnet_head_and_max_pooling_and_bfloat16():
     assert "global_fc" not in variables["params"] and "local_conv" not in variables["params"]
 
 
-@pytest.mark.parametrize("field,value", [("branches", "both"), ("global_pool", "mean"), ("dtype", "float16"),
+@pytest.mark.parametrize("field,value", [("branches", "both"), ("global_pool", "mean"), ("dtype", "float64"),
                                          ("depth", 152), ("num_stripes", 0), ("width_multiplier", 0.0)])
 def test_build_model_rejects_bad_config(field, value):
     with pytest.raises(ValueError, match=f"model.{field}"):

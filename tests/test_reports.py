@@ -140,3 +140,52 @@ def test_training_curves_reads_metrics_jsonl(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"loss": 1}\n')
     with pytest.raises(ValueError, match="line 1"):
         reports.training_curves(str(tmp_path / "bad.jsonl"), str(tmp_path / "x.png"))
+
+
+def test_retrieval_grid_from_the_rows_an_evaluation_keeps(world, tmp_path):
+    """A mapping query index -> distance row draws the same grid as the full matrix, from those rows alone."""
+    w = world
+    ids = dict(q_pids=w["q_pids"], g_pids=w["g_pids"], q_camids=w["q_cams"], g_camids=w["g_cams"])
+    full = reports.retrieval_grid(w["dist"], w["q_imgs"], w["g_imgs"], str(tmp_path / "a.png"), **ids, seed=2,
+                                  num_queries=3)
+    assert full["queries"] == reports.sample_queries(4, 3, seed=2)
+    rows = {q: w["dist"][q] for q in full["queries"]}
+    drawn = reports.retrieval_grid(rows, w["q_imgs"], w["g_imgs"], str(tmp_path / "b.png"), **ids)
+    assert drawn["queries"] == full["queries"] and drawn["has_match"] == full["has_match"]
+    for key in ("ranked", "correct"):
+        for a, b in zip(drawn[key], full[key]):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="query_indices"):
+        reports.retrieval_grid(rows, w["q_imgs"], w["g_imgs"], str(tmp_path / "c.png"),
+                               query_indices=[q for q in range(4) if q not in rows], **ids)
+
+
+def test_write_eval_reports_draws_from_the_evaluation(tmp_path, monkeypatch):
+    """Given inference.evaluate's product, the reports compute no distance again and show its numbers."""
+    import json
+
+    from experiments import base
+    from gldfa_jax import distances, inference
+    from gldfa_jax.experiment_data import Split
+
+    rng = np.random.default_rng(5)
+    g_ids = np.repeat(np.arange(5), 3)
+    feats = lambda ids: {"global": (ids[:, None] + rng.normal(size=(ids.size, 4))).astype(np.float32),
+                         "local": (ids[:, None, None] + rng.normal(size=(ids.size, 4, 3))).astype(np.float32)}
+    q, g = feats(np.arange(5)), feats(g_ids)
+    image = lambda n: rng.integers(0, 256, (n, 32, 16, 3), dtype=np.uint8)
+    query, gallery = Split(image(5), np.arange(5), np.zeros(5, int)), Split(image(15), g_ids, np.ones(15, int))
+    config = base.get_config()
+    config.eval.rerank = False
+    evaluated = inference.evaluate(q, g, query, gallery, config, report_queries=reports.sample_queries(5))
+    without_rows = inference.evaluate(q, g, query, gallery, config)
+    monkeypatch.setattr(distances, "iter_distance_blocks", lambda *a, **kw: pytest.fail("distances recomputed"))
+    paths = reports.write_eval_reports(str(tmp_path), q, g, query, gallery, config, evaluated=evaluated)
+    assert sorted(paths) == ["alignment", "cmc", "feature_stats", "retrieval_grid"]
+    with open(paths["feature_stats"]) as f:
+        stats = json.load(f)
+    assert list(evaluated.separation) == ["global", "lsa", "global+lsa"]
+    for mode, separation in evaluated.separation.items():
+        assert stats[mode] == pytest.approx(separation)
+    with pytest.raises(ValueError, match="report_queries"):
+        reports.write_eval_reports(str(tmp_path), q, g, query, gallery, config, evaluated=without_rows)

@@ -107,3 +107,26 @@ def test_tiny_sets_with_k1_larger_than_n():
     np.testing.assert_allclose(rerank.re_ranking(q_g, q_q, g_g), reference_re_ranking(q_g, q_q, g_g), atol=1e-6)
     np.testing.assert_allclose(rerank.re_ranking_features(q, g, "global"), rerank.re_ranking(q_g, q_q, g_g),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["global", "global+lsa"])
+def test_lean_path_from_the_evaluation_matrix_with_few_kept_neighbours(mode, monkeypatch):
+    """q_g_dist reused, g×g tiles (the last one moved back, 70 = 4 × 16 + 6), and so few kept neighbours that
+    expanded-set members beyond them are computed pair by pair."""
+    monkeypatch.setattr(rerank, "_KEPT", 10)
+    paired = []
+    real = rerank._paired
+    monkeypatch.setattr(rerank, "_paired", lambda *a, **kw: paired.append(1) or real(*a, **kw))
+    rng = np.random.default_rng(4)
+    q, g = features(rng, 20), features(rng, 70)
+    q_g, q_q, g_g = dense_inputs(q, g, mode)
+    dense = rerank.re_ranking(q_g, q_q, g_g, k1=8, k2=4)
+    blocks = list(rerank.re_ranking_blocks(q, g, mode, q_g, k1=8, k2=4, block_size=16))
+    assert [rows for rows, _ in blocks] == [slice(0, 16), slice(16, 20)]
+    np.testing.assert_allclose(np.concatenate([b for _, b in blocks]), dense, atol=1e-5)
+    assert paired  # some expanded-set member lay beyond the 10 kept neighbours
+    given = q_g.copy()
+    np.testing.assert_allclose(rerank.re_ranking_features(q, g, mode, k1=8, k2=4, q_g_dist=given), dense, atol=1e-5)
+    np.testing.assert_array_equal(given, q_g)  # a given matrix is not overwritten
+    with pytest.raises(ValueError, match="q_g_dist"):
+        next(rerank.re_ranking_blocks(q, g, mode, q_g[:, :5]))

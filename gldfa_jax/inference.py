@@ -121,8 +121,9 @@ def evaluate(q_feats: dict, g_feats: dict, query, gallery, config, modes=None, w
         separation = evaluation.Separation(*labels) if report else None
         rerank_this = rerank_on and mode in rerank_modes
         dist = np.empty((len(query.pids), len(gallery.pids)), np.float32) if rerank_this else None
-        for rows, block in distances.iter_distance_blocks(q_feats, g_feats, mode, block_size=e.block_size,
-                                                          to_host=not rank_kw["on_device"], **lsa_options(config)):
+        blocks = distances.iter_distance_blocks(q_feats, g_feats, mode, block_size=e.block_size, progress=True,
+                                                to_host=not rank_kw["on_device"], **lsa_options(config))
+        for rows, block in blocks:
             ranker.add(rows, block)
             if dist is None and not report:
                 continue

@@ -2,7 +2,7 @@
 re-ranking dense vs memory-lean, and a whole evaluation from features (inference.evaluate_features,
 as training runs it). Prints one markdown table measured in this run.
 
-    python -m benchmarks.retrieval [--scale market|small|msmt17]
+    python -m benchmarks.retrieval [--scale market|small|msmt17] [--evaluation-only]
 
 Baselines are the naive references the tests check against (tests/test_evaluation.py,
 tests/test_rerank.py); --scale msmt17 (11,659 × 82,161) skips them (the per-query loop would take
@@ -106,6 +106,8 @@ def mib(n_bytes):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="market")
+    parser.add_argument("--evaluation-only", action="store_true",
+                        help="only the last row, a whole evaluation from features (msmt17: ~30 min instead of ~2 h)")
     args = parser.parse_args(argv)
     s = SCALES[args.scale]
     baselines = s["rerank_dense"] is not None
@@ -122,8 +124,8 @@ def main(argv=None):
     rows, notes = [], []
     size = f"{num_q:,} × {num_g:,}"
     rounds = s["rounds"]
-    steps = tqdm(total=2 * rounds + 3 + (3 + len(s["rerank_lean"]) if baselines else 0), desc="benchmark",
-                 unit="step")
+    components = 0 if args.evaluation_only else 2 * rounds + 2 + (3 + len(s["rerank_lean"]) if baselines else 0)
+    steps = tqdm(total=components + 1, desc="benchmark", unit="step")
 
     def run(fn, **kw):
         with PeakMemory() as m:
@@ -134,62 +136,63 @@ def main(argv=None):
     def process_peak(m):
         return f"process peak {mib(m.top)} MiB"
 
-    # 1. Distances, alternating the two modes so background load hits both alike; the reported
-    # time is the best round (the first also compiles, which can only make it slower).
-    names = {"final": "Euclidean, 2,304-d final feature", "lsa": "LSA, k = 8, d = 256, W = 4"}
-    times, peaks = {m: [] for m in names}, {m: 0 for m in names}
-    for round_ in range(rounds):
-        for mode in names:
-            dist = None  # the previous round's matrix goes before the next one is measured
-            dist, m = run(distances.pairwise_distance, q_feats=q, g_feats=g, mode=mode,
-                          progress=round_ == rounds - 1)
-            times[mode].append(m.seconds)
-            peaks[mode] = max(peaks[mode], m.peak)
-    best = {m: min(t) for m, t in times.items()}
-    for mode, name in names.items():
-        first = f" (first call {times[mode][0]:.2f})" if rounds > 1 else ""
-        rows.append(("distance matrix", name, size, f"{best[mode]:.2f}{first}", mib(peaks[mode]), ""))
-    rows[-1] = rows[-1][:5] + (f"LSA / Euclidean = {best['lsa'] / best['final']:.2f}× (target ≤ 5×)",)
+    if not args.evaluation_only:  # the component rows; the whole evaluation below always runs
+        # 1. Distances, alternating the two modes so background load hits both alike; the reported
+        # time is the best round (the first also compiles, which can only make it slower).
+        names = {"final": "Euclidean, 2,304-d final feature", "lsa": "LSA, k = 8, d = 256, W = 4"}
+        times, peaks = {m: [] for m in names}, {m: 0 for m in names}
+        for round_ in range(rounds):
+            for mode in names:
+                dist = None  # the previous round's matrix goes before the next one is measured
+                dist, m = run(distances.pairwise_distance, q_feats=q, g_feats=g, mode=mode,
+                              progress=round_ == rounds - 1)
+                times[mode].append(m.seconds)
+                peaks[mode] = max(peaks[mode], m.peak)
+        best = {m: min(t) for m, t in times.items()}
+        for mode, name in names.items():
+            first = f" (first call {times[mode][0]:.2f})" if rounds > 1 else ""
+            rows.append(("distance matrix", name, size, f"{best[mode]:.2f}{first}", mib(peaks[mode]), ""))
+        rows[-1] = rows[-1][:5] + (f"LSA / Euclidean = {best['lsa'] / best['final']:.2f}× (target ≤ 5×)",)
 
-    # 2. Ranking evaluation on the LSA distances.
-    result, fast = run(evaluation.rank_metrics, distmat=dist, **ranking)
-    fast_note = process_peak(fast)
-    if baselines:
-        (ref_cmc, ref_map, ref_inp), loop = run(reference_market_loop, distmat=dist, progress=True, **ranking)
-        diff = max(np.abs(result["cmc"] - ref_cmc).max(), abs(result["mAP"] - ref_map),
-                   abs(result["mINP"] - ref_inp))
-        rows.append(("CMC/mAP/mINP", "per-query numpy loop (toolbox protocol)", size, f"{loop.seconds:.2f}",
-                     mib(loop.peak), ""))
-        fast_note = f"{loop.seconds / fast.seconds:.0f}× faster (target ≥ 20×); max |Δ| = {diff:.1e}"
-    rows.append(("CMC/mAP/mINP", "`rank_metrics` (vectorised, blocked, host)", size, f"{fast.seconds:.2f}",
-                 mib(fast.peak), fast_note))
-    notes.append(f"LSA ranking on the synthetic features: mAP {100 * result['mAP']:.1f}%, "
-                 f"rank-1 {100 * result['cmc'][0]:.1f}%.")
-    del dist
+        # 2. Ranking evaluation on the LSA distances.
+        result, fast = run(evaluation.rank_metrics, distmat=dist, **ranking)
+        fast_note = process_peak(fast)
+        if baselines:
+            (ref_cmc, ref_map, ref_inp), loop = run(reference_market_loop, distmat=dist, progress=True, **ranking)
+            diff = max(np.abs(result["cmc"] - ref_cmc).max(), abs(result["mAP"] - ref_map),
+                       abs(result["mINP"] - ref_inp))
+            rows.append(("CMC/mAP/mINP", "per-query numpy loop (toolbox protocol)", size, f"{loop.seconds:.2f}",
+                         mib(loop.peak), ""))
+            fast_note = f"{loop.seconds / fast.seconds:.0f}× faster (target ≥ 20×); max |Δ| = {diff:.1e}"
+        rows.append(("CMC/mAP/mINP", "`rank_metrics` (vectorised, blocked, host)", size, f"{fast.seconds:.2f}",
+                     mib(fast.peak), fast_note))
+        notes.append(f"LSA ranking on the synthetic features: mAP {100 * result['mAP']:.1f}%, "
+                     f"rank-1 {100 * result['cmc'][0]:.1f}%.")
+        del dist
 
-    # 3. Re-ranking: dense original algorithm vs the sparse/blocked paths, then lean-only sizes.
-    if baselines:
-        rows += rerank_baselines(s, run)
-    else:
-        notes.append("No baselines at msmt17: the per-query loop takes ~45× the vectorised ranking (hours), and the "
-                     "dense re-ranking needs ≥ 16·N² bytes = 131 GiB.")
+        # 3. Re-ranking: dense original algorithm vs the sparse/blocked paths, then lean-only sizes.
+        if baselines:
+            rows += rerank_baselines(s, run)
+        else:
+            notes.append("No baselines at msmt17: the per-query loop takes ~45× the vectorised ranking (hours), and the "
+                         "dense re-ranking needs ≥ 16·N² bytes = 131 GiB.")
 
-    # 4. Lean re-ranking of global+lsa at full size from its q×g matrix, each block ranked as it comes (what
-    # the evaluation does; the q×g matrix is the evaluation's, computed before the measurement).
-    q_g = distances.pairwise_distance(q, g, "global+lsa", progress=True)
-    plain = evaluation.rank_metrics(q_g, **ranking)
+        # 4. Lean re-ranking of global+lsa at full size from its q×g matrix, each block ranked as it comes (what
+        # the evaluation does; the q×g matrix is the evaluation's, computed before the measurement).
+        q_g = distances.pairwise_distance(q, g, "global+lsa", progress=True)
+        plain = evaluation.rank_metrics(q_g, **ranking)
 
-    def lean_rerank():
-        ranker = evaluation.Ranker(**ranking)
-        for block_rows, block in rerank.re_ranking_blocks(q, g, "global+lsa", q_g, progress=True):
-            ranker.add(block_rows, block)
-        return ranker.result()
+        def lean_rerank():
+            ranker = evaluation.Ranker(**ranking)
+            for block_rows, block in rerank.re_ranking_blocks(q, g, "global+lsa", q_g, progress=True):
+                ranker.add(block_rows, block)
+            return ranker.result()
 
-    reranked, lean = run(lean_rerank)
-    del q_g
-    rows.append(("re-ranking", "`re_ranking_blocks`, global + LSA, blocks ranked as they come",
-                 f"{size} (N = {num_q + num_g:,})", f"{lean.seconds:.2f}", mib(lean.peak),
-                 f"mAP {100 * plain['mAP']:.1f}% → {100 * reranked['mAP']:.1f}%; {process_peak(lean)}"))
+        reranked, lean = run(lean_rerank)
+        del q_g
+        rows.append(("re-ranking", "`re_ranking_blocks`, global + LSA, blocks ranked as they come",
+                     f"{size} (N = {num_q + num_g:,})", f"{lean.seconds:.2f}", mib(lean.peak),
+                     f"mAP {100 * plain['mAP']:.1f}% → {100 * reranked['mAP']:.1f}%; {process_peak(lean)}"))
 
     # 5. A whole evaluation from features, through the code path of training's final evaluation.
     config = get_config()
@@ -212,12 +215,13 @@ def main(argv=None):
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print()
-    all_rounds = (f"; all rounds: Euclidean {', '.join(f'{t:.2f}' for t in times['final'])} s, "
-                  f"LSA {', '.join(f'{t:.2f}' for t in times['lsa'])} s" if rounds > 1 else "")
-    for note in notes + [
-            "Memory: peak RSS above the start of each measurement (includes the output matrix); the re-ranking "
-            "row starts with the global+lsa [Q, G] matrix and the features already in memory.",
-            f"Distance times: best of {rounds} round(s) (Euclidean and LSA alternating){all_rounds}."]:
+    notes.append("Memory: peak RSS above the start of each measurement (includes the output matrix); the "
+                 "re-ranking row starts with the global+lsa [Q, G] matrix and the features already in memory.")
+    if not args.evaluation_only:
+        all_rounds = (f"; all rounds: Euclidean {', '.join(f'{t:.2f}' for t in times['final'])} s, "
+                      f"LSA {', '.join(f'{t:.2f}' for t in times['lsa'])} s" if rounds > 1 else "")
+        notes.append(f"Distance times: best of {rounds} round(s) (Euclidean and LSA alternating){all_rounds}.")
+    for note in notes:
         print(f"- {note}")
 
 

@@ -100,10 +100,11 @@ def evaluate(q_feats: dict, g_feats: dict, query, gallery, config, modes=None, w
     """Features of query and gallery (+ their .pids/.camids arrays) -> Evaluation, for `modes` (default
     eval.modes) with re-ranking (of eval.rerank_modes) when `with_rerank` (default eval.rerank).
 
-    Each mode's [Q, G] distances are computed once, block by block, and ranked as the blocks come (on the device
-    where eval.rank_on says). The matrix is assembled on the host only when re-ranking needs it: `report_queries`
-    (query indices, e.g. reports.sample_queries) keeps those queries' distance rows and every mode's
-    evaluation.Separation, both taken from the blocks as they come.
+    Every mode's [Q, G] distances come from one pass over query blocks ("global+lsa" reusing the "global" and
+    "lsa" blocks) and are ranked as the blocks come (on the device where eval.rank_on says). A [Q, G] matrix is
+    assembled on the host only for re-ranking. `report_queries` (query indices,
+    e.g. reports.sample_queries) keeps those queries' distance rows and every mode's evaluation.Separation,
+    both taken from the blocks as they come.
     """
     e = config.eval
     labels = (query.pids, gallery.pids, query.camids, gallery.camids)
@@ -115,34 +116,41 @@ def evaluate(q_feats: dict, g_feats: dict, query, gallery, config, modes=None, w
     out = Evaluation({}, {})
     if report and modes:
         out.rows_mode = e.best_mode if e.best_mode in modes else modes[0]
-    reranked = {}
-    for mode in modes:
-        ranker = evaluation.Ranker(*labels, **rank_kw)
-        separation = evaluation.Separation(*labels) if report else None
-        rerank_this = rerank_on and mode in rerank_modes
-        dist = np.empty((len(query.pids), len(gallery.pids)), np.float32) if rerank_this else None
-        blocks = distances.iter_distance_blocks(q_feats, g_feats, mode, block_size=e.block_size, progress=True,
-                                                to_host=not rank_kw["on_device"], **lsa_options(config))
-        for rows, block in blocks:
-            ranker.add(rows, block)
-            if dist is None and not report:
+    rankers = {mode: evaluation.Ranker(*labels, **rank_kw) for mode in modes}
+    separations = {mode: evaluation.Separation(*labels) for mode in modes} if report else {}
+    rerank_list = [mode for mode in modes if rerank_on and mode in rerank_modes]
+    # The re-ranked modes' [Q, G] matrices are kept from this pass; past eval.rerank_dense_max (the lean path,
+    # for memory) only the first one's, and each other one is recomputed when its turn comes.
+    dense = len(query.pids) + len(gallery.pids) <= e.rerank_dense_max
+    shape = (len(query.pids), len(gallery.pids))
+    dists = {mode: np.empty(shape, np.float32) for mode in (rerank_list if dense else rerank_list[:1])}
+    blocks = distances.iter_mode_blocks(q_feats, g_feats, modes, block_size=e.block_size, progress=True,
+                                        to_host=not rank_kw["on_device"], **lsa_options(config)) if modes else ()
+    for rows, by_mode in blocks:
+        for mode, block in by_mode.items():
+            rankers[mode].add(rows, block)
+            if mode not in dists and not report:
                 continue
             host = jax.device_get(block)
-            if dist is not None:
-                dist[rows] = host
+            if mode in dists:
+                dists[mode][rows] = host
             if report:
-                separation.add(rows, host)
+                separations[mode].add(rows, host)
                 if mode == out.rows_mode:
                     out.rows.update({int(q): host[q - rows.start].copy() for q in report_queries
                                      if rows.start <= q < rows.stop})
-        metrics = ranker.result()
+    for mode in modes:
+        metrics = rankers[mode].result()
         out.results[mode], out.cmc[mode] = _percent(metrics), metrics["cmc"]
         if report:
-            out.separation[mode] = separation.result()
-        if rerank_this:
-            reranked[mode + "+rerank"] = _reranked(dist, q_feats, g_feats, mode, labels, rank_kw, config)
+            out.separation[mode] = separations[mode].result()
+    for mode in rerank_list:
+        dist = dists.pop(mode, None)
+        if dist is None:
+            dist = distances.pairwise_distance(q_feats, g_feats, mode, block_size=e.block_size, progress=True,
+                                               **lsa_options(config))
+        out.results[mode + "+rerank"] = _reranked(dist, q_feats, g_feats, mode, labels, rank_kw, config)
         del dist  # before the next mode's matrix exists
-    out.results.update(reranked)
     return out
 
 

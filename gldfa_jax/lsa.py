@@ -153,6 +153,27 @@ def _block_rows(num_x: int) -> int:
     return (-(-num_x // num_blocks) + 7) // 8 * 8
 
 
+def prepare_stripes(y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Stripes y [N, k, d] as `prepared_distance` takes them: (tiles [T, k, tile, d], shift [1, 1, d]) float32.
+
+    Distances are invariant to a common shift; centring on y's mean shrinks the norms in |x|² + |y|² - 2x·y
+    and with them float32 cancellation (large for post-ReLU features that share a big mean). One vector,
+    because stripe i meets stripe j. Traceable; a gallery prepared once serves every query block.
+    """
+    yt = jnp.swapaxes(jnp.asarray(y, jnp.float32), 0, 1)  # [k, N, d]
+    shift = jnp.mean(yt, axis=(0, 1), keepdims=True)
+    return _tile_y(yt - shift), shift
+
+
+def prepared_distance(x: jax.Array, prepared: tuple, num_y: int, window: int | None = None,
+                      normalize: bool = False) -> jax.Array:
+    """LSA distances of x [M, k, d] to the num_y stripes of `prepare_stripes` -> [M, num_y] float32, in one
+    block (traceable, no checks: `lsa_distance` checks and blocks)."""
+    tiles, shift = prepared
+    xt = jnp.swapaxes(jnp.asarray(x, jnp.float32), 0, 1) - shift  # [k, M, d]
+    return _lsa_block(xt, tiles, _radius(window, x.shape[1]), bool(normalize))[:, :num_y]
+
+
 def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,
                  block_size: int | None = None, normalize: bool = False) -> jax.Array:
     """LSA distances (Algorithm 1): x [M, k, d], y [N, k, d] -> [M, N] float32.
@@ -182,14 +203,9 @@ def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,
     radius = _radius(window, num_stripes)
     check_finite("x", x)
     check_finite("y", y)
-    xt = jnp.swapaxes(jnp.asarray(jax.device_put(x), jnp.float32), 0, 1)  # [k, M, d]
-    yt = jnp.swapaxes(jnp.asarray(jax.device_put(y), jnp.float32), 0, 1)  # [k, N, d]
-    # Distances are invariant to a common shift; centring shrinks the norms in |x|² + |y|² - 2x·y and with
-    # them float32 cancellation (large for post-ReLU features that share a big mean).
-    shift = jnp.mean(yt, axis=(0, 1), keepdims=True)  # one vector: stripe i meets stripe j
-    xt, yt = xt - shift, yt - shift
+    y_tiles, shift = prepare_stripes(jax.device_put(y))  # explicit host -> device (transfer guard)
+    xt = jnp.swapaxes(jnp.asarray(jax.device_put(x), jnp.float32), 0, 1) - shift  # [k, M, d]
     rows = int(block_size) if block_size else _block_rows(num_x)
-    y_tiles = _tile_y(yt)
     num_y = y.shape[0]
     if num_x <= rows:
         return _lsa_block(xt, y_tiles, radius, bool(normalize))[:, :num_y]

@@ -113,15 +113,13 @@ def evaluate_checkpoint(config, workdir: str, data, checkpoint: str | None = Non
     """Restore a checkpoint (a run's workdir, its checkpoints/ or best/ folder, or one step folder; default
     WORKDIR/checkpoints, latest) and evaluate it on data's query/gallery. The classifier's size comes from
     the checkpoint, so the evaluated dataset may be another one (cross-domain) without a training split."""
-    from gldfa_jax import checkpointing, inference, reports, retrieve, train
+    from gldfa_jax import checkpointing, retrieve, train
 
     folder, step = retrieve.checkpoint_location(checkpoint or os.path.join(workdir, checkpointing.LATEST_DIR))
     model, variables, meta = retrieve.restore_model(config, folder, step)
     logging.info("evaluating checkpoint %s at step %d (epoch %d) on %s", folder, meta["step"], meta["epoch"],
                  config.data.root)
-    q_feats, g_feats = inference.split_features(model, variables, data.query, data.gallery, config)
-    evaluated = inference.evaluate(q_feats, g_feats, data.query, data.gallery, config,
-                                   report_queries=reports.sample_queries(len(data.query.pids)))
+    q_feats, g_feats, evaluated = train.evaluate_model(model, variables, data, config)
     train.write_reports(workdir, q_feats, g_feats, data, config, meta["steps_per_epoch"], evaluated)
     return evaluated.results
 

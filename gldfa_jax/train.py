@@ -383,7 +383,7 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     from tqdm import tqdm
 
     from data_pipelines.sampler import PKSampler
-    from gldfa_jax import checkpointing, inference, pretrained, reports
+    from gldfa_jax import checkpointing, inference, pretrained
     from gldfa_jax.model import build_model
 
     store = checkpointing.CheckpointStore(workdir, config.train.keep_checkpoints)
@@ -429,12 +429,7 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     def evaluate(epoch):
         final = epoch == t.epochs - 1
         variables = first_replica({"params": state.params, "batch_stats": state.batch_stats})
-        q_feats, g_feats = inference.split_features(model, variables, data.query, data.gallery, config)
-        every_mode = final or config.eval.periodic_all_modes
-        evaluated = inference.evaluate(q_feats, g_feats, data.query, data.gallery, config,
-                                       modes=None if every_mode else (config.eval.best_mode,),
-                                       with_rerank=None if every_mode else False,
-                                       report_queries=reports.sample_queries(len(data.query.pids)) if final else None)
+        q_feats, g_feats, evaluated = evaluate_model(model, variables, data, config, final)
         res = evaluated.results
         if writer:
             for mode, r in res.items():
@@ -482,11 +477,24 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     return results
 
 
+def evaluate_model(model, variables, data, config, final: bool = True) -> tuple:
+    """Features of data.query / data.gallery and their inference.Evaluation -> (q_feats, g_feats, evaluated).
+    `final`: every mode with re-ranking, keeping what the reports draw; otherwise eval.best_mode alone without
+    re-ranking (every mode when eval.periodic_all_modes)."""
+    from gldfa_jax import inference, reports
+
+    q_feats, g_feats = inference.split_features(model, variables, data.query, data.gallery, config)
+    every_mode = final or config.eval.periodic_all_modes
+    evaluated = inference.evaluate(q_feats, g_feats, data.query, data.gallery, config,
+                                   modes=None if every_mode else (config.eval.best_mode,),
+                                   with_rerank=None if every_mode else False,
+                                   report_queries=reports.sample_queries(len(data.query.pids)) if final else None)
+    return q_feats, g_feats, evaluated
+
+
 def write_reports(workdir: str, q_feats: dict, g_feats: dict, data, config, spe: int, evaluated) -> None:
     """The PNG reports of an evaluation (retrieval grid, stripe alignment, CMC, training curves) in WORKDIR/reports,
-    drawn from `evaluated` (inference.evaluate with report_queries) without computing distances again."""
-    from absl import logging
-
+    drawn from `evaluated` (evaluate_model) without computing distances again."""
     from gldfa_jax import reports
 
     if jax.process_index() != 0:

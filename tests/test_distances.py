@@ -74,3 +74,19 @@ def test_device_blocks_and_paired_distance(mode):
     np.testing.assert_array_equal(np.concatenate([jax.device_get(b) for _, b in blocks]), full)
     paired = distances.paired_distance(jax.device_put(q), jax.device_put(g), mode, None, False, 1.0)
     np.testing.assert_allclose(jax.device_get(paired), np.diag(full), rtol=1e-5, atol=1e-4)
+
+
+def test_mode_blocks_share_one_pass():
+    rng = np.random.default_rng(4)
+    q, g = feats(rng, 10), feats(rng, 6)
+    modes = ("global+lsa", "global", "final")
+    blocks = list(distances.iter_mode_blocks(q, g, modes, window=2, block_size=9))
+    assert [(r.start, r.stop) for r, _ in blocks] == [(0, 3), (3, 6), (6, 9), (9, 10)]  # 9 // 3 queries a block
+    for mode in modes:
+        chex.assert_shape(blocks[0][1][mode], (3, 6))
+        np.testing.assert_allclose(np.concatenate([b[mode] for _, b in blocks]),
+                                   distances.pairwise_distance(q, g, mode, window=2), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="modes"):
+        list(distances.iter_mode_blocks(q, g, ()))
+    with pytest.raises(ValueError, match="disagree on the number of images"):
+        list(distances.iter_mode_blocks(dict(q, final=q["final"][:4]), g, ("global", "final")))

@@ -104,15 +104,17 @@ def test_evaluate_computes_each_distance_once_and_keeps_what_reports_draw(dense_
     labels = (query.pids, gallery.pids, query.camids, gallery.camids)
     expected = {m: distances.pairwise_distance(q, g, m) for m in inference.MODE_KEYS}
     calls = []
-    real = distances.iter_distance_blocks
+    real = distances.iter_mode_blocks
 
-    def counted(a, b, mode, *args, **kw):
-        calls.append(mode if (a is q and b is g) else None)
-        return real(a, b, mode, *args, **kw)
+    def counted(a, b, modes, *args, **kw):
+        calls.append(tuple(modes) if (a is q and b is g) else None)
+        return real(a, b, modes, *args, **kw)
 
-    monkeypatch.setattr(distances, "iter_distance_blocks", counted)
+    monkeypatch.setattr(distances, "iter_mode_blocks", counted)
     out = inference.evaluate(q, g, query, gallery, c, report_queries=[1, 5])
-    assert [m for m in calls if m] == list(inference.MODE_KEYS)  # once per mode, re-ranking included
+    # One pass for every mode; past rerank_dense_max only the first re-ranked matrix is kept from it.
+    again = [] if dense_max else [(m,) for m in list(inference.MODE_KEYS)[1:]]
+    assert [m for m in calls if m] == [tuple(inference.MODE_KEYS)] + again
     assert list(out.results) == list(inference.MODE_KEYS) + [m + "+rerank" for m in inference.MODE_KEYS]
     assert out.rows_mode == "global+lsa" and sorted(out.rows) == [1, 5]
     for qi in (1, 5):

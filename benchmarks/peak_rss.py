@@ -27,8 +27,9 @@ def main(argv=None) -> int:
         rc = subprocess.call(command)
     print(f"\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, {platform.machine()}, "
           f"python {platform.python_version()}\n")
-    print("| command | exit status | wall (s) | peak RSS, process tree (GB) |\n|---|---:|---:|---:|")
-    print(f"| `{shlex.join(command)}` | {rc} | {m.seconds:.0f} | {(m.start + m.peak) / GB:.2f} |")
+    peak_at = datetime.datetime.fromtimestamp(m.top_at, datetime.timezone.utc)
+    print("| command | exit status | wall (s) | peak RSS, process tree (GB) | peak at (UTC) |\n|---|---:|---:|---:|---|")
+    print(f"| `{shlex.join(command)}` | {rc} | {m.seconds:.0f} | {(m.start + m.peak) / GB:.2f} | {peak_at:%H:%M:%S} |")
     return rc
 
 

@@ -65,6 +65,8 @@ class PeakMemory:
 
     def _sample(self):
         rss = self.rss()
+        if rss > self.top:
+            self.top_at = time.time()  # wall clock, to match a log's timestamps
         self.peak, self.top = max(self.peak, rss - self.start), max(self.top, rss)
 
     def __enter__(self):
@@ -74,7 +76,7 @@ class PeakMemory:
         except (OSError, AttributeError):
             pass
         self.start, self._stop = self.rss(), threading.Event()
-        self.top = self.start  # the process's own peak during the block
+        self.top, self.top_at = self.start, time.time()  # the process's own peak during the block, and when
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
         self.t0 = time.perf_counter()

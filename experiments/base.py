@@ -98,7 +98,8 @@ def get_config() -> ml_collections.ConfigDict:
     e.best_mode = "global+lsa"   # the mode whose mAP picks the best checkpoint (§3.2 inference distance)
     e.periodic_all_modes = False  # evaluations before the last score best_mode only, without re-ranking
     e.batch_size = 128
-    e.block_size = 2048          # query/gallery block for distance computation
+    e.block_size = 2048          # query rows × modes per distance block: an evaluation's pass over 4 modes takes
+                                 # 512 queries a block, so 2048 × G distances exist at once
     e.max_rank = 50
     e.rank_on = "auto"           # where ranking (sort, CMC, mAP) runs: "device" (where the distances are computed, no
                                  # round trip), "host" (numpy) or "auto" = "device" on accelerators, "host" on CPUs

@@ -102,9 +102,8 @@ def evaluate(q_feats: dict, g_feats: dict, query, gallery, config, modes=None, w
 
     Every mode's [Q, G] distances come from one pass over query blocks ("global+lsa" reusing the "global" and
     "lsa" blocks) and are ranked as the blocks come (on the device where eval.rank_on says). A [Q, G] matrix is
-    assembled on the host only for re-ranking. `report_queries` (query indices,
-    e.g. reports.sample_queries) keeps those queries' distance rows and every mode's evaluation.Separation,
-    both taken from the blocks as they come.
+    assembled on the host only for re-ranking. `report_queries` (query indices, e.g. reports.sample_queries)
+    keeps those queries' distance rows and every mode's evaluation.Separation, both taken from the blocks.
     """
     e = config.eval
     labels = (query.pids, gallery.pids, query.camids, gallery.camids)

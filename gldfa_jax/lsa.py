@@ -166,12 +166,24 @@ def prepare_stripes(y: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def prepared_distance(x: jax.Array, prepared: tuple, num_y: int, window: int | None = None,
-                      normalize: bool = False) -> jax.Array:
-    """LSA distances of x [M, k, d] to the num_y stripes of `prepare_stripes` -> [M, num_y] float32, in one
-    block (traceable, no checks: `lsa_distance` checks and blocks)."""
+                      normalize: bool = False, block_size: int | None = None) -> jax.Array:
+    """LSA distances of x [M, k, d] to the num_y stripes of `prepare_stripes` -> [M, num_y] float32, in blocks of
+    `block_size` rows of x (traceable, no checks: `lsa_distance` checks)."""
     tiles, shift = prepared
+    radius, normalize = _radius(window, x.shape[1]), bool(normalize)
     xt = jnp.swapaxes(jnp.asarray(x, jnp.float32), 0, 1) - shift  # [k, M, d]
-    return _lsa_block(xt, tiles, _radius(window, x.shape[1]), bool(normalize))[:, :num_y]
+    num_x = x.shape[0]
+    rows = int(block_size) if block_size else _block_rows(num_x)
+    if num_x <= rows:
+        return _lsa_block(xt, tiles, radius, normalize)[:, :num_y]
+    blocks = []
+    for start in range(0, num_x, rows):
+        xb = xt[:, start:start + rows]
+        short = rows - xb.shape[1]
+        if short:  # pad the last block so it reuses the compiled kernel
+            xb = jnp.pad(xb, ((0, 0), (0, short), (0, 0)))
+        blocks.append(_lsa_block(xb, tiles, radius, normalize)[:rows - short, :num_y])
+    return jnp.concatenate(blocks, axis=0)
 
 
 def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,
@@ -199,21 +211,8 @@ def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,
     if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
                                    or block_size < 1):
         raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}.")
-    num_x, num_stripes = x.shape[0], x.shape[1]
-    radius = _radius(window, num_stripes)
+    _radius(window, x.shape[1])  # a bad window raises before any work
     check_finite("x", x)
     check_finite("y", y)
-    y_tiles, shift = prepare_stripes(jax.device_put(y))  # explicit host -> device (transfer guard)
-    xt = jnp.swapaxes(jnp.asarray(jax.device_put(x), jnp.float32), 0, 1) - shift  # [k, M, d]
-    rows = int(block_size) if block_size else _block_rows(num_x)
-    num_y = y.shape[0]
-    if num_x <= rows:
-        return _lsa_block(xt, y_tiles, radius, bool(normalize))[:, :num_y]
-    blocks = []
-    for start in range(0, num_x, rows):
-        xb = xt[:, start:start + rows]
-        short = rows - xb.shape[1]
-        if short:  # pad the last block so it reuses the compiled kernel
-            xb = jnp.pad(xb, ((0, 0), (0, short), (0, 0)))
-        blocks.append(_lsa_block(xb, y_tiles, radius, bool(normalize))[:rows - short, :num_y])
-    return jnp.concatenate(blocks, axis=0)
+    prepared = prepare_stripes(jax.device_put(y))  # explicit host -> device (transfer guard)
+    return prepared_distance(jax.device_put(x), prepared, y.shape[0], window, normalize, block_size)

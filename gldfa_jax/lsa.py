@@ -153,6 +153,11 @@ def _block_rows(num_x: int) -> int:
     return (-(-num_x // num_blocks) + 7) // 8 * 8
 
 
+def _stripe_major(x: jax.Array) -> jax.Array:
+    """[N, k, d] -> float32 [k, N, d]."""
+    return jnp.swapaxes(jnp.asarray(x, jnp.float32), 0, 1)
+
+
 def prepare_stripes(y: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Stripes y [N, k, d] as `prepared_distance` takes them: (tiles [T, k, tile, d], shift [1, 1, d]) float32.
 
@@ -160,7 +165,7 @@ def prepare_stripes(y: jax.Array) -> tuple[jax.Array, jax.Array]:
     and with them float32 cancellation (large for post-ReLU features that share a big mean). One vector,
     because stripe i meets stripe j. Traceable; a gallery prepared once serves every query block.
     """
-    yt = jnp.swapaxes(jnp.asarray(y, jnp.float32), 0, 1)  # [k, N, d]
+    yt = _stripe_major(y)
     shift = jnp.mean(yt, axis=(0, 1), keepdims=True)
     return _tile_y(yt - shift), shift
 
@@ -170,9 +175,13 @@ def prepared_distance(x: jax.Array, prepared: tuple, num_y: int, window: int | N
     """LSA distances of x [M, k, d] to the num_y stripes of `prepare_stripes` -> [M, num_y] float32, in blocks of
     `block_size` rows of x (traceable, no checks: `lsa_distance` checks)."""
     tiles, shift = prepared
-    radius, normalize = _radius(window, x.shape[1]), bool(normalize)
-    xt = jnp.swapaxes(jnp.asarray(x, jnp.float32), 0, 1) - shift  # [k, M, d]
-    num_x = x.shape[0]
+    return _blocked(_stripe_major(x) - shift, tiles, num_y, _radius(window, x.shape[1]), bool(normalize),
+                    block_size)
+
+
+def _blocked(xt: jax.Array, tiles: jax.Array, num_y: int, radius: int, normalize: bool, block_size) -> jax.Array:
+    """Centred xt [k, M, d] against centred tiles -> [M, num_y], `block_size` rows of x at a time."""
+    num_x = xt.shape[1]
     rows = int(block_size) if block_size else _block_rows(num_x)
     if num_x <= rows:
         return _lsa_block(xt, tiles, radius, normalize)[:, :num_y]
@@ -211,8 +220,12 @@ def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,
     if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
                                    or block_size < 1):
         raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}.")
-    _radius(window, x.shape[1])  # a bad window raises before any work
+    radius = _radius(window, x.shape[1])
     check_finite("x", x)
     check_finite("y", y)
-    prepared = prepare_stripes(jax.device_put(y))  # explicit host -> device (transfer guard)
-    return prepared_distance(jax.device_put(x), prepared, y.shape[0], window, normalize, block_size)
+    # prepare_stripes(y) then prepared_distance(x), with the ops in this order: inside the train step a different
+    # order compiles to a different float32 rounding, and every training run's numbers would move.
+    xt, yt = _stripe_major(jax.device_put(x)), _stripe_major(jax.device_put(y))  # explicit host -> device
+    shift = jnp.mean(yt, axis=(0, 1), keepdims=True)
+    xt, yt = xt - shift, yt - shift
+    return _blocked(xt, _tile_y(yt), y.shape[0], radius, bool(normalize), block_size)

@@ -75,9 +75,14 @@ def required_keys(mode: str) -> tuple[str, ...]:
     return _MODE_KEYS[mode]
 
 
-def validate_features(q_feats: Mapping, g_feats: Mapping, mode: str) -> tuple[int, int]:
-    """Check that both feature dicts hold what `mode` needs; returns (num_query, num_gallery)."""
-    keys = required_keys(mode)
+def validate_features(q_feats: Mapping, g_feats: Mapping, mode: str | Sequence[str]) -> tuple[int, int]:
+    """Check that both feature dicts hold what `mode` (or each of several modes) needs, each key once; returns
+    (num_query, num_gallery)."""
+    reader = {}  # key -> the first mode that reads it
+    for m in ((mode,) if isinstance(mode, str) else mode):
+        for key in required_keys(m):
+            reader.setdefault(key, m)
+    keys = tuple(reader)
     counts = []
     for name, feats in (("q_feats", q_feats), ("g_feats", g_feats)):
         if not isinstance(feats, Mapping):
@@ -85,7 +90,7 @@ def validate_features(q_feats: Mapping, g_feats: Mapping, mode: str) -> tuple[in
         num = None
         for key in keys:
             if feats.get(key) is None:
-                raise ValueError(f"mode {mode!r} needs {name}[{key!r}], which is missing; the model "
+                raise ValueError(f"mode {reader[key]!r} needs {name}[{key!r}], which is missing; the model "
                                  f"has no such branch — pick a mode from the keys {sorted(feats)}.")
             a = feats[key]
             if getattr(a, "ndim", None) != _KEY_NDIM[key]:
@@ -170,15 +175,10 @@ def iter_mode_blocks(q_feats: Mapping, g_feats: Mapping, modes: Sequence[str], w
     modes = tuple(modes)
     if not modes:
         raise ValueError(f"modes must name at least one of {MODES}, got {modes!r}.")
-    counts = {validate_features(q_feats, g_feats, mode) for mode in modes}
-    if len(counts) > 1:
-        raise ValueError(f"the feature arrays of modes {modes} disagree on the number of images (query, gallery): "
-                         f"{sorted(counts)}; extract every key from the same images.")
-    (num_q, _), = counts
+    num_q, num_g = validate_features(q_feats, g_feats, modes)
     keys = tuple(sorted({key for mode in modes for key in required_keys(mode)}))
     # Key by key, so one raw device copy exists at a time (on a CPU the device's memory is the host's).
     gallery = {key: _prepare(jax.device_put({key: g_feats[key]}), (key,))[key] for key in keys}
-    num_g = g_feats[keys[0]].shape[0]
     rows_per_block = max(1, block_size // len(modes))
     starts = range(0, num_q, rows_per_block)
     for start in tqdm(starts, desc=f"distances ({', '.join(modes)})", unit="block", disable=not progress):

@@ -148,18 +148,19 @@ def evaluate(q_feats: dict, g_feats: dict, query, gallery, config, modes=None, w
         if dist is None:
             dist = distances.pairwise_distance(q_feats, g_feats, mode, block_size=e.block_size, progress=True,
                                                **lsa_options(config))
-        out.results[mode + "+rerank"] = _reranked(dist, q_feats, g_feats, mode, labels, rank_kw, config)
+        out.results[mode + "+rerank"] = _reranked(dist, q_feats, g_feats, mode, labels, rank_kw, config, dense)
         del dist  # before the next mode's matrix exists
     return out
 
 
 def _reranked(dist: np.ndarray, q_feats: dict, g_feats: dict, mode: str, labels: tuple, rank_kw: dict,
-              config) -> dict:
-    """Scores of mode's re-ranking, from its q×g distances dist [Q, G]."""
+              config, dense: bool) -> dict:
+    """Scores of mode's re-ranking, from its q×g distances dist [Q, G]: the dense algorithm, or past
+    eval.rerank_dense_max (`dense` False) the lean one."""
     e = config.eval
     params = dict(k1=e.k1, k2=e.k2, lambda_value=e.lambda_value)
     ranker = evaluation.Ranker(*labels, **rank_kw)
-    if sum(dist.shape) <= e.rerank_dense_max:
+    if dense:
         kw = dict(lsa_options(config), block_size=e.block_size)
         qq = distances.pairwise_distance(q_feats, q_feats, mode, **kw)
         gg = distances.pairwise_distance(g_feats, g_feats, mode, **kw)

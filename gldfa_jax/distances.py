@@ -157,6 +157,19 @@ def paired_distance(x: Mapping, y: Mapping, mode: str, window, normalize: bool, 
     return jax.vmap(one)(x, y)
 
 
+def candidate_distance(q: Mapping, candidates: Mapping, mode: str, window, normalize: bool, lsa_weight: float
+                       ) -> jax.Array:
+    """Distances of one query to its own candidates: {key: [...]} x {key: [K, ...]} -> [K] float32, the function of
+    `block_distance` in the form that suits a shortlist (traceable; vmap it over queries)."""
+    def euclidean(key):
+        diff = candidates[key].astype(jnp.float32) - q[key].astype(jnp.float32)
+        return jnp.sqrt(jnp.maximum(jnp.sum(diff * diff, -1), 1e-12))
+    if mode in ("global", "final"):
+        return euclidean(mode)
+    local = lsa.candidate_distance(q["local"], candidates["local"], window, normalize)
+    return local if mode == "lsa" else euclidean("global") + lsa_weight * local
+
+
 def iter_mode_blocks(q_feats: Mapping, g_feats: Mapping, modes: Sequence[str], window: int | None = None,
                      block_size: int = 2048, progress: bool = False, normalize: bool = False,
                      lsa_weight: float = 1.0, to_host: bool = True) -> Iterator[tuple[slice, dict]]:

@@ -195,6 +195,24 @@ def _blocked(xt: jax.Array, tiles: jax.Array, num_y: int, radius: int, normalize
     return jnp.concatenate(blocks, axis=0)
 
 
+def candidate_distance(x: jax.Array, y: jax.Array, window: int | None = None, normalize: bool = False) -> jax.Array:
+    """LSA distances of one image to its candidates: x [k, d], y [K, k, d] -> [K] float32 (traceable, no checks;
+    vmap it over queries). Every stripe pair comes from one product and the band is masked: for one image the
+    banded products of `lsa_distance` are matrix-vector products that read each candidate stripe once per
+    diagonal, about 4x slower at K = 1,000."""
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    k = x.shape[0]
+    stripe = np.arange(k)
+    band = np.abs(stripe[:, None] - stripe[None, :]) <= _radius(window, k)  # eq. 2
+    dots = jnp.einsum("id,njd->nij", x, y, precision=jax.lax.Precision.HIGHEST)
+    squared = jnp.sum(x * x, -1)[None, :, None] + jnp.sum(y * y, -1)[:, None, :] - 2.0 * dots
+    squared = jnp.where(band, squared, jnp.inf)
+    post = normalize_stripe_distance if normalize else (lambda d: d)
+    d_ab = jnp.sum(post(_safe_sqrt(jnp.min(squared, 2))), 1)  # eq. 3
+    d_ba = jnp.sum(post(_safe_sqrt(jnp.min(squared, 1))), 1)  # eq. 4
+    return jnp.minimum(d_ab, d_ba)  # eq. 5
+
+
 def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,
                  block_size: int | None = None, normalize: bool = False) -> jax.Array:
     """LSA distances (Algorithm 1): x [M, k, d], y [N, k, d] -> [M, N] float32.

@@ -98,6 +98,57 @@ def test_retrieve_cli_ranks_caches_and_draws(tiny_run, tmp_path, capsys):
     assert "another gallery folder" in capsys.readouterr().err
 
 
+def test_retrieve_with_a_gallery_index_builds_adds_and_refuses(tiny_run, tmp_path, capsys):
+    """--index: the first run builds the index (same top 5 as the dense ranking: a small gallery is probed whole),
+    a later run adds only the new images (an unreadable one is skipped and named), a run without --gallery reads
+    the index alone, and an index of other weights is refused naming both fingerprints."""
+    from gldfa_jax import gallery_index
+
+    config, run = tiny_run
+    gallery = tmp_path / "gallery"
+    shutil.copytree(os.path.join(config.data.root, "bounding_box_test"), gallery)
+    queries = os.path.join(config.data.root, "query")
+    query = os.path.join(queries, sorted(os.listdir(queries))[0])
+    index, out = str(tmp_path / "index"), str(tmp_path / "out")
+    args = ["--checkpoint", run, "--query", query, "--out", out, "--topk", "5", "--index", index]
+    assert retrieve.main(args + ["--gallery", str(gallery)]) == 0
+    num_g = len(os.listdir(gallery))
+    assert f"{num_g} images, {num_g} added" in capsys.readouterr().out
+    dense = retrieve.retrieve(run, query, str(gallery), str(tmp_path / "dense"), topk=5)
+    indexed = retrieve.retrieve(run, query, None, str(tmp_path / "indexed"), topk=5, index_dir=index)
+    assert indexed["mode"] == dense["mode"] == "global+lsa"
+    assert [indexed["gallery"][g] for g in indexed["ranked"][0]] == [os.path.abspath(dense["gallery"][g])
+                                                                      for g in dense["ranked"][0]]
+    np.testing.assert_allclose(indexed["ranked_distances"][0], dense["ranked_distances"][0], rtol=2e-3)
+    with open(os.path.join(str(tmp_path / "indexed"), "matches.csv")) as f:
+        assert len(list(csv.DictReader(f))) == 5
+    assert os.path.getsize(os.path.join(str(tmp_path / "indexed"), "alignment_top1.png")) > 0
+
+    built = gallery_index.open_index(index).manifest
+    new = sorted(os.listdir(queries))[1:3]
+    for name in new:
+        shutil.copy(os.path.join(queries, name), gallery / f"new_{name}")
+    (gallery / "broken.jpg").write_bytes(b"not an image")
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        assert retrieve.main(args + ["--gallery", str(gallery)]) == 0
+    assert f"{num_g + 2} images, 2 added" in capsys.readouterr().out
+    grown = gallery_index.open_index(index)
+    assert {k: grown.manifest[k] for k in ("index", "created")} == {k: built[k] for k in ("index", "created")}
+    assert grown.paths[-2:] == [str(gallery / f"new_{name}") for name in new]
+
+    manifest_path = os.path.join(index, gallery_index.MANIFEST)
+    manifest = json.load(open(manifest_path))
+    theirs, manifest["fingerprint"] = manifest["fingerprint"], "weights sha256:0000000000000000, global 16, local 4x16"
+    json.dump(manifest, open(manifest_path, "w"))
+    assert retrieve.main(args) == 2
+    err = capsys.readouterr().err
+    assert "weights sha256:0000000000000000" in err and theirs in err
+    assert retrieve.main(args + ["--gallery-features", str(tmp_path / "g.npz")]) == 2
+    assert "pass one of them" in capsys.readouterr().err
+    assert retrieve.main(args[:-1] + [str(tmp_path / "empty_index")]) == 2
+    assert "pass --gallery FOLDER" in capsys.readouterr().err
+
+
 def test_retrieve_bad_input(tiny_run, tmp_path, capsys):
     _, run = tiny_run
     assert retrieve.main(["--checkpoint", str(tmp_path / "nope"), "--query", "x", "--gallery", "y",

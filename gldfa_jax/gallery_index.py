@@ -147,20 +147,20 @@ class GalleryIndex:
         shortlist = min(max(int(config.shortlist), topk), self.size)
         self._search_parameters(config)
         _, candidates = self.index.search(np.ascontiguousarray(q_feats["global"], np.float32), shortlist)
-        scores = rescore(self.candidate_features(candidates), {k: q_feats[k] for k in distances.required_keys(mode)}, mode,
-                         window, normalize, lsa_weight)
+        keys = distances.required_keys(mode)
+        scores = rescore(self.candidate_features(candidates, keys), {k: q_feats[k] for k in keys}, mode, window,
+                         normalize, lsa_weight)
         scores = np.where(candidates < 0, np.inf, scores)
         order = np.argsort(scores, axis=1, kind="stable")[:, :min(topk, self.size)]
         return np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)
 
-    def candidate_features(self, candidates: np.ndarray) -> dict:
+    def candidate_features(self, candidates: np.ndarray, keys=("global", "local")) -> dict:
         """Stored features of candidates [Q, K] (-1 reads image 0, masked by the caller) -> {key: [Q, K, ...]}
-        in their stored dtypes."""
-        rows = np.maximum(candidates, 0)
-        out = {"global": np.asarray(self._global[rows.ravel()]).reshape(*rows.shape, -1)}
-        if self._local is not None:
-            out["local"] = self._local[rows.ravel()].reshape(*rows.shape, *self._local.shape[1:])
-        return out
+        in their stored dtypes, for the `keys` the index holds."""
+        rows = np.maximum(candidates, 0).ravel()
+        stored = {"global": self._global, "local": self._local}
+        return {k: stored[k][rows].reshape(*candidates.shape, *stored[k].shape[1:])
+                for k in keys if stored[k] is not None}
 
     def _search_parameters(self, config) -> None:
         kind = self.manifest["index"]["type"]

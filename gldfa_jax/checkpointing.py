@@ -25,8 +25,11 @@ CONFIG_FILE = "config.json"
 
 
 def _manager(directory: str, max_to_keep: Optional[int]) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(os.path.abspath(directory),
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    """A manager whose multi-process barriers are named after its folder: the latest and best managers save the
+    same step at once, and barriers of the same name would collide ("Barrier ... is already ongoing")."""
+    prefix = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=os.path.basename(directory))
+    return ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, multiprocessing_options=prefix))
 
 
 def check_shapes(restored: dict, template: dict) -> None:
@@ -56,6 +59,9 @@ class CheckpointStore:
         self.best = _manager(os.path.join(workdir, BEST_DIR), 1)
 
     def save_config(self, config) -> None:
+        """Written by process 0 alone (every process of a multi-process run has the same config)."""
+        if jax.process_index() != 0:
+            return
         with open(os.path.join(self.directory, CONFIG_FILE), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
 

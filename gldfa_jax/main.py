@@ -8,11 +8,17 @@
 
 Writes into the workdir: results.json, metrics.jsonl, a TensorBoard event file, checkpoints/ (with
 config.json) and best/. Training resumes from the latest checkpoint in the workdir automatically.
+
+Several processes (one per host) train one model when each is started with the same command plus
+--coordinator_address=HOST0:PORT --num_processes=N --process_id=I (or --distributed alone under SLURM / on Cloud
+TPU); the workdir must be one folder every process sees (a shared file system).
 """
 import difflib
+import inspect
 import json
 import logging as std_logging
 import os
+import socket
 import sys
 import traceback
 
@@ -25,8 +31,17 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory for checkpoints, metrics and results.json "
                                 "(default: runs/<config file name>).")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes automatically) or eval.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host; "
-                                  "coordinator address etc. from the environment, see JAX docs).")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Multi-process: call jax.distributed.initialize() first, "
+                                  "detecting the cluster (SLURM, Open MPI, Cloud TPU) from the environment.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process: HOST:PORT where process 0 serves the "
+                                   "coordination service, the same in every process (implies --distributed).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes in all "
+                                      "(with --coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index, 0 .. num_processes-1 "
+                                   "(with --coordinator_address).")
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout", 300, "Multi-process: seconds to wait for every process to connect, and after which a "
+    "process that stopped answering counts as lost (then every process exits non-zero).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "eval: a run's workdir, its checkpoints/ or best/ folder, "
                                   "or one step folder (default: the latest in WORKDIR/checkpoints). With "
                                   "--config.data.root=OTHER it evaluates on another dataset (cross-domain); "
@@ -80,13 +95,59 @@ def check_workdir(workdir: str | None) -> str:
         raise UsageError("--workdir is required (the run directory for checkpoints and results).")
     try:
         os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
+        probe = os.path.join(workdir, f".write_test.{socket.gethostname()}.{os.getpid()}")  # one per process
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
         raise UsageError(f"workdir {workdir!r} is not writable ({e.strerror}); choose another --workdir.") from e
     return workdir
+
+
+def distributed_options(distributed: bool, coordinator_address: str | None, num_processes: int | None,
+                        process_id: int | None, timeout: int) -> dict | None:
+    """jax.distributed.initialize keyword arguments from the flags; None for a single-process run. Explicit
+    addresses come as a complete set: a process with a partial one would wait for peers that never connect."""
+    explicit = {"coordinator_address": coordinator_address, "num_processes": num_processes, "process_id": process_id}
+    given = {k: v for k, v in explicit.items() if v is not None}
+    if not (distributed or given):
+        return None
+    if given and len(given) < len(explicit):
+        missing = ", ".join(f"--{k}" for k in explicit if k not in given)
+        shown = " ".join(f"--{k}={v}" for k, v in given.items())
+        raise UsageError(f"{shown} needs {missing} too: give --coordinator_address=HOST:PORT (process 0's host and a "
+                         f"free port), --num_processes=N and --process_id=I together, or --distributed alone to "
+                         f"detect them from the cluster (SLURM, Cloud TPU).")
+    if given:
+        host, _, port = coordinator_address.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--coordinator_address={coordinator_address!r} is not HOST:PORT; use e.g. "
+                             f"--coordinator_address=node0:29500 (process 0's host and a free port).")
+        if num_processes < 1:
+            raise UsageError(f"--num_processes={num_processes} must be at least 1.")
+        if not 0 <= process_id < num_processes:
+            raise UsageError(f"--process_id={process_id} is out of range for --num_processes={num_processes}; "
+                             f"number the processes 0 .. {num_processes - 1}.")
+    if timeout < 1:
+        raise UsageError(f"--distributed_timeout={timeout} must be at least 1 second.")
+    return {**given, "initialization_timeout": timeout, "heartbeat_timeout_seconds": timeout}
+
+
+def initialize_distributed(options: dict) -> None:
+    """jax.distributed.initialize with CPU collectives over gloo (older jax has none by default, and the CPU
+    backend picks them when it starts, so before any computation). jax < 0.7 names its heartbeat options
+    differently: there the heartbeat keeps jax's default."""
+    if getattr(jax.config, "jax_cpu_collectives_implementation", "gloo") in (None, "none"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    accepted = inspect.signature(jax.distributed.initialize).parameters
+    explicit = {k: v for k, v in options.items() if k in ("coordinator_address", "num_processes", "process_id")}
+    logging.info("joining the multi-process run: %s (waiting up to %d s for every process)",
+                 explicit or "cluster detected from the environment", options["initialization_timeout"])
+    try:
+        jax.distributed.initialize(**{k: v for k, v in options.items() if k in accepted})
+    except ValueError as e:  # e.g. --distributed where no cluster can be detected
+        raise UsageError(f"jax.distributed.initialize failed: {e} Outside SLURM / Open MPI / Cloud TPU give "
+                         f"--coordinator_address=HOST:PORT --num_processes=N --process_id=I.") from e
 
 
 class _QuietLibraryInfo(std_logging.Filter):
@@ -125,25 +186,34 @@ def evaluate_checkpoint(config, workdir: str, data, checkpoint: str | None = Non
 
 
 def run(config, workdir: str, mode: str = "train", checkpoint: str | None = None) -> dict:
-    """Train or evaluate; writes WORKDIR/results.json and returns the results dict."""
+    """Train or evaluate; writes WORKDIR/results.json (process 0 of a multi-process run) and returns the results."""
+    from jax.experimental import multihost_utils
+
     from gldfa_jax import inference, train
-    from gldfa_jax.experiment_data import load_experiment_data
+    from gldfa_jax.experiment_data import ensure_data, load_experiment_data
     from gldfa_jax.metric_writer import MetricWriter
 
     check_workdir(workdir)
     log_devices()
+    lead = jax.process_index() == 0  # the one process that writes the run's files (the others compute the same)
+    if jax.process_count() > 1:  # a synthetic world is generated once, by process 0, before anyone reads it
+        if lead:
+            ensure_data(config.data)
+        multihost_utils.sync_global_devices("gldfa_jax.main: data ready")
     data = load_experiment_data(config.data, need_train=mode == "train")
     if mode == "train":
-        writer = MetricWriter(workdir)
+        writer = MetricWriter(workdir) if lead else None
         try:
             results = train.train_and_evaluate(config, workdir, data, writer)
         finally:
-            writer.close()
+            if writer:
+                writer.close()
     else:
         results = evaluate_checkpoint(config, workdir, data, checkpoint)
-    path = write_results(workdir, results)
-    print(inference.format_table(results))
-    print(f"results written to {path}")
+    if lead:
+        path = write_results(workdir, results)
+        print(inference.format_table(results))
+        print(f"results written to {path}")
     return results
 
 
@@ -154,11 +224,16 @@ def main(argv):
     from gldfa_jax.train import NonFiniteLossError
 
     logging.get_absl_handler().addFilter(_QuietLibraryInfo())
-    if _DISTRIBUTED.value:
-        jax.distributed.initialize()
     config = _CONFIG.value
     if config is None:
         _fail(f"--config is required; available configs in experiments/: {', '.join(available_configs())}", 2)
+    try:
+        options = distributed_options(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                      _DISTRIBUTED_TIMEOUT.value)
+        if options is not None:
+            initialize_distributed(options)
+    except UsageError as e:
+        _fail(str(e), code=2)
     workdir = _WORKDIR.value or os.path.join(
         "runs", os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0])
     logging.info("workdir: %s", os.path.abspath(workdir))
@@ -166,7 +241,9 @@ def main(argv):
         run(config, workdir, _MODE.value, _CHECKPOINT.value)
     except (UsageError, DataRootError, NonFiniteLossError, ValueError, FileNotFoundError) as e:
         logging.debug("%s", traceback.format_exc())  # shown with -v 1
-        _fail(str(e), code=2 if isinstance(e, UsageError) else 1)
+        hint = ("\nEvery process of a multi-process run stops when one does; restart them all with the same "
+                "command to resume from the latest checkpoint." if options else "")
+        _fail(str(e) + hint, code=2 if isinstance(e, UsageError) else 1)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ the TrainState and one shard of the global P×K batch. Features are all-gathered
 mining, centre loss, ID loss) see the whole global batch exactly as the paper's single-GPU batch of 32 does,
 BatchNorm statistics are computed over the global batch (the model's BN layers take `axis_name=AXIS`), and
 gradients are averaged with pmean. One device or N devices therefore give the same update.
+
+With several processes (jax.distributed, one per host) the axis spans every process's devices, host by host: each
+process feeds its local devices its own slice of the global batch, and the update is the same as on one host.
 """
 import collections
 import os
@@ -212,29 +215,32 @@ def make_train_step(model, tx, config) -> Callable:
     return step
 
 
-def make_batch_step(model, tx, config, host: int = 0, hosts: int = 1) -> Callable:
+def make_batch_step(model, tx, config, hosts: int = 1) -> Callable:
     """Per-device (state, images uint8 [N, H, W, 3], labels [N] int32, order [R, B] int32) -> (state, metrics):
     gather + augmentation + train step as one compiled call.
 
     The step's batch is row `state.step % R` of `order` (indices into images/labels): with the whole training
     set on the device `order` is an epoch's index table (R = steps per epoch) and nothing crosses per step;
-    when streaming, images/labels are the step's own batch and order is [[0, ..., B-1]]. Every device augments
-    the whole host batch with the step's key and keeps its own slice, so the random stream (and the update) is
-    the same for any number of devices. B is this host's part of the global batch.
+    when streaming, images/labels are the step's own batch and order is [[0, ..., B-1]]. B is this process's part
+    of the global batch (`hosts` processes, host h holding rows h·B .. h·B + B - 1). Every device augments the
+    whole global batch with the step's key, other hosts' rows as zeros (an image's augmentation depends on its own
+    pixels and its row's random draws only), and keeps its own slice, so the random stream (and the update) is
+    the same for any number of devices and processes. The program is the same in every process (the host comes
+    from the device's axis index), so all of them share one compilation cache entry.
     """
     step_fn = make_train_step(model, tx, config)
 
     def step(state: TrainState, images, labels, order):
         idx = order[state.step % order.shape[0]]
-        key = jax.random.fold_in(state.rng, state.step)
-        if hosts > 1:
-            key = jax.random.fold_in(key, host)
-        batch = augment_batch(key, images[idx], config.data)
-        n = jax.lax.axis_size(AXIS) // hosts  # this host's devices (the axis spans every process's devices)
-        size = idx.shape[0] // n
-        first = (jax.lax.axis_index(AXIS) % n) * size  # this device's slice of the host batch
+        b = idx.shape[0]
+        size = b * hosts // jax.lax.axis_size(AXIS)
+        first = jax.lax.axis_index(AXIS) * size  # this device's slice of the global batch (pmap orders the axis
+        mine = first - first % b                  # host by host), and where this host's rows start in it
+        rows = jax.lax.dynamic_update_slice_in_dim(jnp.zeros((hosts * b,) + images.shape[1:], images.dtype),
+                                                   images[idx], mine, 0)
+        batch = augment_batch(jax.random.fold_in(state.rng, state.step), rows, config.data)
         return step_fn(state, jax.lax.dynamic_slice_in_dim(batch, first, size),
-                       jax.lax.dynamic_slice_in_dim(labels[idx], first, size))
+                       jax.lax.dynamic_slice_in_dim(labels[idx], first - mine, size))
 
     return step
 
@@ -352,7 +358,8 @@ _CHUNK = 4096  # training images per host->device copy (600 MB at 384×128)
 
 
 def _device_data(data, on_device: bool, n: int) -> tuple:
-    """(images, labels) replicated on the local devices when the training set lives there, else (None, None)."""
+    """(images, labels) replicated on the local devices when the training set lives there, else (None, None).
+    Every process holds the whole set then (each step indexes its own slice of the batch)."""
     if not on_device:
         return None, None
     images = data.train.images  # numpy, or a CachedImages file: copied in chunks, never whole on the host
@@ -379,7 +386,12 @@ def _epoch_feed(data, order: np.ndarray, resident: tuple, first: int, n: int):
 
 def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     """Train on data.train (resuming from workdir's latest checkpoint), evaluate on query/gallery periodically
-    and at the end; returns the final results dict (gldfa_jax.inference)."""
+    and at the end; returns the final results dict (gldfa_jax.inference).
+
+    In a multi-process run every process calls this with the same arguments: each reads only its slice of every
+    batch, all save the checkpoints together (Orbax; the state is replicated, so process 0 writes it), and all
+    run the same evaluation, so they take the same best-checkpoint decision; process 0 writes the metrics
+    (`writer` is None elsewhere) and the reports."""
     from tqdm import tqdm
 
     from data_pipelines.sampler import PKSampler
@@ -419,7 +431,7 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     host, hosts, n = jax.process_index(), jax.process_count(), num_devices()
     per_host = batch // hosts
     shard_batch(np.zeros(per_host), n)  # the host batch must split over the local devices
-    p_step = data_parallel(make_batch_step(model, tx, config, host, hosts), donate_argnums=(0,))
+    p_step = data_parallel(make_batch_step(model, tx, config, hosts), donate_argnums=(0,))
     resident = _device_data(data, images_on_device(config, data.train.images.nbytes), n)
     logging.info("training images: %s", "in device memory" if resident[0] is not None else "streamed per step")
     state = replicate(state, n)
@@ -461,7 +473,7 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
         if _is_due(epoch, t.eval_every, t.epochs - 1):
             results = evaluated = evaluate(epoch)
             score = results.get(config.eval.best_mode, next(iter(results.values())))["mAP"]
-            if score > best_map:
+            if agree(score > best_map):
                 best_map, host_state = score, unreplicate(state)
                 store.save(host_state, _meta((epoch + 1) * spe, spe, results), best_map=best_map)
         if _is_due(epoch, t.checkpoint_every, t.epochs - 1):
@@ -475,6 +487,18 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     store.wait()
     store.close()
     return results
+
+
+def agree(decision: bool) -> bool:
+    """Process 0's decision in every process. Every process evaluates the same replica, so they agree anyway;
+    taking one process's word makes sure they all join the same cooperative checkpoint save (Orbax waits for
+    every process: one that skipped it would leave the others waiting)."""
+    if jax.process_count() == 1:
+        return decision
+    from jax.experimental import multihost_utils
+
+    with jax.transfer_guard("allow"):  # one scalar, moved implicitly inside jax's helper
+        return bool(multihost_utils.broadcast_one_to_all(np.int32(decision)))
 
 
 def evaluate_model(model, variables, data, config, final: bool = True) -> tuple:

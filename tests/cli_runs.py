@@ -45,9 +45,9 @@ def run_cli(*args, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(command(*args), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
-def popen_cli(*args, log_path: str) -> subprocess.Popen:
+def popen_cli(*args, log_path: str, env: dict | None = None) -> subprocess.Popen:
     log = open(log_path, "w")
-    return subprocess.Popen(command(*args), cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(command(*args), cwd=REPO, env=env or ENV, stdout=log, stderr=subprocess.STDOUT)
 
 
 def new_workdir(name: str) -> str:

@@ -60,11 +60,23 @@ def tfrecord(data: bytes) -> bytes:
     return header + struct.pack("<I", masked_crc(header)) + data + struct.pack("<I", masked_crc(data))
 
 
+def _drop_partial_line(path: str) -> None:
+    """A process killed mid-write leaves a line without its newline; a resumed run must not append to it."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 class MetricWriter:
     """Appends {"step", "split", **scalars} lines to DIR/metrics.jsonl and scalars to DIR/events.out.tfevents.*."""
 
     def __init__(self, workdir: str):
-        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        path = os.path.join(workdir, "metrics.jsonl")
+        _drop_partial_line(path)
+        self.jsonl = open(path, "a")
         name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
         self.events = open(os.path.join(workdir, name), "ab")
         self.events.write(tfrecord(encode_event(time.time(), 0, file_version="brain.Event:2")))

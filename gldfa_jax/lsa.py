@@ -200,17 +200,17 @@ def candidate_distance(x: jax.Array, y: jax.Array, window: int | None = None, no
     vmap it over queries). Every stripe pair comes from one product and the band is masked: for one image the
     banded products of `lsa_distance` are matrix-vector products that read each candidate stripe once per
     diagonal, about 4x slower at K = 1,000."""
-    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
-    k = x.shape[0]
-    stripe = np.arange(k)
-    band = np.abs(stripe[:, None] - stripe[None, :]) <= _radius(window, k)  # eq. 2
-    dots = jnp.einsum("id,njd->nij", x, y, precision=jax.lax.Precision.HIGHEST)
-    squared = jnp.sum(x * x, -1)[None, :, None] + jnp.sum(y * y, -1)[:, None, :] - 2.0 * dots
-    squared = jnp.where(band, squared, jnp.inf)
+    dist = jnp.where(window_band(x.shape[0], window), _stripe_distances(x[None], y)[0], jnp.inf)  # [K, k, k]
     post = normalize_stripe_distance if normalize else (lambda d: d)
-    d_ab = jnp.sum(post(_safe_sqrt(jnp.min(squared, 2))), 1)  # eq. 3
-    d_ba = jnp.sum(post(_safe_sqrt(jnp.min(squared, 1))), 1)  # eq. 4
+    d_ab = jnp.sum(post(jnp.min(dist, 2)), 1)  # eq. 3
+    d_ba = jnp.sum(post(jnp.min(dist, 1)), 1)  # eq. 4
     return jnp.minimum(d_ab, d_ba)  # eq. 5
+
+
+def window_band(num_stripes: int, window: int | None = None) -> np.ndarray:
+    """[k, k] bool: the stripe pairs (i, j) eq. 2's window compares, |i - j| <= W // 2 (W None: k // 2)."""
+    stripe = np.arange(num_stripes)
+    return np.abs(stripe[:, None] - stripe[None, :]) <= _radius(window, num_stripes)
 
 
 def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,

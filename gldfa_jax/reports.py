@@ -206,8 +206,7 @@ def stripe_alignment(local_a, local_b, window: int | None = None) -> dict:
     k = local_a.shape[0]
     window = lsa.default_window(k) if not window else int(window)
     dist = jax.device_get(lsa.stripe_distances(local_a[None], local_b[None]))[0, 0]
-    i = np.arange(k)
-    band = np.abs(i[:, None] - i[None, :]) <= window // 2
+    band = lsa.window_band(k, window)
     masked = np.where(band, dist, np.inf)
     matches_ab = masked.argmin(axis=1)
     matches_ba = masked.argmin(axis=0)

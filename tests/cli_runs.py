@@ -17,10 +17,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = tempfile.mkdtemp(prefix="gldfa_cli_")
 atexit.register(shutil.rmtree, ROOT, True)
 
+# The real CUHK03 sample when present; otherwise the synthetic config generates a world in the temporary root
+# (never into ../shared, where it would pose as the real sample to later runs on the same machine).
+DATA_ROOT = CUHK03_SAMPLE if os.path.isdir(CUHK03_SAMPLE) else os.path.join(ROOT, "synthetic_world")
+
 # 3 epochs × 4 steps of P×K = 4×2 at 64×32 on ResNet-18/8; a checkpoint every 2 steps (so also mid-epoch).
 TINY = [
     "--config", os.path.join(REPO, "experiments", "synthetic.py"),
-    f"--config.data.root={CUHK03_SAMPLE}",
+    f"--config.data.root={DATA_ROOT}",
     "--config.data.height=64", "--config.data.width=32",
     "--config.data.num_identities=4", "--config.data.num_instances=2",
     "--config.model.depth=18", "--config.model.width_multiplier=0.125",

@@ -76,14 +76,14 @@ def test_eval_of_the_checkpoint_reproduces_training_numbers():
 def test_cross_domain_eval_on_a_test_only_dataset():
     """Train on one dataset, evaluate on another that has only query/ and bounding_box_test/ (issue 9 item 4):
     the classifier's size comes from the checkpoint; training on such a folder fails with a clear message."""
-    from conftest import CUHK03_SAMPLE
+    from cli_runs import DATA_ROOT
 
     workdir, _ = trained_workdir()
     other = os.path.join(ROOT, "test_only")
     for folder, keep in (("query", 12), ("bounding_box_test", 40)):  # a different, smaller test set
         os.makedirs(os.path.join(other, folder), exist_ok=True)
-        for name in sorted(os.listdir(os.path.join(CUHK03_SAMPLE, folder)))[:keep]:
-            shutil.copy(os.path.join(CUHK03_SAMPLE, folder, name), os.path.join(other, folder, name))
+        for name in sorted(os.listdir(os.path.join(DATA_ROOT, folder)))[:keep]:
+            shutil.copy(os.path.join(DATA_ROOT, folder, name), os.path.join(other, folder, name))
     eval_dir = new_workdir("cross_domain")
     proc = run_cli(*TINY, "--workdir", eval_dir, "--mode", "eval", "--checkpoint", workdir,
                    f"--config.data.root={other}")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from benchmarks.retrieval import PeakMemory
 from data_pipelines.sampler import PKSampler
-from experiments.base import get_config
+from gldfa_jax.config import get_config
 from gldfa_jax.experiment_data import load_experiment_data
 
 GB = 1e9

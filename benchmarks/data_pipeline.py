@@ -17,14 +17,13 @@ import time
 
 import jax
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data_pipelines.augment import augment_batch, eval_transform  # noqa: E402
-from data_pipelines.datasets import get_dataset  # noqa: E402
-from data_pipelines.images import load_images  # noqa: E402
-from data_pipelines.sampler import PKSampler  # noqa: E402
-from data_pipelines.synthetic import generate  # noqa: E402
-from experiments.base import get_config  # noqa: E402
+from data_pipelines.augment import augment_batch, eval_transform
+from data_pipelines.datasets import get_dataset
+from data_pipelines.datasets.common import MARKET_FOLDERS
+from data_pipelines.images import load_images
+from data_pipelines.sampler import PKSampler
+from data_pipelines.synthetic import generate
+from gldfa_jax.config import get_config
 
 DEFAULT_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
                             "cuhk03_sample")
@@ -89,8 +88,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as out_dir:
         t = time.perf_counter()
         generate(out_dir, identities=60, seed=0, progress=False)
-        n = sum(len(os.listdir(os.path.join(out_dir, f))) for f in ("bounding_box_train", "query",
-                                                                     "bounding_box_test"))
+        n = sum(len(os.listdir(os.path.join(out_dir, f))) for f in MARKET_FOLDERS.values())
         rows.append(("synthetic world: render + JPEG (128x64)", _rate(n, time.perf_counter() - t)))
     if tmp:
         tmp.cleanup()

@@ -160,7 +160,7 @@ def peak_rss_gb() -> float:
 
 
 def run(args) -> dict:
-    from experiments.base import get_config
+    from gldfa_jax.config import get_config
 
     config = get_config().retrieval
     for key in ("index", "nlist", "nprobe", "shortlist", "local_dtype"):

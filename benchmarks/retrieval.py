@@ -4,8 +4,7 @@ as training runs it). Prints one markdown table measured in this run.
 
     python -m benchmarks.retrieval [--scale market|small|msmt17] [--evaluation-only]
 
-Baselines are the naive references the tests check against (tests/test_evaluation.py,
-tests/test_rerank.py); --scale msmt17 (11,659 × 82,161) skips them (the per-query loop would take
+Baselines are the naive references the tests check against (benchmarks/references.py); --scale msmt17 (11,659 × 82,161) skips them (the per-query loop would take
 hours, the dense re-ranking needs ≥ 131 GiB) and measures everything else at that size. Memory is the
 peak resident set size above the value at the start of each measurement (sampled every 10 ms from
 /proc after malloc_trim), so it includes XLA's buffers; the notes give the process's own peak.
@@ -23,12 +22,9 @@ from types import SimpleNamespace
 import numpy as np
 from tqdm.auto import tqdm
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-from test_evaluation import reference_market_loop  # noqa: E402
-from test_rerank import reference_re_ranking  # noqa: E402
-
-from experiments.base import get_config  # noqa: E402
-from gldfa_jax import distances, evaluation, inference, rerank  # noqa: E402
+from benchmarks.references import reference_market_loop, reference_re_ranking
+from gldfa_jax import distances, evaluation, inference, rerank
+from gldfa_jax.config import get_config
 
 SCALES = {
     # Market-1501 test set: 3,368 queries, 19,732 gallery, 751 identities, 6 cameras; k = 8, d = 256.

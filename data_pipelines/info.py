@@ -12,14 +12,14 @@ import sys
 import warnings
 
 from data_pipelines.datasets import available_datasets, get_dataset
-from data_pipelines.datasets.common import describe_folder
+from data_pipelines.datasets.common import MARKET_FOLDERS, MARKET_LAYOUT, describe_folder
 
 _SIGNATURES = [  # (dataset, paths relative to ROOT whose presence identifies it)
     ("cuhk03", ("cuhk-03.mat",)), ("cuhk03", ("cuhk03_release/cuhk-03.mat",)),
     ("msmt17", ("list_train.txt",)), ("msmt17", ("MSMT17_V1",)), ("msmt17", ("MSMT17_V2",)),
     ("market1501", ("Market-1501-v15.09.15",)), ("dukemtmcreid", ("DukeMTMC-reID",)),
     ("cuhk03_np", ("cuhk03-np",)), ("cuhk03_np", ("labeled", "detected")),
-    ("market_layout", ("bounding_box_train",)),
+    ("market_layout", (MARKET_FOLDERS["train"],)),
 ]
 
 
@@ -31,8 +31,8 @@ def detect_dataset(root: str) -> str:
         if all(os.path.exists(os.path.join(root, p)) for p in paths):
             return name
     raise ValueError(f"ROOT={root} is not a dataset layout I recognise ({describe_folder(root)}); expected "
-                     f"bounding_box_train/ + query/ + bounding_box_test/ (Market layout), cuhk-03.mat or MSMT17 "
-                     f"list files, or pass --dataset one of {available_datasets()}")
+                     f"the Market layout ({MARKET_LAYOUT}), cuhk-03.mat or MSMT17 list files, or "
+                     f"pass --dataset one of {available_datasets()}")
 
 
 def main(argv=None) -> int:

@@ -19,11 +19,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from data_pipelines.datasets.common import DatasetNotFoundError, describe_folder, list_images
+from data_pipelines.datasets.common import MARKET_FOLDERS, DatasetNotFoundError, describe_folder, list_images
 from data_pipelines.images import to_rgb
 
 MANIFEST = "partial_manifest.json"
-SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 
 
 def _check_range(name, rng_):
@@ -70,10 +69,10 @@ def make_partial(src: str, out: str, seed: int = 0, splits=("train", "query", "g
     _check_range("crop_range", crop_range)
     if fill not in ("noise", "black"):
         raise ValueError(f"fill={fill!r} must be 'noise' or 'black'")
-    bad = [s for s in splits if s not in SPLIT_FOLDERS]
+    bad = [s for s in splits if s not in MARKET_FOLDERS]
     if bad:
-        raise ValueError(f"splits={list(splits)}: {bad} not in {list(SPLIT_FOLDERS)}")
-    missing = [f for f in SPLIT_FOLDERS.values() if not os.path.isdir(os.path.join(src, f))]
+        raise ValueError(f"splits={list(splits)}: {bad} not in {list(MARKET_FOLDERS)}")
+    missing = [f for f in MARKET_FOLDERS.values() if not os.path.isdir(os.path.join(src, f))]
     if missing:
         raise DatasetNotFoundError(f"src={src} is not in Market layout: missing {missing}; {describe_folder(src)}")
     if os.path.abspath(src) == os.path.abspath(out):
@@ -85,7 +84,7 @@ def make_partial(src: str, out: str, seed: int = 0, splits=("train", "query", "g
     manifest = dict(generator="data_pipelines.partial", src=os.path.abspath(src), seed=seed, splits=list(splits),
                     occlude_fraction=occlude_fraction, crop_fraction=crop_fraction,
                     occlude_range=list(occlude_range), crop_range=list(crop_range), fill=fill, images={})
-    for split_idx, (split, folder) in enumerate(SPLIT_FOLDERS.items()):
+    for split_idx, (split, folder) in enumerate(MARKET_FOLDERS.items()):
         src_dir, dst_dir = os.path.join(src, folder), os.path.join(out, folder)
         os.makedirs(dst_dir, exist_ok=True)
         files = list_images(src_dir)

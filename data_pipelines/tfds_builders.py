@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from data_pipelines.datasets import get_dataset
-from data_pipelines.datasets.common import SPLITS
+from data_pipelines.datasets.common import MARKET_LAYOUT, SPLITS
 from data_pipelines.images import decode_image, to_rgb
 
 _LAYOUT = "Unpack the release so that {where}. Pass that folder as --manual_dir (download_config.manual_dir)."
@@ -92,8 +92,7 @@ class Market1501(ReIDBuilder):
 
     READER = "market1501"
     MANUAL_DOWNLOAD_INSTRUCTIONS = _LAYOUT.format(
-        where="manual_dir/Market-1501-v15.09.15/ (or manual_dir itself) holds bounding_box_train/, query/, "
-              "bounding_box_test/")
+        where=f"manual_dir/Market-1501-v15.09.15/ (or manual_dir itself) holds {MARKET_LAYOUT}")
 
 
 class Dukemtmcreid(ReIDBuilder):
@@ -101,8 +100,7 @@ class Dukemtmcreid(ReIDBuilder):
 
     READER = "dukemtmcreid"
     MANUAL_DOWNLOAD_INSTRUCTIONS = _LAYOUT.format(
-        where="manual_dir/DukeMTMC-reID/ (or manual_dir itself) holds bounding_box_train/, query/, "
-              "bounding_box_test/")
+        where=f"manual_dir/DukeMTMC-reID/ (or manual_dir itself) holds {MARKET_LAYOUT}")
 
 
 class Cuhk03(ReIDBuilder):
@@ -124,8 +122,7 @@ class Cuhk03Np(ReIDBuilder):
     BUILDER_CONFIGS = _variant_configs()
     CONFIG_OPTIONS = Cuhk03.CONFIG_OPTIONS
     MANUAL_DOWNLOAD_INSTRUCTIONS = _LAYOUT.format(
-        where="manual_dir/labeled/ and manual_dir/detected/ (or manual_dir/cuhk03-np/...) hold "
-              "bounding_box_train/, query/, bounding_box_test/")
+        where=f"manual_dir/labeled/ and manual_dir/detected/ (or manual_dir/cuhk03-np/...) hold {MARKET_LAYOUT}")
 
 
 class Msmt17(ReIDBuilder):
@@ -142,7 +139,7 @@ class MarketLayout(ReIDBuilder):
 
     READER = "market_layout"
     MANUAL_DOWNLOAD_INSTRUCTIONS = _LAYOUT.format(
-        where="manual_dir holds bounding_box_train/, query/, bounding_box_test/")
+        where=f"manual_dir holds {MARKET_LAYOUT}")
 
 
 BUILDERS = {cls.READER: cls for cls in (Market1501, Dukemtmcreid, Cuhk03, Cuhk03Np, Msmt17, MarketLayout)}

@@ -1,6 +1,6 @@
-"""CUHK03 hand-labelled boxes, new 767/700 protocol (§4.1 settings; Table 5)."""
-from experiments import cuhk03_common
+"""CUHK03 hand-labelled boxes, 767/700 protocol (§4.1 settings; Table 4)."""
+from experiments import _cuhk03_common
 
 
 def get_config():
-    return cuhk03_common.get_config("labeled")
+    return _cuhk03_common.get_config("labeled")

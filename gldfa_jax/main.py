@@ -26,6 +26,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from gldfa_jax import config as config_lib
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. experiments/market.py.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory for checkpoints, metrics and results.json "
@@ -52,11 +54,6 @@ class UsageError(ValueError):
     """Bad command-line input; reported without a traceback."""
 
 
-def available_configs() -> list:
-    from experiments import available_configs as configs
-    return configs()
-
-
 def _config_path(argv) -> str | None:
     for i, arg in enumerate(argv):
         if arg.startswith("--config="):
@@ -70,18 +67,18 @@ def parse_flags(argv):
     """absl flag parsing with bad input turned into one clear message (exit 2, no traceback)."""
     path = _config_path(argv)
     if path is not None and not os.path.exists(path.split(":", 1)[0]):
-        close = difflib.get_close_matches(os.path.basename(path), available_configs(), n=3)
-        hint = f" Did you mean {', '.join('experiments/' + c for c in close)}?" if close else ""
-        _fail(f"config file {path!r} does not exist.{hint} Available configs in experiments/: "
-              f"{', '.join(available_configs())}", code=2)
+        folder = os.path.dirname(path) or "."
+        names = config_lib.available_configs(folder)
+        close = difflib.get_close_matches(os.path.basename(path), names, n=3)
+        hint = f" Did you mean {', '.join(os.path.join(folder, c) for c in close)}?" if close else ""
+        _fail(f"config file {path!r} does not exist.{hint} Available configs in {folder}/: {', '.join(names)}",
+              code=2)
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
         _fail(f"{e}\nRun with --helpfull for the flags.", code=2)
     except (AttributeError, KeyError, TypeError, ValueError) as e:
-        # ml_collections reports unknown override keys as AttributeError/KeyError with close matches.
-        message = str(e).strip("'\"").replace("\\n", "\n").replace("\\'", "'")
-        _fail(f"bad config override: {message}", code=2)
+        _fail(f"bad config override: {config_lib.override_error_message(e)}", code=2)
 
 
 def _fail(message: str, code: int = 1):
@@ -226,7 +223,8 @@ def main(argv):
     logging.get_absl_handler().addFilter(_QuietLibraryInfo())
     config = _CONFIG.value
     if config is None:
-        _fail(f"--config is required; available configs in experiments/: {', '.join(available_configs())}", 2)
+        _fail("--config is required; available configs in experiments/: "
+              f"{', '.join(config_lib.available_configs('experiments'))}", 2)
     try:
         options = distributed_options(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                       _DISTRIBUTED_TIMEOUT.value)

@@ -20,13 +20,13 @@ import os
 import sys
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
 from data_pipelines.datasets.common import IMAGE_EXTENSIONS, list_images
 from data_pipelines.images import load_images
 from gldfa_jax import checkpointing, distances, gallery_index, inference, reports, train
+from gldfa_jax import config as config_lib
 from gldfa_jax.model import build_model
 
 PREFERRED_MODES = ("global+lsa", "global", "lsa", "final")  # §3.2: inference uses global + LSA
@@ -45,19 +45,6 @@ def checkpoint_location(path: str) -> tuple[str, int | None]:
                      "folder or one of its step folders.")
 
 
-def with_defaults(saved: dict) -> ml_collections.ConfigDict:
-    """A run's saved config over today's defaults (experiments/base.py): fields added to the config since the
-    run was trained take their default value instead of failing on access."""
-    from experiments import base
-
-    def merge(default, value):
-        if not (isinstance(default, dict) and isinstance(value, dict)):
-            return value
-        return {**default, **{k: merge(default.get(k), v) for k, v in value.items()}}
-
-    return ml_collections.ConfigDict(merge(base.get_config().to_dict(), saved))
-
-
 def load_checkpoint(path: str):
     """Checkpoint -> (config, model, variables {"params", "batch_stats"}, step).
 
@@ -70,7 +57,7 @@ def load_checkpoint(path: str):
     if config_json is None:
         raise ValueError(f"no {checkpointing.CONFIG_FILE} beside the checkpoint {folder}: it is written by "
                          "gldfa_jax.main into WORKDIR/checkpoints; pass that run's workdir.")
-    config = with_defaults(config_json)
+    config = config_lib.with_defaults(config_json)
     model, variables, meta = restore_model(config, folder, step)
     return config, model, variables, int(meta["step"])
 

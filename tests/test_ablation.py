@@ -7,7 +7,13 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import ablation
+from gldfa_jax.ablation import runner, sets, table as tables
+from gldfa_jax.ablation.__main__ import main as ablation_main
+
+
+def run_set(set_name, bases, workdir, seeds, **kw):
+    runner.run_set(set_name, bases, workdir, seeds, **kw)
+    return tables.write_table(set_name, bases, workdir)
 
 ROWS = ["GL+LSA", "GLDFA-Net"]
 
@@ -43,15 +49,15 @@ def test_resume_and_table(tmp_path):
     work = str(tmp_path / "runs")
     first = FakeTrainer(fail_at=3)
     with pytest.raises(RuntimeError, match="interrupted"):
-        ablation.run_set("table2", ["experiments/synthetic.py"], work, [0, 1], rows=ROWS, trainer=first)
+        run_set("table2", ["experiments/synthetic.py"], work, [0, 1], rows=ROWS, trainer=first)
     assert len(first.calls) == 3
     again = FakeTrainer()
-    table = ablation.run_set("table2", ["experiments/synthetic.py"], work, [0, 1], rows=ROWS, trainer=again)
+    table = run_set("table2", ["experiments/synthetic.py"], work, [0, 1], rows=ROWS, trainer=again)
     assert len(again.calls) == 1
     assert again.calls[0][0].endswith(os.path.join("gldfa_net", "seed1", "train"))
     # Everything is finished now: a third run trains nothing.
     third = FakeTrainer()
-    ablation.run_set("table2", ["experiments/synthetic.py"], work, [0, 1], rows=ROWS, trainer=third)
+    run_set("table2", ["experiments/synthetic.py"], work, [0, 1], rows=ROWS, trainer=third)
     assert third.calls == []
 
     cells = _table_row(table, "GLDFA-Net")
@@ -65,16 +71,16 @@ def test_resume_and_table(tmp_path):
     assert "--config.loss.use_lsa=True" in record["command"] and record["seed"] == 0
 
     # The full table lists the rows not run yet as such, never with numbers.
-    full = ablation.write_table("table2", ["experiments/synthetic.py"], work)
+    full = tables.write_table("table2", ["experiments/synthetic.py"], work)
     assert _table_row(full, "ResNet101")[1:5] == ["not yet run"] * 4
     assert _table_row(full, "GL+LSA")[1] == f"{np.mean([40.0, 43.0]):.1f} ± {np.std([40.0, 43.0], ddof=1):.1f}"
 
 
 def test_paper_numbers_side_by_side_on_market(tmp_path):
-    path = ablation.write_table("table2", ["experiments/market.py"], str(tmp_path))
+    path = tables.write_table("table2", ["experiments/market.py"], str(tmp_path))
     header = open(path).read()
     assert "paper Market-1501 mAP" in header and "not comparable" not in header
-    table3 = ablation.write_table("table3", ["experiments/partial_market.py", "experiments/partial_duke.py"],
+    table3 = tables.write_table("table3", ["experiments/partial_market.py", "experiments/partial_duke.py"],
                                   str(tmp_path))
     text = open(table3).read()
     assert "paper Partial-Duke R-1" in text
@@ -82,26 +88,30 @@ def test_paper_numbers_side_by_side_on_market(tmp_path):
 
 
 def test_sweep_rows_and_plot(tmp_path):
-    assert [r.overrides["model.num_stripes"] for r in ablation.FIG6_K.rows] == [1, 2, 4, 6, 8, 10]
-    assert [r.overrides["loss.window"] for r in ablation.FIG6_W.rows] == [1, 2, 4, 6, 8]
+    assert [r.overrides["model.num_stripes"] for r in sets.FIG6_K.rows] == [1, 2, 4, 6, 8, 10]
+    assert [r.overrides["loss.window"] for r in sets.FIG6_W.rows] == [1, 2, 4, 6, 8]
     trainer = FakeTrainer()
-    ablation.run_set("fig6_w", ["experiments/synthetic.py"], str(tmp_path), [0], rows=["W=1", "W=4"], trainer=trainer)
+    run_set("fig6_w", ["experiments/synthetic.py"], str(tmp_path), [0], rows=["W=1", "W=4"], trainer=trainer)
     assert any("--config.loss.window=4" in flags for _, flags in trainer.calls)
     assert os.path.getsize(tmp_path / "fig6_w" / "fig6_w_synthetic.png") > 0
 
 
 def test_cli_bad_input(capsys, tmp_path):
-    assert ablation.main(["--set", "table2", "--base", "experiments/markett.py", "--workdir", str(tmp_path)]) == 2
+    assert ablation_main(["--set", "table2", "--base", "experiments/markett.py", "--workdir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "market.py" in err and "experiments/duke.py" in err
     assert "cuhk03_common" not in err  # a helper module, not a config
-    assert ablation.main(["--set", "table2", "--base", "experiments/market.py", "--workdir", str(tmp_path),
+    assert ablation_main(["--set", "table2", "--base", "experiments/market.py", "--workdir", str(tmp_path),
                           "--config.train.epochz=1"]) == 2
-    assert "train.epochs" in capsys.readouterr().err
-    assert ablation.main(["--set", "table2", "--base", "experiments/market.py", "--rows", "GL+LSB"]) == 2
+    err = capsys.readouterr().err
+    assert "--config.train.epochz" in err and "Did you mean \"epochs\"" in err
+    assert ablation_main(["--set", "table2", "--base", "experiments/market.py", "--workdir", str(tmp_path),
+                          "--config.train.epochs=many"]) == 2  # config_flags checks the type too
+    assert "--config.train.epochs=many" in capsys.readouterr().err
+    assert ablation_main(["--set", "table2", "--base", "experiments/market.py", "--rows", "GL+LSB"]) == 2
     with pytest.raises(SystemExit):
-        ablation.main(["--set", "table9"])
-    assert ablation.main(["--set", "fig6_k", "--list"]) == 0
+        ablation_main(["--set", "table9"])
+    assert ablation_main(["--set", "fig6_k", "--list"]) == 0
     assert "--config.model.num_stripes=10" in capsys.readouterr().out
 
 
@@ -114,14 +124,14 @@ def test_one_real_row_through_the_trainer(tmp_path, capsys):
             "--config.eval.rerank=False", "--config.eval.modes=('lsa',)"]
     args = ["--set", "table2", "--base", "experiments/synthetic.py", "--workdir", str(tmp_path / "runs"),
             "--rows", "L(Local+TH)", *tiny]
-    assert ablation.main(args) == 0, capsys.readouterr().err
+    assert ablation_main(args) == 0, capsys.readouterr().err
     record = json.load(open(tmp_path / "runs" / "table2" / "l_local_th" / "seed0" / "row.json"))
     assert "--config.loss.use_lsa=False" in record["command"] and "--config.loss.window=1" in record["command"]
     assert set(record["results"]["lsa"]) == {"mAP", "rank1", "rank5", "rank10"}
     cells = _table_row(tmp_path / "runs" / "table2" / "table2.md", "L(Local+TH)")
     assert cells[1] == f"{record['results']['lsa']['mAP']:.1f}"
     capsys.readouterr()
-    assert ablation.main(args) == 0
+    assert ablation_main(args) == 0
     assert "1 already finished, 0 to do" in capsys.readouterr().out
 
 
@@ -139,10 +149,10 @@ def test_table_warns_when_the_base_config_changed_between_runs(tmp_path):
                            "loss": {"center_weight": float(overrides.get("loss.center_weight", 0.05))}}, f)
 
     work = str(tmp_path)
-    table = ablation.run_set("table2", ["experiments/synthetic.py"], work, [0, 1], rows=ROWS, trainer=Trainer())
+    table = run_set("table2", ["experiments/synthetic.py"], work, [0, 1], rows=ROWS, trainer=Trainer())
     assert "Warning" not in open(table).read()  # seeds and row switches do not count as changes
     epochs["value"] = 40
-    table = ablation.run_set("table2", ["experiments/synthetic.py"], work, [2], rows=["GLDFA-Net"], trainer=Trainer())
+    table = run_set("table2", ["experiments/synthetic.py"], work, [2], rows=["GLDFA-Net"], trainer=Trainer())
     text = open(table).read()
     assert "different base configs" in text and "GLDFA-Net seed 2" in text
 
@@ -150,7 +160,7 @@ def test_table_warns_when_the_base_config_changed_between_runs(tmp_path):
 def test_runs_claimed_by_a_live_process_are_skipped(tmp_path):
     """Two runner processes may share a workdir: a run claimed by a live process is not started twice, a claim
     left by a dead process is taken over."""
-    from experiments.ablation import claim
+    from gldfa_jax.ablation.runner import claim
 
     out = str(tmp_path / "row" / "seed0")
     assert claim(out) and claim(out)  # ours, and still ours

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentParams, augment_batch, augment_params, eval_transform, normalize
-from experiments.base import get_config
+from gldfa_jax.config import get_config
 
 MEAN, STD = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
 

@@ -12,7 +12,7 @@ from conftest import CUHK03_SAMPLE
 from data_pipelines.augment import augment_batch, eval_transform
 from data_pipelines.datasets import Record, get_dataset
 from data_pipelines.images import CachedImages, cache_images, decode_image, load_images
-from experiments.base import get_config
+from gldfa_jax.config import get_config
 from test_data_fixtures import write_image
 
 

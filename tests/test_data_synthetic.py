@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from data_pipelines.datasets import get_dataset
+from data_pipelines.datasets.common import SPLITS
 from data_pipelines.images import load_images
-from data_pipelines.synthetic import (MANIFEST, SPLIT_FOLDERS, WorldConfig, ensure_world, generate, make_identities,
-                                      plan_world, world_config)
-from data_pipelines.synthetic_render import CLOTH, _draw_person, _Painter
+from data_pipelines.synthetic import (MANIFEST, WorldConfig, ensure_world, generate, make_identities, plan_world,
+                                      world_config)
+from data_pipelines.synthetic.render import CLOTH, _draw_person, _Painter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 64, 32  # small render size for the tests
@@ -149,7 +150,7 @@ def test_msmt17_preset_plans_exact_sizes():
     assert len(people) == 1041 + 3060 and len(cams) == 15
     got = {s: (len({x.pid for x in shots if x.split == s}), sum(x.split == s for x in shots), {x.cam for x in shots
                                                                                                  if x.split == s})
-           for s in SPLIT_FOLDERS}
+           for s in SPLITS}
     assert {s: v[:2] for s, v in got.items()} == {"train": (1041, 32621), "query": (3060, 11659),
                                                   "gallery": (3060, 82161)}
     assert all(v[2] == set(range(15)) for v in got.values())

@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from data_pipelines.images import CachedImages
-from experiments.base import get_config
+from gldfa_jax.config import get_config
 from gldfa_jax import experiment_data
 from test_data_fixtures import small_market
 

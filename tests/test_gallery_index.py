@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.base import get_config
+from gldfa_jax.config import get_config
 from gldfa_jax import distances, gallery_index, lsa
 
 K_STRIPES, DIM = 4, 16

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.base import get_config
+from gldfa_jax.config import get_config
 from gldfa_jax.losses import (center_loss, cross_entropy_label_smooth, euclidean_distance, hard_triplet_loss,
                               init_centers, soft_triplet_loss, total_loss, update_centers)
 from gldfa_jax.lsa import lsa_distance

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from benchmarks.lsa_fusion import fusion_map
-from experiments.base import get_config
+from gldfa_jax.config import get_config
 from gldfa_jax import inference
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.base import get_config
+from gldfa_jax.config import get_config
 from gldfa_jax.model import GLDFAOutput, build_model, compute_dtype, horizontal_pool, stripe_bins
 from gldfa_jax.model import test_features as features_for_test
 from gldfa_jax.resnet import output_channels

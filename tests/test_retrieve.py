@@ -183,10 +183,10 @@ def test_eval_reports_of_a_checkpoint(tiny_run, tmp_path):
 
 
 def test_misalignment_analysis_of_a_run(tiny_run):
-    """experiments/misalignment.py: query groups from the manifest; W = 1 'lsa' = sum of stripe-by-stripe
+    """gldfa_jax/ablation/misalignment.py: query groups from the manifest; W = 1 'lsa' = sum of stripe-by-stripe
     distances (hard alignment), evaluated on each group."""
     from data_pipelines import datasets
-    from experiments import misalignment
+    from gldfa_jax.ablation import misalignment
     from gldfa_jax import evaluation, inference
 
     config, run = tiny_run

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import CUHK03_SAMPLE
-from experiments.base import get_config
+from gldfa_jax.config import get_config
 from gldfa_jax import losses, lsa
 from gldfa_jax.model import GLDFAOutput
 

@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from data_pipelines.augment import augment_batch
-from experiments import base
+from gldfa_jax import config as base
 from gldfa_jax import loss_scale, losses, train
 from gldfa_jax.model import build_model
 

@@ -9,6 +9,9 @@ from typing import Iterable, NamedTuple, Sequence
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 SPLITS = ("train", "query", "gallery")
+# Market-1501's folder per split, shared by DukeMTMC-reID, CUHK03-NP and the synthetic and partial sets.
+MARKET_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
+MARKET_LAYOUT = ", ".join(f"{f}/" for f in MARKET_FOLDERS.values())  # for messages: "bounding_box_train/, ..."
 # Market-1501 / DukeMTMC-reID / CUHK03-NP names all start with "<pid>_c<camera>".
 MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 
-from data_pipelines.datasets.common import ReIDDataset, find_dataset_dir, make_dataset, parse_market_folder
+from data_pipelines.datasets.common import (MARKET_FOLDERS, ReIDDataset, find_dataset_dir, make_dataset,
+                                            parse_market_folder)
 
-MARKET_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 JUNK_PID = -1        # Market-1501: junk boxes, never scored
 DISTRACTOR_PID = 0   # Market-1501: distractor boxes, kept in the gallery only
 

@@ -1,7 +1,10 @@
-"""Drawing one box of the synthetic re-ID world: a procedurally painted person in a camera's scene, then that
-camera's imaging (illumination, colour cast, blur, noise) and, at controllable rates, a detector error (box shifted
-or cut vertically, then re-stretched) and an occluder. The world (who is seen by which camera, how often, the file
-layout) is planned and written by data_pipelines.synthetic."""
+"""One box of the synthetic world: a painted person in a camera's scene, through that camera's illumination,
+colour cast, blur and noise.
+
+The view changes what is visible (logo on the front only, backpack body on the back, profile from the side).
+Per box: pose jitter (position, scale, gait) and, at the world's rates, an occluder and a detector error (box
+shifted or cut vertically by up to ``max_shift`` of its height, then re-stretched).
+"""
 from __future__ import annotations
 
 import math
@@ -237,7 +240,7 @@ def _camera_look(img: np.ndarray, cam: dict, flicker: float) -> np.ndarray:
 
 def render_image(person: dict, cam: dict, cfg, rng: np.random.Generator):
     """One box of ``person`` seen by ``cam`` → (uint8 [height, width, 3], info dict); ``cfg`` is the world's
-    synthetic.WorldConfig (height, width, occlusion_rate, misalign_rate, max_shift)."""
+    WorldConfig (height, width, occlusion_rate, misalign_rate, max_shift)."""
     h, w = cfg.height, cfg.width
     box_top = MARGIN * h
     canvas_h = int(round(h * (1 + 2 * MARGIN)))

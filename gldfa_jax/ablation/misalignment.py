@@ -1,7 +1,7 @@
 """What LSA does on misaligned boxes: trained runs re-evaluated with test-time windows W (W = 1 is hard
 alignment), on all queries and separately on the queries the synthetic world drew shifted or cut.
 
-  python -m experiments.misalignment --runs runs/ablation/table2/gldfa_net runs/ablation/table2/gldfa_net_w_o_lsa \
+  python -m gldfa_jax.ablation.misalignment --runs runs/ablation/table2/gldfa_net runs/ablation/table2/gldfa_net_w_o_lsa \
       [--windows 1,4] [--out runs/ablation/misalignment.md]
 
 Each --runs folder holds seed*/train run workdirs (the ablation runner's layout) or is one run workdir. The
@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from experiments.ablation import mean_std
+from gldfa_jax.ablation.table import mean_std
 
 MODES = ("lsa", "global+lsa")
 
@@ -88,7 +88,7 @@ def table(results: dict, windows: list[int]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.misalignment", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m gldfa_jax.ablation.misalignment", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", required=True, help="ablation row folders (seed*/train) or run workdirs")
     parser.add_argument("--windows", default="1,4", help="test-time LSA windows, comma-separated (1 = hard)")
     parser.add_argument("--out", default=None, help="also write the markdown table here")

@@ -1,4 +1,4 @@
-"""How much weight the LSA distance deserves at test time: mAP of global + w · lsa for trained runs (issue 9).
+"""How much weight the LSA distance deserves at test time: mAP of global + w · lsa for trained runs.
 
     python -m benchmarks.lsa_fusion RUN [RUN ...] [--weights 0,0.25,0.5,1,2,4] [--data-root DIR]
 

@@ -14,7 +14,6 @@ import ctypes
 import gc
 import os
 import platform
-import sys
 import threading
 import time
 from types import SimpleNamespace

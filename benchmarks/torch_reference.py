@@ -1,4 +1,4 @@
-"""An independent PyTorch run of the GLDFA-Net recipe (issue 9), to tell defects of our JAX code from
+"""An independent PyTorch run of the GLDFA-Net recipe, to tell defects of our JAX code from
 weaknesses of the recipe itself.
 
     python -m benchmarks.torch_reference --config experiments/cuhk03_real.py --workdir runs/torch_reference \

@@ -13,12 +13,12 @@ import argparse
 import datetime
 import os
 import platform
-import sys
 import time
 
 import jax
 import numpy as np
 
+from data_pipelines.sampler import shard_batch
 from gldfa_jax import train
 from gldfa_jax.model import build_model
 
@@ -85,7 +85,8 @@ def jax_step(config, height, width, fused=False, variables=None):
         args = train.replicate((images, labels, np.arange(len(labels), dtype=np.int32)[None]))
     else:
         p_step = train.data_parallel(train.make_train_step(model, tx, config), donate_argnums=(0,))
-        args = (train.shard_batch(images), train.shard_batch(labels))
+        n = train.num_devices()
+        args = (shard_batch(images, n), shard_batch(labels, n))
     holder = [state]
 
     def step():

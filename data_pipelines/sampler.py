@@ -76,21 +76,21 @@ def _sample_drops(rng: np.random.Generator, caps: np.ndarray, excess: int) -> np
     return pool[rng.choice(len(pool), size=excess, replace=False)]
 
 
-def shard_batch(indices: np.ndarray, num_devices: int, process_index: int = 0, process_count: int = 1) -> np.ndarray:
+def shard_batch(batch, num_devices: int, process_index: int = 0, process_count: int = 1):
     """This host's part of a global batch, split over its local devices.
 
-    ``indices`` [B] (a row of ``PKSampler.epoch``) → [num_devices, B // (num_devices * process_count)].
-    Hosts take contiguous slices, so with per-device size a multiple of K each device sees whole identities.
+    ``batch`` [B, ...] (e.g. a row of ``PKSampler.epoch``, or images) → [num_devices, B // (num_devices *
+    process_count), ...]. Hosts take contiguous slices, so with per-device size a multiple of K each device sees
+    whole identities.
     """
-    indices = np.asarray(indices)
-    if indices.ndim != 1:
-        raise ValueError(f"indices must be one global batch [B], got shape {indices.shape}")
+    if getattr(batch, "ndim", 0) < 1:
+        raise ValueError(f"batch must be one global batch [B, ...], got shape {getattr(batch, 'shape', None)}")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} must lie in [0, process_count={process_count})")
-    shards = num_devices * process_count
-    if num_devices < 1 or indices.size % shards:
-        raise ValueError(f"batch size {indices.size} is not divisible by num_devices * process_count = "
+    size, shards = batch.shape[0], num_devices * process_count
+    if num_devices < 1 or size % shards:
+        raise ValueError(f"batch size {size} is not divisible by num_devices * process_count = "
                          f"{num_devices} * {process_count}; choose P*K divisible by the device count")
-    per_host = indices.size // process_count
-    local = indices[process_index * per_host:(process_index + 1) * per_host]
-    return local.reshape(num_devices, per_host // num_devices)
+    per_host = size // process_count
+    local = batch[process_index * per_host:(process_index + 1) * per_host]
+    return local.reshape((num_devices, per_host // num_devices) + tuple(batch.shape[1:]))

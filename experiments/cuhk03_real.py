@@ -1,4 +1,4 @@
-"""Real CUHK03 crops at CPU scale (issue 9): train on the 543 identities of shared/data/cuhk03_real, test on
+"""Real CUHK03 crops at CPU scale: train on the 543 identities of shared/data/cuhk03_real, test on
 its 100-identity query/gallery split. The paper's method and losses (§3, §4.1); sizes and schedule are scaled
 down so that a 2-core CPU trains one run in about 6 minutes (ResNet-18 ×0.25 from scratch, 12 epochs of
 134 P×K steps). Override data.height/width for the 256×128 setting."""

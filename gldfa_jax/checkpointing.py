@@ -1,4 +1,4 @@
-"""Orbax checkpoints of the TrainState (issue 3 item 8).
+"""Orbax checkpoints of the TrainState.
 
 Layout under a run's workdir:
   checkpoints/<step>/{state,meta}   the last `train.keep_checkpoints`, every `train.checkpoint_every` epochs,
@@ -84,12 +84,12 @@ class CheckpointStore:
                                                          **items), force=True)
 
     def wait(self) -> None:
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
+        for manager in (self.latest, self.best):
+            manager.wait_until_finished()
 
     def close(self) -> None:
-        self.latest.close()
-        self.best.close()
+        for manager in (self.latest, self.best):
+            manager.close()
 
 
 def _to_numpy(state: Any) -> dict:

@@ -119,20 +119,21 @@ def get_config() -> ml_collections.ConfigDict:
                                  # (numpy's sort is several times faster than XLA's there)
 
     # gldfa_jax.retrieve --index / gldfa_jax.gallery_index: FAISS shortlists by the global feature, the exact
-    # global+LSA distance (§3.2) re-scores the shortlist. Defaults measured by benchmarks.large_gallery (README).
+    # global+LSA distance (§3.2) re-scores the shortlist. Defaults measured by benchmarks.large_gallery
+    # (docs/benchmarks.md).
     c.retrieval = r = ml_collections.ConfigDict()
     r.index = "ivf_flat"         # "ivf_flat": exact vectors in k-means lists, trains in minutes and adds images without
                                  # retraining; "hnsw": a graph, no training (not benchmarked at 1M); "flat": brute force
     r.nlist = 0                  # IVF lists, 0 = about 4·√N (FAISS's guideline is 4-16·√N; 4,000 at 1M images)
     r.nprobe = 1024              # lists scanned per query (a quarter of them at 1M): IVF misses cost recall, not the
-                                 # shortlist (1M: nprobe 64 -> recall@10 0.91, 512 -> 0.993; README)
+                                 # shortlist (1M: nprobe 64 -> recall@10 0.91, 512 -> 0.993; docs/benchmarks.md)
     r.kmeans_iterations = 20     # IVF training (FAISS's default is 25): keeps the 1M build in minutes on 2 cores
     r.train_size = 262144        # IVF trains on at most this many gallery images (about 64 per list at 1M)
     r.hnsw_m = 32                # "hnsw": links per node
     r.hnsw_ef_construction = 200
     r.hnsw_ef_search = 256       # at least the shortlist
     r.shortlist = 256            # K candidates re-scored exactly per query: at 1M the exact global+LSA top 10 lay at
-                                 # most 97 deep in the global ranking (benchmarks.large_gallery, README)
+                                 # most 97 deep in the global ranking (benchmarks.large_gallery, docs/benchmarks.md)
     r.local_dtype = "float16"    # stored stripes: 4 GB for 1M images × 8 × 256 (float32: 8 GB)
     return c
 

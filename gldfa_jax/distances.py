@@ -14,6 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gldfa_jax import lsa
+from gldfa_jax.checks import check_int
 from gldfa_jax.lsa import check_finite
 
 MODES = ("global", "lsa", "global+lsa", "final")
@@ -183,8 +184,7 @@ def iter_mode_blocks(q_feats: Mapping, g_feats: Mapping, modes: Sequence[str], w
     A block holds block_size // len(modes) queries, so block_size × G bounds the distances that exist at once
     and MSMT17-scale galleries fit.
     """
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ValueError(f"block_size must be a positive integer, got {block_size!r}.")
+    check_int("block_size", block_size)
     modes = tuple(modes)
     if not modes:
         raise ValueError(f"modes must name at least one of {MODES}, got {modes!r}.")

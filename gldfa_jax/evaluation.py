@@ -20,11 +20,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gldfa_jax import distances as distances_lib
+from gldfa_jax.checks import check_int
 
 _INDEX_BITS = np.uint64(32)
 _REMOVED = np.uint64(np.iinfo(np.uint64).max)
 _BLOCK_ELEMENTS = 4_000_000  # query rows per host block ≈ this / gallery size
 _DEVICE_BLOCK_ELEMENTS = 2**25  # ... per device block: its sort holds a few [rows, G] int32/float32 arrays
+# eval.protocol values: the Market-1501 protocol above, or CUHK03's original single-shot one (`rank_metrics`).
+PROTOCOLS = ("market1501", "cuhk03_single_shot")
 
 
 def _labels(name: str, a, length: int | None) -> np.ndarray:
@@ -45,12 +48,12 @@ def _check_labels(num_q, num_g, q_pids, g_pids, q_camids, g_camids):
 
 
 def _check_max_rank(max_rank):
-    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
-        raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}.")
+    check_int("max_rank", max_rank)
 
 
-def _ranked_gallery(dist: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """Gallery indices of each row sorted by (distance, index), removed items last; -1 marks them.
+def ranked_gallery(dist: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """Gallery indices of each row of dist [Q, G] sorted by (distance, index), the `removed` [Q, G] items last;
+    -1 marks them.
 
     Sorting packed 64-bit keys (order-preserving float32 bits << 32 | index) is a stable,
     tie-deterministic argsort several times faster than np.argsort(kind="stable").
@@ -79,7 +82,7 @@ def _block_metrics(dist, q_pids, q_camids, g_pids, g_camids, single_shot_rng=Non
         dist = dist.astype(np.float32)
     same_pid = g_pids[None, :] == q_pids[:, None]
     removed = same_pid & (g_camids[None, :] == q_camids[:, None])
-    order = _ranked_gallery(dist, removed)
+    order = ranked_gallery(dist, removed)
     kept = order >= 0
     hits = kept & (g_pids[np.maximum(order, 0)] == q_pids[:, None])
     num_rel = hits.sum(1)
@@ -181,9 +184,8 @@ class _RankAccumulator:
 
 
 def _check_single_shot(cuhk03_single_shot, repeats, seed):
-    if cuhk03_single_shot and (isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer))
-                               or repeats < 1):
-        raise ValueError(f"repeats must be a positive integer, got {repeats!r}.")
+    if cuhk03_single_shot:
+        check_int("repeats", repeats)
     return np.random.default_rng(seed) if cuhk03_single_shot else None
 
 

@@ -10,9 +10,9 @@ Which tensor feeds which loss (see gldfa_jax/model.py):
   w_t = loss.triplet_weight (0.3, §4.1) and λ = loss.center_weight (0.05).
 
 Table 2 rows are config switches: model.branches, loss.triplet ("soft" | "hard" | "none"), loss.use_lsa,
-loss.center_weight (0 for the rows trained with ID + triplet only). Readings the paper leaves open (issue 9):
-loss.triplet_distance ("separate" = eq. 10, "sum" = one triplet on global + LSA as Fig. 2 draws it),
-loss.local_triplet (the local branch's own triplet kind), loss.normalize_stripes (AlignedReID's stripe-distance
+loss.center_weight (0 for the rows trained with ID + triplet only). Readings the paper leaves open (measured on
+real crops, docs/results.md): loss.triplet_distance ("separate" = eq. 10, "sum" = one triplet on global + LSA as
+Fig. 2 draws it), loss.local_triplet (the local branch's own triplet kind), loss.normalize_stripes (AlignedReID's stripe-distance
 normalisation) and loss.center_branches.
 """
 import math
@@ -35,12 +35,6 @@ def cross_entropy_label_smooth(logits: jax.Array, labels: jax.Array, epsilon: fl
     num_classes = logits.shape[1]
     targets = (1.0 - epsilon) * jax.nn.one_hot(labels, num_classes) + epsilon / num_classes
     return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=1))
-
-
-def euclidean_distance(x: jax.Array, y: jax.Array) -> jax.Array:
-    """Eq. 1 for every pair: x [M, d], y [N, d] -> [M, N] (differentiable, clamped at coincident points)."""
-    chex.assert_rank([x, y], 2)
-    return stripe_distances(x[:, None], y[:, None])[:, :, 0, 0]
 
 
 def _pair_masks(labels: jax.Array):
@@ -170,7 +164,10 @@ def total_loss(output, labels: jax.Array, centers: Optional[dict], loss_config, 
                          f"{list(TRIPLET_DISTANCES)}.")
     g_dist = l_dist = None
     if output.global_feat is not None and c.triplet != "none":
-        g_dist = euclidean_distance(output.global_feat, output.global_feat)
+        # Eq. 1 as the one-stripe case of the stripe distance: differentiable and clamped at coincident points;
+        # gallery-scale distances (distances.euclidean_distance) are tiled and centred instead.
+        g = output.global_feat[:, None]
+        g_dist = stripe_distances(g, g)[:, :, 0, 0]
     if output.local_feat is not None and local_kind != "none":
         # Window 1 compares stripe i with stripe i only: the hard alignment of Table 2's "w/o LSA".
         window = (c.window or default_window(num_stripes)) if c.use_lsa else 1

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gldfa_jax.checks import check_int
+
 # Stripe-pair distances below this (squared) are treated as coincident: sqrt has an infinite
 # slope at 0 and LSA runs inside the triplet loss, so the gradient there must stay finite.
 _SQUARED_EPS = 1e-12
@@ -65,9 +67,8 @@ def _radius(window, num_stripes: int) -> int:
     """⌊W/2⌋ for eq. 2, clipped to k - 1 (a wider window changes nothing)."""
     if window is None:
         window = default_window(num_stripes)
-    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
-        raise ValueError(f"window must be an integer >= 1 (or None for k // 2 = "
-                         f"{default_window(num_stripes)}), got {window!r}; W = 1 is hard alignment.")
+    check_int("window", window,
+              hint=f" (or None for k // 2 = {default_window(num_stripes)}); W = 1 is hard alignment")
     return min(int(window) // 2, num_stripes - 1)
 
 
@@ -235,9 +236,8 @@ def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,
     if x.shape[2] != y.shape[2]:
         raise ValueError(f"x and y must have the same stripe dimension d, got x {tuple(x.shape)} "
                          f"and y {tuple(y.shape)}.")
-    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
-                                   or block_size < 1):
-        raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}.")
+    if block_size is not None:
+        check_int("block_size", block_size, hint=" (or None: blocks sized automatically)")
     radius = _radius(window, x.shape[1])
     check_finite("x", x)
     check_finite("y", y)

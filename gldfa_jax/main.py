@@ -1,4 +1,4 @@
-"""Command line: train or evaluate GLDFA-Net from an experiment config (issue 3 item 7).
+"""Command line: train or evaluate GLDFA-Net from an experiment config.
 
   python -m gldfa_jax.main --config experiments/synthetic.py            # workdir defaults to runs/synthetic
   python -m gldfa_jax.main --config experiments/market.py --workdir runs/market --config.train.epochs=2
@@ -15,7 +15,6 @@ TPU); the workdir must be one folder every process sees (a shared file system).
 """
 import difflib
 import inspect
-import json
 import logging as std_logging
 import os
 import socket
@@ -160,25 +159,18 @@ def log_devices() -> None:
                  len(devices), [str(d) for d in devices], jax.process_count())
 
 
-def write_results(workdir: str, results: dict) -> str:
-    path = os.path.join(workdir, "results.json")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
-    return path
-
-
 def evaluate_checkpoint(config, workdir: str, data, checkpoint: str | None = None) -> dict:
     """Restore a checkpoint (a run's workdir, its checkpoints/ or best/ folder, or one step folder; default
     WORKDIR/checkpoints, latest) and evaluate it on data's query/gallery. The classifier's size comes from
     the checkpoint, so the evaluated dataset may be another one (cross-domain) without a training split."""
-    from gldfa_jax import checkpointing, retrieve, train
+    from gldfa_jax import checkpointing, loop, reports, retrieve
 
     folder, step = retrieve.checkpoint_location(checkpoint or os.path.join(workdir, checkpointing.LATEST_DIR))
     model, variables, meta = retrieve.restore_model(config, folder, step)
     logging.info("evaluating checkpoint %s at step %d (epoch %d) on %s", folder, meta["step"], meta["epoch"],
                  config.data.root)
-    q_feats, g_feats, evaluated = train.evaluate_model(model, variables, data, config)
-    train.write_reports(workdir, q_feats, g_feats, data, config, meta["steps_per_epoch"], evaluated)
+    q_feats, g_feats, evaluated = loop.evaluate_model(model, variables, data, config)
+    reports.write_run_reports(workdir, q_feats, g_feats, data, config, meta["steps_per_epoch"], evaluated)
     return evaluated.results
 
 
@@ -186,11 +178,12 @@ def run(config, workdir: str, mode: str = "train", checkpoint: str | None = None
     """Train or evaluate; writes WORKDIR/results.json (process 0 of a multi-process run) and returns the results."""
     from jax.experimental import multihost_utils
 
-    from gldfa_jax import inference, train
+    from gldfa_jax import inference, loop, reports
     from gldfa_jax.experiment_data import ensure_data, load_experiment_data
     from gldfa_jax.metric_writer import MetricWriter
 
     check_workdir(workdir)
+    inference.rank_options(config.eval)  # a bad eval setting fails now, not at the first evaluation
     log_devices()
     lead = jax.process_index() == 0  # the one process that writes the run's files (the others compute the same)
     if jax.process_count() > 1:  # a synthetic world is generated once, by process 0, before anyone reads it
@@ -201,15 +194,15 @@ def run(config, workdir: str, mode: str = "train", checkpoint: str | None = None
     if mode == "train":
         writer = MetricWriter(workdir) if lead else None
         try:
-            results = train.train_and_evaluate(config, workdir, data, writer)
+            results = loop.train_and_evaluate(config, workdir, data, writer)
         finally:
             if writer:
                 writer.close()
     else:
         results = evaluate_checkpoint(config, workdir, data, checkpoint)
     if lead:
-        path = write_results(workdir, results)
-        print(inference.format_table(results))
+        path = reports.write_results(workdir, results)
+        print(inference.format_table(results, config.eval.protocol))
         print(f"results written to {path}")
     return results
 
@@ -218,7 +211,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from gldfa_jax.experiment_data import DataRootError
-    from gldfa_jax.train import NonFiniteLossError
+    from gldfa_jax.loop import NonFiniteLossError
 
     logging.get_absl_handler().addFilter(_QuietLibraryInfo())
     config = _CONFIG.value

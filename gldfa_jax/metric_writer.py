@@ -1,63 +1,14 @@
-"""Scalar metrics to `metrics.jsonl` and to a TensorBoard event file, without TensorFlow (issue 3 item 9).
-
-The event file is a TFRecord stream of `Event` protocol buffers holding `Summary.Value.simple_value` scalars;
-the handful of protobuf fields involved are encoded by hand so neither TensorFlow nor tensorboardX is needed.
-"""
+"""Scalar metrics to `metrics.jsonl` and to a TensorBoard event file (written by tensorboardX, no TensorFlow), and
+metrics.jsonl read back."""
 import json
 import os
-import socket
-import struct
-import time
 
-# CRC-32C (Castagnoli), reflected polynomial, as TFRecord framing requires.
-_CRC_TABLE = []
-for _i in range(256):
-    _c = _i
-    for _ in range(8):
-        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
-    _CRC_TABLE.append(_c)
+import numpy as np
 
+from tensorboardX import FileWriter
+from tensorboardX.proto.summary_pb2 import Summary
 
-def crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc(data: bytes) -> int:
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field_bytes(number: int, payload: bytes) -> bytes:  # wire type 2: length-delimited
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def encode_event(wall_time: float, step: int = 0, scalars: dict | None = None, file_version: str | None = None) -> bytes:
-    """Event{wall_time=1 (double), step=2 (int64), file_version=3, summary=5{value=1{tag=1, simple_value=2}}}."""
-    msg = b"\x09" + struct.pack("<d", wall_time) + b"\x10" + _varint(step)
-    if file_version:
-        msg += _field_bytes(3, file_version.encode())
-    if scalars:
-        values = b"".join(_field_bytes(1, _field_bytes(1, tag.encode()) + b"\x15" + struct.pack("<f", float(v)))
-                          for tag, v in scalars.items())
-        msg += _field_bytes(5, values)
-    return msg
-
-
-def tfrecord(data: bytes) -> bytes:
-    header = struct.pack("<Q", len(data))
-    return header + struct.pack("<I", masked_crc(header)) + data + struct.pack("<I", masked_crc(data))
+FLUSH_SECS = 10  # how stale a live TensorBoard may be; tensorboardX's default is 120
 
 
 def _drop_partial_line(path: str) -> None:
@@ -71,20 +22,27 @@ def _drop_partial_line(path: str) -> None:
 
 
 class MetricWriter:
-    """Appends {"step", "split", **scalars} lines to DIR/metrics.jsonl and scalars to DIR/events.out.tfevents.*."""
+    """Appends {"step", "split", **scalars} lines to DIR/metrics.jsonl and `split/name` scalars to a new
+    DIR/events.out.tfevents.* file (one per writer; its name ends with the process id).
+
+    tensorboardX writes events from a background thread: they reach the disk within FLUSH_SECS, and all of them
+    by close(); metrics.jsonl, flushed by flush(), is the record that resumption and the reports read.
+    """
 
     def __init__(self, workdir: str):
         path = os.path.join(workdir, "metrics.jsonl")
         _drop_partial_line(path)
         self.jsonl = open(path, "a")
-        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
-        self.events = open(os.path.join(workdir, name), "ab")
-        self.events.write(tfrecord(encode_event(time.time(), 0, file_version="brain.Event:2")))
+        # tensorboardX names the file by the second and host only: the pid keeps a quick restart in a file of its own.
+        self.events = FileWriter(workdir, flush_secs=FLUSH_SECS, filename_suffix=f".{os.getpid()}")
 
     def write(self, step: int, split: str, scalars: dict) -> None:
         scalars = {k: float(v) for k, v in scalars.items()}
         self.jsonl.write(json.dumps({"step": int(step), "split": split, **scalars}) + "\n")
-        self.events.write(tfrecord(encode_event(time.time(), int(step), {f"{split}/{k}": v for k, v in scalars.items()})))
+        # A Summary built here, not by SummaryWriter.add_scalar, which renames tags: "eval/global+lsa" would
+        # become "eval/global_lsa".
+        values = [Summary.Value(tag=f"{split}/{name}", simple_value=value) for name, value in scalars.items()]
+        self.events.add_summary(Summary(value=values), int(step))
 
     def flush(self) -> None:
         self.jsonl.flush()
@@ -93,3 +51,29 @@ class MetricWriter:
     def close(self) -> None:
         self.jsonl.close()
         self.events.close()
+
+
+def read_metrics(metrics_jsonl_path: str) -> dict:
+    """metrics.jsonl ({"step", "split", **scalars} per line, as MetricWriter writes it) -> {split: {"step": [S],
+    name: [S]}} sorted by step. A step logged twice (a run resumed from an earlier checkpoint redoes it)
+    keeps its last record."""
+    by_split: dict = {}
+    with open(metrics_jsonl_path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                split, step = record.pop("split"), int(record.pop("step"))
+            except (ValueError, KeyError) as e:
+                raise ValueError(f"{metrics_jsonl_path} line {number} is not a metrics record "
+                                 f"({{'step', 'split', ...}}): {e}") from e
+            by_split.setdefault(split, {})[step] = record
+    out = {}
+    for split, steps in by_split.items():
+        order = sorted(steps)
+        names = sorted({k for s in order for k in steps[s]})
+        out[split] = {"step": np.array(order)}
+        for name in names:
+            out[split][name] = np.array([steps[s].get(name, np.nan) for s in order], np.float64)
+    return out

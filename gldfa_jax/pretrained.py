@@ -1,82 +1,44 @@
 """ImageNet initialisation (§4.1): torchvision/timm ResNet state dicts -> the Flax backbone's variables.
 
-Reads `.safetensors` with numpy alone (format: 8-byte little-endian header length, JSON header of
-{name: {dtype, shape, data_offsets}}, raw little-endian buffer) or `.pth`/`.pt` when torch imports.
+Reads `.safetensors` with the `safetensors` package (numpy API, no torch) or `.pth`/`.pt` when torch imports.
 Mapping: `layer{s}.{b}.conv{i}.weight` [O, I, H, W] -> params `layer{s}_{b}/conv{i}/kernel` [H, W, I, O];
 BN weight/bias -> params scale/bias, running_mean/var -> batch_stats mean/var; `downsample.0/1` ->
 `downsample_conv`/`downsample_bn`; `fc.*` and `num_batches_tracked` are ignored.
 
 Convert a torch checkpoint once, on a machine with torch:  python -m gldfa_jax.pretrained SRC.pth DST.safetensors
 """
-import json
 import logging
 import os
-import struct
 import sys
 
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
+import safetensors.numpy
 from flax import traverse_util
+from safetensors import SafetensorError
 
 log = logging.getLogger(__name__)
 
-SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
-                      "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 IGNORED_PREFIXES = ("fc.",)  # the ImageNet classifier: GLDFA-Net replaces it (§3.1)
 BN_LEAVES = {"weight": ("params", "scale"), "bias": ("params", "bias"),
              "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
 
 
 def read_safetensors(path: str) -> dict:
-    """{name: np.ndarray} from a .safetensors file (BF16 is widened to float32)."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        if header_len > size - 8:
-            raise ValueError(f"path={path!r} is not a safetensors file (header length {header_len} > file size); "
-                             "write it with safetensors.torch.save_file or `python -m gldfa_jax.pretrained`.")
-        header = json.loads(f.read(header_len))
-    buffer = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        raw = buffer[begin:end]
-        if info["dtype"] == "BF16":  # bfloat16 = the upper half of a float32
-            array = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
-        elif info["dtype"] in SAFETENSORS_DTYPES:
-            array = raw.view(np.dtype(SAFETENSORS_DTYPES[info["dtype"]]).newbyteorder("<"))
-        else:
-            raise ValueError(f"tensor {name!r} in {path!r} has dtype {info['dtype']}, which is not supported; "
-                             f"save it as one of {sorted(SAFETENSORS_DTYPES) + ['BF16']}.")
-        tensors[name] = np.array(array.reshape(info["shape"]))
-    return tensors
-
-
-def write_safetensors(path: str, tensors: dict) -> None:
-    """Write {name: np.ndarray} as .safetensors (readable by `safetensors` and by read_safetensors)."""
-    codes = {np.dtype(v): k for k, v in SAFETENSORS_DTYPES.items()}
-    header, offset, blobs = {}, 0, []
-    for name, array in tensors.items():
-        array = np.ascontiguousarray(array)
-        if array.dtype not in codes:
-            raise ValueError(f"tensor {name!r} has dtype {array.dtype}; convert it to float32 first.")
-        blob = array.astype(array.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": codes[array.dtype], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)  # the format pads the header to 8-byte alignment
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text)
-        for blob in blobs:
-            f.write(blob)
+    """{name: np.ndarray} from a .safetensors file; BF16 is widened to float32."""
+    try:
+        tensors = safetensors.numpy.load_file(path)
+    except SafetensorError as e:
+        raise ValueError(f"path={path!r} is not a safetensors file ({e}); write it with safetensors' "
+                         "save_file or `python -m gldfa_jax.pretrained SRC.pth DST.safetensors`.") from None
+    # numpy has no bfloat16: safetensors returns ml_dtypes' extension type; widen it as the .pth path's .float() does.
+    return {name: value.astype(np.float32) if value.dtype == ml_dtypes.bfloat16 else value
+            for name, value in tensors.items()}
 
 
 def read_state_dict(path: str) -> dict:
-    """{torch name: np.ndarray} from .safetensors (numpy only) or .pth/.pt (needs torch)."""
+    """{torch name: np.ndarray} from .safetensors (no torch needed) or .pth/.pt (needs torch)."""
     if path.endswith(".safetensors"):
         return read_safetensors(path)
     try:
@@ -166,7 +128,7 @@ def main(argv: list) -> None:
     if len(argv) != 3 or not argv[2].endswith(".safetensors"):
         raise SystemExit("usage: python -m gldfa_jax.pretrained SRC.pth DST.safetensors")
     state = read_state_dict(argv[1])
-    write_safetensors(argv[2], state)
+    safetensors.numpy.save_file(state, argv[2])
     print(f"wrote {len(state)} tensors to {argv[2]}")
 
 

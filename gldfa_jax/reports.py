@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
+from absl import logging
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -20,7 +21,8 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from data_pipelines.images import decode_image
-from gldfa_jax import lsa
+from gldfa_jax import evaluation, lsa
+from gldfa_jax.metric_writer import read_metrics
 
 DPI = 100
 CORRECT = "#1a9e3a"
@@ -83,15 +85,11 @@ def rank_gallery(distmat, q_pids=None, g_pids=None, q_camids=None, g_camids=None
     if distmat.ndim != 2:
         raise ValueError(f"distmat must be [Q, G], got shape {distmat.shape}")
     _check_ids(q_pids, g_pids, q_camids, g_camids)
-    order = np.argsort(distmat, axis=1, kind="stable")
-    ranked = []
-    for q in range(distmat.shape[0]):
-        idx = order[q]
-        if q_pids is not None:
-            g_p, g_c = np.asarray(g_pids)[idx], np.asarray(g_camids)[idx]
-            idx = idx[~((g_p == np.asarray(q_pids)[q]) & (g_c == np.asarray(q_camids)[q]))]
-        ranked.append(idx[:topk])
-    return ranked
+    removed = np.zeros(distmat.shape, bool)
+    if q_pids is not None:
+        removed = ((np.asarray(q_pids)[:, None] == np.asarray(g_pids)[None])
+                   & (np.asarray(q_camids)[:, None] == np.asarray(g_camids)[None]))
+    return [row[row >= 0][:topk] for row in evaluation.ranked_gallery(distmat, removed)]
 
 
 def sample_queries(num_q: int, num_queries: int = 4, seed: int = 0) -> list:
@@ -336,32 +334,6 @@ def parameter_curve(x_values: Sequence, series: Mapping[str, Sequence[float]], o
     _save(fig, out_png)
 
 
-def read_metrics(metrics_jsonl_path: str) -> dict:
-    """metrics.jsonl (gldfa_jax.metric_writer: {"step", "split", **scalars} per line) -> {split: {"step": [S],
-    name: [S]}} sorted by step. A step logged twice (a run resumed from an earlier checkpoint redoes it)
-    keeps its last record."""
-    by_split: dict = {}
-    with open(metrics_jsonl_path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                split, step = record.pop("split"), int(record.pop("step"))
-            except (ValueError, KeyError) as e:
-                raise ValueError(f"{metrics_jsonl_path} line {number} is not a metrics record "
-                                 f"({{'step', 'split', ...}}): {e}") from e
-            by_split.setdefault(split, {})[step] = record
-    out = {}
-    for split, steps in by_split.items():
-        order = sorted(steps)
-        names = sorted({k for s in order for k in steps[s]})
-        out[split] = {"step": np.array(order)}
-        for name in names:
-            out[split][name] = np.array([steps[s].get(name, np.nan) for s in order], np.float64)
-    return out
-
-
 def training_curves(metrics_jsonl_path: str, out_png: str, *, steps_per_epoch: int | None = None) -> dict:
     """Loss parts, learning rate and evaluation mAP (solid) / Rank-1 (dashed) per distance mode, from a
     run's metrics.jsonl; the x axis is epochs when `steps_per_epoch` is given, else steps.
@@ -465,3 +437,25 @@ def feature_norms(q_feats: dict, g_feats: dict) -> dict:
             both = np.concatenate([np.asarray(q_feats[key]), np.asarray(g_feats[key])])
             out[name] = float(np.linalg.norm(both, axis=-1).mean())
     return out
+
+
+def write_run_reports(workdir: str, q_feats: dict, g_feats: dict, data, config, steps_per_epoch: int,
+                      evaluated) -> dict:
+    """`write_eval_reports` of a run's evaluation into WORKDIR/reports, with its training curves; process 0 only
+    (the others computed the same evaluation)."""
+    if jax.process_index() != 0:
+        return {}
+    out = os.path.join(workdir, "reports")
+    os.makedirs(out, exist_ok=True)
+    paths = write_eval_reports(out, q_feats, g_feats, data.query, data.gallery, config, evaluated=evaluated,
+                               metrics_jsonl=os.path.join(workdir, "metrics.jsonl"), steps_per_epoch=steps_per_epoch)
+    logging.info("reports: %s", ", ".join(sorted(paths.values())))
+    return paths
+
+
+def write_results(workdir: str, results: dict) -> str:
+    """WORKDIR/results.json: every mode's metrics (inference.Evaluation.results)."""
+    path = os.path.join(workdir, "results.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    return path

@@ -31,6 +31,7 @@ import scipy.sparse
 from tqdm.auto import tqdm
 
 from gldfa_jax import distances as distances_lib
+from gldfa_jax.checks import check_int
 
 _PAIR_BUDGET = 4_000_000  # (query, gallery) min-pairs expanded at once in the Jaccard step
 _BLOCK_BYTES = 2**29      # budget for one [block, N] slice of distances plus its work arrays
@@ -43,8 +44,7 @@ _TILE = 2048              # g×g tile of the lean path: big enough that its merg
 
 def _check_params(k1, k2, lambda_value):
     for name, value in (("k1", k1), ("k2", k2)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r} (Zhong et al.: k1=20, k2=6).")
+        check_int(name, value, hint=" (Zhong et al.: k1=20, k2=6)")
     if not 0.0 <= float(lambda_value) <= 1.0:
         raise ValueError(f"lambda_value must lie in [0, 1], got {lambda_value!r} (Zhong et al.: 0.3).")
 

@@ -95,7 +95,10 @@ class ResNet(nn.Module):
         x = x.astype(self.dtype)
         x = conv(scaled_channels(64, self.width_multiplier), 7, 2, self.dtype, "conv1")(x)
         x = nn.relu(batch_norm(train, self.dtype, self.axis_name, "bn1")(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        # -inf padding and a VALID window: max pooling with PyTorch's symmetric padding, in the one form the ONNX
+        # converter maps to MaxPool (jax2onnx takes flax pooling padding as "SAME"/"VALID" only; gldfa_jax.export).
+        x = nn.max_pool(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf), window_shape=(3, 3),
+                        strides=(2, 2))
         in_channels = x.shape[-1]
         for stage, (planes, num_blocks) in enumerate(zip(STAGE_PLANES, blocks)):
             planes = scaled_channels(planes, self.width_multiplier)

@@ -19,7 +19,6 @@ import json
 import os
 import sys
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -71,13 +70,8 @@ def restore_model(config, folder: str, step: int | None = None):
     num_classes = checkpointing.num_classes(folder, step)
     model = build_model(config.model, num_classes)
     shape = (config.data.height, config.data.width, 3)
-
-    def build_state():
-        variables = train.init_variables(model, jax.random.PRNGKey(0), shape)
-        tx = train.make_optimizer(config.optim, 1, train.loss_scale_for(config, model))
-        return train.create_train_state(model, tx, variables, num_classes, jax.random.PRNGKey(0), shape)
-
-    template = jax.eval_shape(build_state)  # shapes only: restoring needs no initialised weights
+    tx = train.make_optimizer(config.optim, 1, train.loss_scale_for(config, model))
+    template = train.state_template(model, tx, num_classes, shape)  # restoring needs no initialised weights
     state, meta = checkpointing.restore(os.path.join(folder, str(step)), template)
     return model, {"params": state.params, "batch_stats": state.batch_stats}, meta
 

@@ -1,4 +1,4 @@
-"""Training state, optimiser and the data-parallel train step (paper §4.1; issue 3 items 5-6).
+"""Training state, optimiser and the data-parallel train step (paper §4.1); the loop is gldfa_jax.loop.
 
 The per-device step runs under `data_parallel` (jax.pmap over the axis AXIS): every device holds a replica of
 the TrainState and one shard of the global P×K batch. Features are all-gathered so that the losses (triplet
@@ -9,9 +9,6 @@ gradients are averaged with pmean. One device or N devices therefore give the sa
 With several processes (jax.distributed, one per host) the axis spans every process's devices, host by host: each
 process feeds its local devices its own slice of the global batch, and the update is the same as on one host.
 """
-import collections
-import os
-import time
 from typing import Any, Callable
 
 import flax
@@ -19,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 
 from data_pipelines.augment import augment_batch
 from gldfa_jax import loss_scale, losses
@@ -32,7 +28,7 @@ def data_parallel(fn: Callable, donate_argnums=()) -> Callable:
     """Map a per-device function over all local devices on the axis AXIS.
 
     The single place where data parallelism is expressed: inputs carry a leading device axis
-    ([n, ...], see `replicate` / `shard_batch`; pmap uses the first n devices); collectives inside `fn` name AXIS. Moving to
+    ([n, ...], see `replicate` / `data_pipelines.sampler.shard_batch`; pmap uses the first n devices); collectives inside `fn` name AXIS. Moving to
     `jax.shard_map` over a mesh means changing only this function and those two helpers.
     """
     return jax.pmap(fn, axis_name=AXIS, donate_argnums=donate_argnums)
@@ -70,15 +66,6 @@ def first_replica(tree: Any) -> Any:
 def unreplicate(tree: Any) -> Any:
     """Replicated pytree -> host numpy copy of device 0's replica."""
     return jax.device_get(first_replica(tree))
-
-
-def shard_batch(x, n: int | None = None):
-    """[B, ...] -> [n, B / n, ...] (n default: all local devices); B must split evenly over the devices."""
-    n = n or num_devices()
-    if x.shape[0] % n:
-        raise ValueError(f"global batch size {x.shape[0]} does not split over {n} devices; choose "
-                         f"data.num_identities × data.num_instances divisible by {n}.")
-    return x.reshape((n, x.shape[0] // n) + x.shape[1:])
 
 
 # ---------------------------------------------------------------- optimiser
@@ -153,6 +140,15 @@ def create_train_state(model, tx, variables: dict, num_classes: int, rng: jax.Ar
                           centers=losses.init_centers(num_classes, output), rng=jnp.asarray(rng, jnp.uint32))
 
     return jax.jit(build)(jax.device_put(variables), jax.device_put(rng))
+
+
+def state_template(model, tx, num_classes: int, image_shape) -> TrainState:
+    """The TrainState's shapes and dtypes without computing it: what restoring a checkpoint needs."""
+    def build():
+        rng = jax.random.PRNGKey(0)  # traced: no host->device transfer
+        return create_train_state(model, tx, init_variables(model, rng, image_shape), num_classes, rng, image_shape)
+
+    return jax.eval_shape(build)
 
 
 # ---------------------------------------------------------------- step
@@ -245,11 +241,6 @@ def make_batch_step(model, tx, config, hosts: int = 1) -> Callable:
     return step
 
 
-# ---------------------------------------------------------------- loop
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf; the state was not updated and no checkpoint was written for it."""
 
 
 def scaled_for_devices(config, num_devices: int):
@@ -264,271 +255,3 @@ def scaled_for_devices(config, num_devices: int):
     if config.train.scale_lr:
         config.optim.lr *= num_devices
     return config
-
-
-def steps_per_epoch(config, sampler) -> int:
-    """`train.steps_per_epoch`, or one pass of the P×K sampler (strong-baseline epoch) when 0."""
-    return int(config.train.steps_per_epoch) or int(sampler.num_batches)
-
-
-def epoch_batches(sampler, epoch: int, num_steps: int) -> np.ndarray:
-    """Index batches [num_steps, P*K] of `epoch`: the sampler's order, cycled if the epoch is set longer."""
-    order = np.asarray(sampler.epoch(epoch))
-    if len(order) < num_steps:
-        order = np.resize(order, (num_steps, order.shape[1]))
-    return order[:num_steps]
-
-
-def _is_due(epoch: int, every: int, last: int) -> bool:
-    return epoch == last or (every > 0 and (epoch + 1) % every == 0)
-
-
-def images_on_device(config, nbytes: int) -> bool:
-    """Whether the uint8 training set lives in device memory (`train.image_store`): "device", "host", or "auto"
-    = device when it takes at most `train.device_image_fraction` of the first device's memory (CPU: host)."""
-    store = config.train.image_store
-    if store not in ("auto", "device", "host"):
-        raise ValueError(f"train.image_store={store!r}; choose 'auto', 'device' or 'host'.")
-    if store != "auto":
-        return store == "device"
-    device = jax.local_devices()[0]
-    if device.platform == "cpu":
-        return False  # device memory is host memory: a second copy gains nothing
-    limit = (device.memory_stats() or {}).get("bytes_limit", 0)
-    return nbytes <= config.train.device_image_fraction * limit
-
-
-def _prefetch(iterator, size: int = 2):
-    """Keep `size` items of `iterator` in flight (device_put is asynchronous: the next batch copies while the
-    current step runs)."""
-    queue = collections.deque()
-    for item in iterator:
-        queue.append(item)
-        if len(queue) == size:
-            yield queue.popleft()
-    yield from queue
-
-
-class _MetricLog:
-    """Per-step metrics stay on the device; `flush` fetches them in one transfer every `train.log_every` steps
-    (and before each checkpoint), checks them for a non-finite loss and writes their mean."""
-
-    def __init__(self, writer, schedule, batch: int, steps_per_epoch: int):
-        self.writer, self.schedule, self.batch, self.steps_per_epoch = writer, schedule, batch, steps_per_epoch
-        self.pending, self.tic = [], time.perf_counter()
-
-    def add(self, step: int, metrics) -> None:
-        self.pending.append((step, metrics))
-
-    def restart_clock(self) -> None:
-        """Leave evaluation and checkpoint time out of the next images/s."""
-        self.tic = time.perf_counter()
-
-    def flush(self, store) -> dict:
-        if not self.pending:
-            return {}
-        steps = [s for s, _ in self.pending]
-        values = jax.device_get([jax.tree.map(lambda v: v.addressable_shards[0].data, m) for _, m in self.pending])
-        values = [{k: float(np.asarray(v).reshape(-1)[0]) for k, v in m.items()} for m in values]
-        self.pending = []
-        for step, m in zip(steps, values):
-            if not m["finite"]:
-                store.wait()
-                raise NonFiniteLossError(
-                    f"loss became non-finite at step {step} (epoch {step // self.steps_per_epoch + 1}, "
-                    f"{m}); stopped without saving, the last good checkpoint (step {store.latest_step()}) is kept "
-                    f"in {store.directory}. Try a lower optim.lr or a warm-up (optim.warmup_epochs).")
-        toc = time.perf_counter()
-        mean = {k: float(np.mean([m[k] for m in values])) for k in values[0] if k != "finite"}
-        if "loss_scale" in mean:  # float16: the scale now, not the interval's mean
-            mean["loss_scale"] = values[-1]["loss_scale"]
-        overflows = [s for s, m in zip(steps, values) if m.get("skipped")]
-        if overflows:
-            logging.info("float16 gradients overflowed at step(s) %s: update skipped, loss scale lowered to %g",
-                         overflows, mean["loss_scale"])
-        mean["lr"] = float(self.schedule(steps[-1]))
-        mean["images_per_s"] = self.batch * len(steps) / (toc - self.tic)
-        self.tic = toc
-        if self.writer:
-            self.writer.write(steps[-1] + 1, "train", mean)
-        return mean
-
-
-_CHUNK = 4096  # training images per host->device copy (600 MB at 384×128)
-
-
-def _device_data(data, on_device: bool, n: int) -> tuple:
-    """(images, labels) replicated on the local devices when the training set lives there, else (None, None).
-    Every process holds the whole set then (each step indexes its own slice of the batch)."""
-    if not on_device:
-        return None, None
-    images = data.train.images  # numpy, or a CachedImages file: copied in chunks, never whole on the host
-    parts = [replicate(images[i:i + _CHUNK], n) for i in range(0, len(images), _CHUNK)]
-    return jnp.concatenate(parts, axis=1), replicate(data.train.pids.astype(np.int32), n)
-
-
-def _epoch_feed(data, order: np.ndarray, resident: tuple, first: int, n: int):
-    """(images, labels, order) device arguments of each step from `first` on: the resident set with the epoch's
-    index table, or each step's batch streamed from the host one step ahead."""
-    if resident[0] is not None:
-        table = replicate(order.astype(np.int32), n)
-        for _ in range(first, len(order)):
-            yield resident + (table,)
-        return
-    rows = replicate(np.arange(order.shape[1], dtype=np.int32)[None], n)
-
-    def batches():
-        for idx in order[first:]:
-            yield (replicate(data.train.images[idx], n), replicate(data.train.pids[idx].astype(np.int32), n), rows)
-
-    yield from _prefetch(batches())
-
-
-def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
-    """Train on data.train (resuming from workdir's latest checkpoint), evaluate on query/gallery periodically
-    and at the end; returns the final results dict (gldfa_jax.inference).
-
-    In a multi-process run every process calls this with the same arguments: each reads only its slice of every
-    batch, all save the checkpoints together (Orbax; the state is replicated, so process 0 writes it), and all
-    run the same evaluation, so they take the same best-checkpoint decision; process 0 writes the metrics
-    (`writer` is None elsewhere) and the reports."""
-    from tqdm import tqdm
-
-    from data_pipelines.sampler import PKSampler
-    from gldfa_jax import checkpointing, inference, pretrained
-    from gldfa_jax.model import build_model
-
-    store = checkpointing.CheckpointStore(workdir, config.train.keep_checkpoints)
-    store.save_config(config)  # as given: scaled_for_devices is applied again on resume
-    config = scaled_for_devices(config, jax.device_count())
-    t, d = config.train, config.data
-    sampler = PKSampler(data.train.pids, d.num_identities, d.num_instances, config.seed)
-    spe = steps_per_epoch(config, sampler)
-    batch = d.num_identities * d.num_instances
-    model = build_model(config.model, data.num_classes, axis_name=AXIS)
-    tx = make_optimizer(config.optim, spe, loss_scale_for(config, model))
-    image_shape = (d.height, d.width, 3)
-    init_rng, aug_rng = jax.jit(lambda: jax.random.split(jax.random.PRNGKey(config.seed)))()
-    variables = init_variables(model, init_rng, image_shape)
-
-    template = create_train_state(model, tx, variables, data.num_classes, aug_rng, image_shape)
-    if store.latest_step() is not None:
-        state, meta = checkpointing.restore(store.latest, template)
-        if meta["steps_per_epoch"] != spe:
-            raise ValueError(f"checkpoint in {store.directory} used {meta['steps_per_epoch']} steps per epoch, "
-                             f"this config gives {spe}; use a fresh --workdir or the original config.")
-        start = int(meta["step"])
-        logging.info("resuming from step %d (epoch %d)", start, start // spe)
-    else:
-        start = 0
-        if config.model.pretrained:
-            variables = pretrained.load_pretrained(config.model.pretrained, variables)
-        else:
-            logging.info("model.pretrained is empty: training starts from scratch (random initialisation)")
-        state = create_train_state(model, tx, variables, data.num_classes, aug_rng, image_shape)
-    best_map = store.best_map()
-
-    host, hosts, n = jax.process_index(), jax.process_count(), num_devices()
-    per_host = batch // hosts
-    shard_batch(np.zeros(per_host), n)  # the host batch must split over the local devices
-    p_step = data_parallel(make_batch_step(model, tx, config, hosts), donate_argnums=(0,))
-    resident = _device_data(data, images_on_device(config, data.train.images.nbytes), n)
-    logging.info("training images: %s", "in device memory" if resident[0] is not None else "streamed per step")
-    state = replicate(state, n)
-    log = _MetricLog(writer, lr_schedule(config.optim, spe, xp=np), batch, spe)
-    results = {}
-
-    def evaluate(epoch):
-        final = epoch == t.epochs - 1
-        variables = first_replica({"params": state.params, "batch_stats": state.batch_stats})
-        q_feats, g_feats, evaluated = evaluate_model(model, variables, data, config, final)
-        res = evaluated.results
-        if writer:
-            for mode, r in res.items():
-                writer.write((epoch + 1) * spe, f"eval/{mode}", r)
-            writer.flush()
-        logging.info("epoch %d evaluation:\n%s", epoch + 1, inference.format_table(res))
-        if final:  # after the metrics are flushed, so the curves include this evaluation
-            write_reports(workdir, q_feats, g_feats, data, config, spe, evaluated)
-        return res
-
-    for epoch in range(start // spe, t.epochs):
-        order = epoch_batches(sampler, epoch, spe)[:, host * per_host:(host + 1) * per_host]  # this host's slice
-        first = start - epoch * spe if epoch == start // spe else 0
-        bar = tqdm(range(first, spe), desc=f"epoch {epoch + 1}/{t.epochs}", unit="step", leave=False,
-                   initial=first, total=spe)
-        for i, args in zip(bar, _epoch_feed(data, order, resident, first, n)):
-            step = epoch * spe + i
-            state, metrics = p_step(state, *args)
-            log.add(step, metrics)
-            every = t.checkpoint_every_steps
-            save_now = bool(every and (step + 1) % every == 0 and i < spe - 1)
-            if (step + 1) % t.log_every == 0 or i == spe - 1 or save_now:
-                shown = log.flush(store)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
-            if save_now:
-                store.save(unreplicate(state), _meta(step + 1, spe))
-        bar.close()  # the epoch's last step flushed the metrics
-        evaluated, host_state = None, None
-        if _is_due(epoch, t.eval_every, t.epochs - 1):
-            results = evaluated = evaluate(epoch)
-            score = results.get(config.eval.best_mode, next(iter(results.values())))["mAP"]
-            if agree(score > best_map):
-                best_map, host_state = score, unreplicate(state)
-                store.save(host_state, _meta((epoch + 1) * spe, spe, results), best_map=best_map)
-        if _is_due(epoch, t.checkpoint_every, t.epochs - 1):
-            host_state = unreplicate(state) if host_state is None else host_state  # one device->host copy
-            store.save(host_state, _meta((epoch + 1) * spe, spe, evaluated))
-        if writer:
-            writer.flush()
-        log.restart_clock()
-    if not results:  # resumed after the last epoch had finished: evaluate the restored final state
-        results = evaluate(t.epochs - 1)
-    store.wait()
-    store.close()
-    return results
-
-
-def agree(decision: bool) -> bool:
-    """Process 0's decision in every process. Every process evaluates the same replica, so they agree anyway;
-    taking one process's word makes sure they all join the same cooperative checkpoint save (Orbax waits for
-    every process: one that skipped it would leave the others waiting)."""
-    if jax.process_count() == 1:
-        return decision
-    from jax.experimental import multihost_utils
-
-    with jax.transfer_guard("allow"):  # one scalar, moved implicitly inside jax's helper
-        return bool(multihost_utils.broadcast_one_to_all(np.int32(decision)))
-
-
-def evaluate_model(model, variables, data, config, final: bool = True) -> tuple:
-    """Features of data.query / data.gallery and their inference.Evaluation -> (q_feats, g_feats, evaluated).
-    `final`: every mode with re-ranking, keeping what the reports draw; otherwise eval.best_mode alone without
-    re-ranking (every mode when eval.periodic_all_modes)."""
-    from gldfa_jax import inference, reports
-
-    q_feats, g_feats = inference.split_features(model, variables, data.query, data.gallery, config)
-    every_mode = final or config.eval.periodic_all_modes
-    evaluated = inference.evaluate(q_feats, g_feats, data.query, data.gallery, config,
-                                   modes=None if every_mode else (config.eval.best_mode,),
-                                   with_rerank=None if every_mode else False,
-                                   report_queries=reports.sample_queries(len(data.query.pids)) if final else None)
-    return q_feats, g_feats, evaluated
-
-
-def write_reports(workdir: str, q_feats: dict, g_feats: dict, data, config, spe: int, evaluated) -> None:
-    """The PNG reports of an evaluation (retrieval grid, stripe alignment, CMC, training curves) in WORKDIR/reports,
-    drawn from `evaluated` (evaluate_model) without computing distances again."""
-    from gldfa_jax import reports
-
-    if jax.process_index() != 0:
-        return
-    out = os.path.join(workdir, "reports")
-    os.makedirs(out, exist_ok=True)
-    paths = reports.write_eval_reports(out, q_feats, g_feats, data.query, data.gallery, config, evaluated=evaluated,
-                                       metrics_jsonl=os.path.join(workdir, "metrics.jsonl"), steps_per_epoch=spe)
-    logging.info("reports: %s", ", ".join(sorted(paths.values())))
-
-
-def _meta(step: int, spe: int, results=None) -> dict:
-    return {"step": int(step), "epoch": int(step // spe), "steps_per_epoch": int(spe), "results": results}

@@ -83,3 +83,7 @@ def test_shard_batch():
     np.testing.assert_array_equal(host1, np.arange(16, 32).reshape(2, 8))
     with pytest.raises(ValueError, match="not divisible"):
         shard_batch(np.arange(30), 4)
+    images = np.arange(8 * 3 * 2).reshape(8, 3, 2)  # [B, ...] batches keep their trailing axes
+    np.testing.assert_array_equal(shard_batch(images, 2, process_index=1, process_count=2), images[4:].reshape(2, 2, 3, 2))
+    with pytest.raises(ValueError, match=r"\[B, \.\.\.\]"):
+        shard_batch(np.float32(1.0), 1)

@@ -5,33 +5,9 @@ import chex
 import jax
 import numpy as np
 import pytest
-from tqdm.auto import tqdm
 
+from benchmarks.references import reference_market_loop
 from gldfa_jax import distances, evaluation
-
-
-def reference_market_loop(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, progress=False):
-    """The toolboxes' per-query protocol, literally: drop same-pid-and-camera gallery items, skip
-    queries without a correct match, CMC = clipped cumsum of matches, AP = mean precision at hits,
-    INP = hits / rank of the last hit. Ties go by gallery index (stable sort)."""
-    indices = np.argsort(distmat, axis=1, kind="stable")
-    matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
-    all_cmc, all_ap, all_inp = [], [], []
-    for q_idx in tqdm(range(distmat.shape[0]), desc="per-query loop", disable=not progress):
-        order = indices[q_idx]
-        remove = (g_pids[order] == q_pids[q_idx]) & (g_camids[order] == q_camids[q_idx])
-        raw_cmc = matches[q_idx][np.invert(remove)]
-        if not np.any(raw_cmc):
-            continue
-        cmc = raw_cmc.cumsum()
-        last = np.max(np.where(raw_cmc == 1))
-        all_inp.append(cmc[last] / (last + 1.0))
-        cmc[cmc > 1] = 1
-        all_cmc.append(cmc[:max_rank])
-        tmp = [x / (i + 1.0) for i, x in enumerate(raw_cmc.cumsum())]
-        all_ap.append((np.asarray(tmp) * raw_cmc).sum() / raw_cmc.sum())
-    all_cmc = np.asarray(all_cmc).astype(np.float32)
-    return all_cmc.sum(0) / len(all_cmc), np.mean(all_ap), np.mean(all_inp)
 
 
 def random_problem(rng, num_q, num_g, num_ids, num_cams=3, ties=False):

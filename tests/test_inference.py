@@ -1,12 +1,13 @@
 """Inference: batched feature extraction (padding, flip averaging) and the results dict."""
 import chex
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
 from data_pipelines.augment import normalize
-from experiments import base
-from gldfa_jax import inference, train
+from gldfa_jax import config as base
+from gldfa_jax import distances, inference, train
 from gldfa_jax.experiment_data import Split
 from gldfa_jax.model import build_model, test_features
 
@@ -102,7 +103,7 @@ def test_evaluate_computes_each_distance_once_and_keeps_what_reports_draw(dense_
     c.eval.k1, c.eval.k2, c.eval.max_rank, c.eval.rerank_dense_max = 4, 2, 10, dense_max
     q, g, query, gallery = _noisy_world()
     labels = (query.pids, gallery.pids, query.camids, gallery.camids)
-    expected = {m: distances.pairwise_distance(q, g, m) for m in inference.MODE_KEYS}
+    expected = {m: distances.pairwise_distance(q, g, m) for m in distances.MODES}
     calls = []
     real = distances.iter_mode_blocks
 
@@ -113,9 +114,9 @@ def test_evaluate_computes_each_distance_once_and_keeps_what_reports_draw(dense_
     monkeypatch.setattr(distances, "iter_mode_blocks", counted)
     out = inference.evaluate(q, g, query, gallery, c, report_queries=[1, 5])
     # One pass for every mode; past rerank_dense_max only the first re-ranked matrix is kept from it.
-    again = [] if dense_max else [(m,) for m in list(inference.MODE_KEYS)[1:]]
-    assert [m for m in calls if m] == [tuple(inference.MODE_KEYS)] + again
-    assert list(out.results) == list(inference.MODE_KEYS) + [m + "+rerank" for m in inference.MODE_KEYS]
+    again = [] if dense_max else [(m,) for m in list(distances.MODES)[1:]]
+    assert [m for m in calls if m] == [tuple(distances.MODES)] + again
+    assert list(out.results) == list(distances.MODES) + [m + "+rerank" for m in distances.MODES]
     assert out.rows_mode == "global+lsa" and sorted(out.rows) == [1, 5]
     for qi in (1, 5):
         np.testing.assert_array_equal(out.rows[qi], expected["global+lsa"][qi])
@@ -143,3 +144,70 @@ def test_rank_on_device_and_rerank_modes():
     c.eval.rerank_modes = ("cosine",)
     with pytest.raises(ValueError, match="eval.rerank_modes"):
         inference.evaluate_features(q, g, query, gallery, c)
+
+
+def test_eval_metrics_add_minp_to_every_mode_and_the_table():
+    from gldfa_jax import distances, evaluation
+
+    c = base.get_config()
+    c.eval.k1, c.eval.k2, c.eval.max_rank, c.eval.rerank_modes = 4, 2, 10, ("global+lsa",)
+    q, g, query, gallery = _noisy_world(seed=4)
+    labels = (query.pids, gallery.pids, query.camids, gallery.camids)
+    plain = inference.evaluate_features(q, g, query, gallery, c)
+    assert all(set(r) == {"mAP", "rank1", "rank5", "rank10"} for r in plain.values())
+    assert "mINP" not in inference.format_table(plain)
+    c.eval.metrics = ("cmc", "mAP", "mINP")
+    results = inference.evaluate_features(q, g, query, gallery, c)
+    assert list(results) == list(plain) and all("+rerank" not in m or "mINP" in results[m] for m in results)
+    for mode, r in results.items():
+        assert {k: v for k, v in r.items() if k != "mINP"} == plain[mode]
+        if "+rerank" not in mode:
+            ref = evaluation.rank_metrics(distances.pairwise_distance(q, g, mode), *labels, max_rank=10)
+            assert r["mINP"] == pytest.approx(100 * ref["mINP"])
+    table = inference.format_table(results).splitlines()
+    assert table[0].split() == ["mode", "mAP", "mINP", "R-1", "R-5", "R-10"]
+    assert table[1].split()[:3] == ["global", f"{results['global']['mAP']:.2f}", f"{results['global']['mINP']:.2f}"]
+
+
+def test_cuhk03_single_shot_protocol_through_the_driver(monkeypatch):
+    from gldfa_jax import distances, evaluation
+
+    c = base.get_config()
+    c.eval.rerank, c.eval.max_rank, c.eval.metrics = False, 10, ("cmc", "mAP", "mINP")
+    c.eval.protocol, c.eval.single_shot_repeats, c.eval.single_shot_seed = "cuhk03_single_shot", 7, 3
+    c.eval.rank_on, c.eval.block_size = "auto", 3  # query blocks of one row per mode: the draws go on across blocks
+    q, g, query, gallery = _noisy_world(seed=5)
+    labels = (query.pids, gallery.pids, query.camids, gallery.camids)
+    out = inference.evaluate(q, g, query, gallery, c)
+    differs = []
+    for mode in distances.MODES:
+        dist = distances.pairwise_distance(q, g, mode)
+        ref = evaluation.rank_metrics(dist, *labels, max_rank=10, cuhk03_single_shot=True, repeats=7, seed=3)
+        np.testing.assert_allclose(out.cmc[mode], ref["cmc"])
+        assert out.results[mode]["mAP"] == pytest.approx(100 * ref["mAP"])
+        assert out.results[mode]["mINP"] == pytest.approx(100 * ref["mINP"])
+        differs.append(not np.allclose(ref["cmc"], evaluation.rank_metrics(dist, *labels, max_rank=10)["cmc"]))
+    assert any(differs)  # the world is noisy enough for the two protocols to disagree
+    assert inference.format_table(out.results, c.eval.protocol).startswith("CUHK03 single-shot")
+    with pytest.raises(ValueError, match="eval.protocol must be one of .* got 'cuhk03'"):
+        inference.format_table(out.results, "cuhk03")
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # "auto" on an accelerator: the host all the same
+    market = ml_collections.ConfigDict({**c.eval.to_dict(), "protocol": "market1501"})
+    assert inference.rank_options(market)["on_device"] and not inference.rank_options(c.eval)["on_device"]
+    c.eval.rank_on = "device"
+    with pytest.raises(ValueError, match=r"eval\.rank_on='device'.*eval\.protocol='cuhk03_single_shot'"):
+        inference.evaluate(q, g, query, gallery, c)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("metrics", ("cmc", "mAP", "mINP", "NDCG"), "eval.metrics must be .*'NDCG'"),
+    ("metrics", "mINP", "eval.metrics must be"),
+    ("metrics", ("mAP", "mINP"), r"eval.metrics=.*lacks \['cmc'\]"),
+    ("protocol", "cuhk03", "eval.protocol must be one of .*'market1501'.*got 'cuhk03'"),
+    ("single_shot_repeats", 0, "eval.single_shot_repeats must be an integer >= 1, got 0"),
+    ("single_shot_seed", -1, "eval.single_shot_seed must be an integer >= 0, got -1"),
+    ("rank_on", "gpu", "eval.rank_on")])
+def test_bad_eval_options_name_the_field_and_value(field, value, message):
+    e = ml_collections.ConfigDict({**base.get_config().eval.to_dict(), field: value})  # any type, as JSON could give
+    with pytest.raises(ValueError, match=message):
+        inference.rank_options(e)

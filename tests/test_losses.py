@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from gldfa_jax.config import get_config
-from gldfa_jax.losses import (center_loss, cross_entropy_label_smooth, euclidean_distance, hard_triplet_loss,
+from gldfa_jax.distances import euclidean_distance
+from gldfa_jax.losses import (center_loss, cross_entropy_label_smooth, hard_triplet_loss,
                               init_centers, soft_triplet_loss, total_loss, update_centers)
 from gldfa_jax.lsa import lsa_distance
 from gldfa_jax.model import GLDFAOutput
@@ -80,12 +81,6 @@ def test_triplet_gradients_finite_with_duplicates_and_single_identity(loss_fn):
     assert np.all(np.isfinite(grads))
     # A batch of one identity has no negatives: no valid anchor, loss 0, no NaN.
     assert loss_fn(euclidean_distance(feats, feats), jnp.zeros(6, jnp.int32), 0.3) == 0.0
-
-
-def test_euclidean_distance():
-    x, y = RNG.normal(size=(3, 4)), RNG.normal(size=(5, 4))
-    expected = [[np.linalg.norm(a - b) for b in y] for a in x]
-    np.testing.assert_allclose(euclidean_distance(jnp.asarray(x), jnp.asarray(y)), expected, rtol=1e-5)
 
 
 def test_center_loss_and_update_hand_computed():

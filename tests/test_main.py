@@ -2,11 +2,9 @@
 import json
 import os
 import shutil
-import struct
-
 
 from cli_runs import ROOT, TINY, new_workdir, run_cli, trained_workdir
-from gldfa_jax import metric_writer
+from test_metric_writer import read_events
 
 MODES = ("global", "lsa", "global+lsa")
 EVAL_REPORTS = ("retrieval_grid.png", "alignment.png", "cmc.png")
@@ -16,27 +14,6 @@ def assert_reports(workdir, names):
     for name in names:
         with open(os.path.join(workdir, "reports", name), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
-
-
-def read_tfrecords(path):
-    """Parse a TFRecord stream, checking both CRCs of every record."""
-    records = []
-    with open(path, "rb") as f:
-        data = f.read()
-    pos = 0
-    while pos < len(data):
-        header = data[pos:pos + 8]
-        (length,) = struct.unpack("<Q", header)
-        assert struct.unpack("<I", data[pos + 8:pos + 12])[0] == metric_writer.masked_crc(header)
-        payload = data[pos + 12:pos + 12 + length]
-        assert struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])[0] == metric_writer.masked_crc(payload)
-        records.append(payload)
-        pos += 16 + length
-    return records
-
-
-def test_crc32c_check_value():
-    assert metric_writer.crc32c(b"123456789") == 0xE3069283  # the CRC-32C standard check value
 
 
 def test_train_writes_results_metrics_events_and_checkpoints():
@@ -55,8 +32,10 @@ def test_train_writes_results_metrics_events_and_checkpoints():
     assert train_lines[-1]["step"] == 12 and {"total", "id", "lr", "images_per_s"} <= set(train_lines[-1])
     assert any(m["split"] == "eval/global+lsa" for m in lines)
     events = [n for n in os.listdir(workdir) if n.startswith("events.out.tfevents")]
-    records = read_tfrecords(os.path.join(workdir, events[0]))
-    assert b"brain.Event:2" in records[0] and any(b"train/total" in r for r in records[1:])
+    records = read_events(os.path.join(workdir, events[0]))
+    assert records[0].file_version == "brain.Event:2"
+    scalars = {(e.step, v.tag) for e in records for v in e.summary.value}
+    assert (12, "train/total") in scalars and any(tag == "eval/global+lsa/mAP" for _, tag in scalars)
     assert os.path.exists(os.path.join(workdir, "checkpoints", "config.json"))
     assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())[-1] == 12
     assert_reports(workdir, EVAL_REPORTS + ("training_curves.png",))  # written after the final evaluation
@@ -74,7 +53,7 @@ def test_eval_of_the_checkpoint_reproduces_training_numbers():
 
 
 def test_cross_domain_eval_on_a_test_only_dataset():
-    """Train on one dataset, evaluate on another that has only query/ and bounding_box_test/ (issue 9 item 4):
+    """Train on one dataset, evaluate on another that has only query/ and bounding_box_test/:
     the classifier's size comes from the checkpoint; training on such a folder fails with a clear message."""
     from cli_runs import DATA_ROOT
 

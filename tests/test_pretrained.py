@@ -8,18 +8,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
-from experiments.base import get_config
 from gldfa_jax import pretrained
+from gldfa_jax.config import get_config
 from gldfa_jax.model import build_model
-from gldfa_jax.pretrained import load_pretrained, read_safetensors, write_safetensors
+from gldfa_jax.pretrained import load_pretrained, read_safetensors
 from gldfa_jax.resnet import ResNet
 
 RNG = np.random.default_rng(0)
 
 
 def handmade_safetensors(path, tensors):
-    """Reference writer from the format's definition: u64 header length, JSON header, raw buffer."""
+    """Reference writer from the format's definition (u64 header length, JSON header, raw buffer): files laid out
+    byte by byte as the format specifies must keep loading, whatever library reads them."""
     header, buffer = {"__metadata__": {"format": "pt"}}, b""
     for name, (code, shape, raw) in tensors.items():
         header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [len(buffer), len(buffer) + len(raw)]}
@@ -75,8 +77,7 @@ def random_state(shapes):
 def test_safetensors_values_land_in_flax_leaves(tmp_path, caplog):
     state = random_state(torchvision_shapes(18, 8))  # width 0.125 of ResNet-18
     path = tmp_path / "r18.safetensors"
-    handmade_safetensors(path, {k: ("I64" if v.dtype == np.int64 else "F32", v.shape, v.tobytes())
-                                for k, v in state.items()})
+    save_file(state, str(path))
     before = tiny_gldfa_variables()
     with caplog.at_level(logging.INFO):
         after = load_pretrained(str(path), before)
@@ -97,37 +98,58 @@ def test_safetensors_values_land_in_flax_leaves(tmp_path, caplog):
         jax.tree_util.tree_map(np.testing.assert_array_equal, after["params"][name], before["params"][name])
 
 
-def test_safetensors_dtypes_and_round_trip(tmp_path):
-    values = np.array([1.5, -2.0, 0.15625], np.float32)
-    bf16 = (values.view(np.uint32) >> 16).astype("<u2").tobytes()
+def test_safetensors_dtypes_and_bad_file(tmp_path):
+    values = np.array([1.5, -2.0, 0.15625], np.float32)  # exact in bfloat16
+    bf16 = (values.view(np.uint32) >> 16).astype("<u2").tobytes()  # bfloat16 = the upper half of a float32
     path = tmp_path / "t.safetensors"
-    handmade_safetensors(path, {"a": ("BF16", (3,), bf16), "b": ("F16", (1, 3), values.astype("<f2").tobytes())})
+    handmade_safetensors(path, {"a": ("BF16", (3,), bf16), "b": ("F16", (1, 3), values.astype("<f2").tobytes()),
+                                "n": ("I64", (2,), np.array([7, -1], "<i8").tobytes())})
     read = read_safetensors(str(path))
+    assert read["a"].dtype == np.float32 and read["b"].dtype == np.float16 and read["n"].dtype == np.int64
     np.testing.assert_array_equal(read["a"], values)
     np.testing.assert_array_equal(read["b"], values[None])
-    tensors = {"w": RNG.normal(size=(2, 3, 1, 1)).astype(np.float32), "n": np.arange(3, dtype=np.int64)}
-    write_safetensors(str(tmp_path / "w.safetensors"), tensors)
-    back = read_safetensors(str(tmp_path / "w.safetensors"))
-    for k in tensors:
-        np.testing.assert_array_equal(back[k], tensors[k])
+    np.testing.assert_array_equal(read["n"], [7, -1])
     (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 16)
-    with pytest.raises(ValueError, match="not a safetensors file"):
+    with pytest.raises(ValueError, match=r"path='.*bad.safetensors' is not a safetensors file.*gldfa_jax.pretrained"):
         read_safetensors(str(tmp_path / "bad.safetensors"))
+
+
+def test_converter_output_reads_with_safetensors_and_torch_files_read_with_ours(tmp_path):
+    """`python -m gldfa_jax.pretrained` writes files the `safetensors` package reads, and we read what torch's
+    safetensors writer produces, BF16 included (widened to float32 either way)."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file as torch_save_file
+
+    state = {"conv1.weight": torch.randn(4, 3, 7, 7), "bn1.weight": torch.randn(4).bfloat16(),
+             "bn1.num_batches_tracked": torch.tensor(7)}
+    torch.save(state, tmp_path / "r.pth")
+    pretrained.main(["convert", str(tmp_path / "r.pth"), str(tmp_path / "r.safetensors")])
+    torch_save_file(state, str(tmp_path / "t.safetensors"))
+    for written in (load_file(str(tmp_path / "r.safetensors")), read_safetensors(str(tmp_path / "t.safetensors"))):
+        assert set(written) == set(state)
+        for name, value in state.items():
+            want = value.float().numpy() if value.is_floating_point() else value.numpy()
+            assert written[name].dtype == want.dtype, name
+            np.testing.assert_array_equal(written[name], want)
+    with pytest.raises(SystemExit, match="usage"):
+        pretrained.main(["convert", str(tmp_path / "r.pth"), str(tmp_path / "r.npz")])
 
 
 def test_errors_name_the_tensor(tmp_path, caplog):
     variables = tiny_gldfa_variables()
     full_width = random_state(torchvision_shapes(18, 64))
-    write_safetensors(str(tmp_path / "full.safetensors"), full_width)
-    with pytest.raises(ValueError, match="'conv1.weight' has shape"):
+    save_file(full_width, str(tmp_path / "full.safetensors"))
+    # The first misfits in the file are named; safetensors orders tensors by name.
+    with pytest.raises(ValueError, match=r"pretrained tensor 'bn1\.\w+' has shape \(64,\) .* but params/backbone/bn1/"):
         load_pretrained(str(tmp_path / "full.safetensors"), variables)
     r50 = random_state(torchvision_shapes(50, 8))
-    write_safetensors(str(tmp_path / "r50.safetensors"), r50)
-    with pytest.raises(ValueError, match=r"unexpected tensors \['layer1.0.conv3.weight'.*check model.depth"):
+    save_file(r50, str(tmp_path / "r50.safetensors"))
+    bottleneck_extras = r"unexpected tensors \['layer1.0.bn3.bias'.*'layer1.0.conv3.weight'\].*check model.depth"
+    with pytest.raises(ValueError, match=bottleneck_extras):
         load_pretrained(str(tmp_path / "r50.safetensors"), variables)
     small = random_state(torchvision_shapes(18, 8))
     del small["layer1.0.bn1.running_var"]
-    write_safetensors(str(tmp_path / "missing.safetensors"), small)
+    save_file(small, str(tmp_path / "missing.safetensors"))
     with pytest.raises(ValueError, match="layer1_0/bn1/var"):
         load_pretrained(str(tmp_path / "missing.safetensors"), variables)
     with pytest.raises(ValueError, match="model.pretrained='nowhere.safetensors'"):

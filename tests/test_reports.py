@@ -164,7 +164,7 @@ def test_write_eval_reports_draws_from_the_evaluation(tmp_path, monkeypatch):
     """Given inference.evaluate's product, the reports compute no distance again and show its numbers."""
     import json
 
-    from experiments import base
+    from gldfa_jax import config as base
     from gldfa_jax import distances, inference
     from gldfa_jax.experiment_data import Split
 
@@ -189,17 +189,3 @@ def test_write_eval_reports_draws_from_the_evaluation(tmp_path, monkeypatch):
         assert stats[mode] == pytest.approx(separation)
     with pytest.raises(ValueError, match="report_queries"):
         reports.write_eval_reports(str(tmp_path), q, g, query, gallery, config, evaluated=without_rows)
-
-
-def test_metric_writer_drops_a_line_cut_by_a_killed_process(tmp_path):
-    """A process killed mid-write leaves a partial last line; the resumed run's writer drops it, not appends to it."""
-    import json
-
-    from gldfa_jax.metric_writer import MetricWriter
-
-    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "split": "train", "total": 2.0}\n{"step": 2, "spl')
-    writer = MetricWriter(str(tmp_path))
-    writer.write(2, "train", {"total": 1.5})
-    writer.close()
-    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert lines == [{"step": 1, "split": "train", "total": 2.0}, {"step": 2, "split": "train", "total": 1.5}]

@@ -4,6 +4,7 @@ import json
 import os
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -60,6 +61,9 @@ def test_trainer_runs_and_is_scored_by_the_project_evaluation(tmp_path):
 
     c = get_config()
     c.data.name, c.data.root, c.data.height, c.data.width = "market_layout", CUHK03_SAMPLE, 64, 32
+    if not os.path.isdir(CUHK03_SAMPLE):  # outside the project folder: a small synthetic world instead
+        c.data.root = str(tmp_path / "world")
+        c.data.generate = ml_collections.ConfigDict({"identities": 12, "seed": 0})
     c.data.num_identities, c.data.num_instances = 4, 2
     c.model.depth, c.model.width_multiplier, c.model.embed_dim, c.model.num_stripes = 18, 0.125, 16, 4
     c.train.epochs, c.train.steps_per_epoch, c.train.log_every = 1, 3, 1

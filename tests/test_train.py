@@ -6,8 +6,9 @@ import optax
 import pytest
 
 from data_pipelines.augment import augment_batch
+from data_pipelines.sampler import shard_batch
 from gldfa_jax import config as base
-from gldfa_jax import loss_scale, losses, train
+from gldfa_jax import loop, loss_scale, losses, train
 from gldfa_jax.model import build_model
 
 
@@ -55,11 +56,6 @@ def test_optimizer_is_adam_with_l2_added_to_gradient():
     np.testing.assert_allclose(updates["w"], -3.5e-3 * g / (np.abs(g) + 1e-8), rtol=1e-4)
 
 
-def test_shard_batch_rejects_uneven_split():
-    with pytest.raises(ValueError, match="does not split"):
-        train.shard_batch(np.zeros((5, 2)), 2)
-
-
 @pytest.fixture(scope="module")
 def setup():
     c = tiny_config()
@@ -79,7 +75,7 @@ def setup():
 def _run(setup, n, state=None):
     c, model, tx, state0, images, labels, step = setup
     new, metrics = step(train.replicate(state if state is not None else state0, n),
-                        train.shard_batch(images, n), train.shard_batch(labels, n))
+                        shard_batch(images, n), shard_batch(labels, n))
     return train.unreplicate(new), train.unreplicate(metrics)
 
 
@@ -130,7 +126,7 @@ def test_bfloat16_step_keeps_float32_params_and_tracks_the_float32_loss(setup):
     c16.model.dtype = "bfloat16"
     model16 = build_model(c16.model, 4, axis_name=train.AXIS)
     step16 = train.data_parallel(train.make_train_step(model16, tx, c16))
-    new, metrics = step16(train.replicate(state, 1), train.shard_batch(images, 1), train.shard_batch(labels, 1))
+    new, metrics = step16(train.replicate(state, 1), shard_batch(images, 1), shard_batch(labels, 1))
     new, metrics = train.unreplicate(new), train.unreplicate(metrics)
     _, _, _, loss32 = _reference(setup)
     assert metrics["finite"] == 1.0 and int(new.step) == 1
@@ -147,7 +143,7 @@ def _float16_run(setup, init_scale):
     tx16 = optax.chain(loss_scale.holder(init_scale), optax.sgd(1.0))
     state16 = state.replace(opt_state=tx16.init(state.params))
     step16 = train.data_parallel(train.make_train_step(model16, tx16, c16))
-    new, metrics = step16(train.replicate(state16, 1), train.shard_batch(images, 1), train.shard_batch(labels, 1))
+    new, metrics = step16(train.replicate(state16, 1), shard_batch(images, 1), shard_batch(labels, 1))
     return state16, train.unreplicate(new), train.unreplicate(metrics)
 
 
@@ -230,7 +226,7 @@ def test_batch_step_is_the_same_update_resident_streamed_and_on_two_devices(setu
     for i in range(2):
         key = jax.random.fold_in(jnp.asarray(state.rng), i)
         x = augment_batch(key, jnp.asarray(images[order[i]]), c.data)
-        s, metrics = plain(s, train.shard_batch(x, 1), train.shard_batch(pids[order[i]], 1))
+        s, metrics = plain(s, shard_batch(x, 1), shard_batch(pids[order[i]], 1))
         assert train.unreplicate(metrics)["total"] == pytest.approx(ref_history[i]["total"], rel=1e-6)
     streamed, history, _ = _batch_step_run(setup, 1, resident=False)
     assert int(streamed.step) == 2 and history == ref_history
@@ -261,23 +257,23 @@ def test_device_data_copies_in_chunks_equal_to_one_copy(monkeypatch):
     from types import SimpleNamespace
     images = np.random.default_rng(0).integers(0, 256, (12, 4, 2, 3), dtype=np.uint8)
     data = SimpleNamespace(train=SimpleNamespace(images=images, pids=np.arange(12)))
-    monkeypatch.setattr(train, "_CHUNK", 5)  # 5 + 5 + 2
+    monkeypatch.setattr(loop, "_CHUNK", 5)  # 5 + 5 + 2
     n = min(2, jax.local_device_count())
-    got, labels = train._device_data(data, True, n)
+    got, labels = loop._device_data(data, True, n)
     assert got.shape == (n, 12, 4, 2, 3) and labels.dtype == np.int32
     for shard in got.addressable_shards:
         np.testing.assert_array_equal(np.asarray(shard.data)[0], images)
-    assert train._device_data(data, False, n) == (None, None)
+    assert loop._device_data(data, False, n) == (None, None)
 
 
 def test_image_store_choice():
     c = tiny_config()
-    assert not train.images_on_device(c, 10)  # "auto" on a CPU: host memory is the device memory
+    assert not loop.images_on_device(c, 10)  # "auto" on a CPU: host memory is the device memory
     c.train.image_store = "device"
-    assert train.images_on_device(c, 10 ** 12)
+    assert loop.images_on_device(c, 10 ** 12)
     c.train.image_store = "gpu"
     with pytest.raises(ValueError, match="image_store='gpu'"):
-        train.images_on_device(c, 10)
+        loop.images_on_device(c, 10)
 
 
 class _Store:
@@ -297,19 +293,19 @@ def test_metric_log_fetches_means_and_stops_on_a_non_finite_step():
         def write(self, step, split, values):
             written.append((step, split, values))
 
-    log = train._MetricLog(Writer(), lambda step: 0.5 * step, batch=8, steps_per_epoch=10)
+    log = loop._MetricLog(Writer(), lambda step: 0.5 * step, batch=8, steps_per_epoch=10)
     for step, total in ((0, 1.0), (1, 3.0)):
         log.add(step, train.replicate({"total": np.float32(total), "finite": np.float32(1)}, 1))
     shown = log.flush(_Store())
     assert written[0][:2] == (2, "train") and shown["total"] == pytest.approx(2.0) and shown["lr"] == 0.5
     assert log.flush(_Store()) == {}  # nothing pending
     log.add(12, train.replicate({"total": np.float32(np.nan), "finite": np.float32(0)}, 1))
-    with pytest.raises(train.NonFiniteLossError, match="step 12 .epoch 2.*step 4"):
+    with pytest.raises(loop.NonFiniteLossError, match="step 12 .epoch 2.*step 4"):
         log.flush(_Store())
 
 
 def test_metric_log_reports_float16_overflows_and_the_current_scale(caplog):
-    log = train._MetricLog(None, lambda step: 0.1, batch=8, steps_per_epoch=10)
+    log = loop._MetricLog(None, lambda step: 0.1, batch=8, steps_per_epoch=10)
     for step, skipped, scale in ((5, 0.0, 8.0), (6, 1.0, 4.0), (7, 0.0, 4.0)):  # scale after the step
         m = {"total": np.float32(1.0), "finite": np.float32(1), "skipped": np.float32(skipped), "loss_scale": scale}
         log.add(step, train.replicate(jax.tree.map(np.float32, m), 1))

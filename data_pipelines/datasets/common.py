@@ -117,8 +117,8 @@ def find_dataset_dir(root: str, required: Sequence[str], candidates: Sequence[st
     where = " or ".join([root] + [os.path.join(root, c) for c in candidates])
     raise DatasetNotFoundError(
         f"Expected a folder holding {', '.join(layout or required)} at {where}; found that {root}: "
-        f"{describe_folder(root)}. Unpack the dataset as distributed (see the README's dataset table) "
-        f"or point root at the folder that holds {(layout or required)[0]}.")
+        f"{describe_folder(root)}. Unpack the dataset as distributed (see 'Where to put each dataset' in "
+        f"docs/datasets.md) or point root at the folder that holds {(layout or required)[0]}.")
 
 
 def list_images(folder: str) -> list:

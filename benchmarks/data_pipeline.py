@@ -1,6 +1,6 @@
 """Data-pipeline throughput: decode + resize, jit augmentation, the P×K training feed, synthetic rendering.
 
-    python benchmarks/data_pipeline.py [--root DIR] [--height 384 --width 128] [--batch-ids 8 --instances 4]
+    python -m benchmarks.data_pipeline [--root DIR] [--height 384 --width 128] [--batch-ids 8 --instances 4]
 
 ``--root`` defaults to the real CUHK03 sample (../shared/data/cuhk03_sample); without it a synthetic world is
 generated in a temporary folder. Prints a table of images/s on this machine's default JAX backend.

@@ -166,7 +166,7 @@ def run(args) -> dict:
     for key in ("index", "nlist", "nprobe", "shortlist", "local_dtype"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    lsa = {"window": None, "normalize": False, "lsa_weight": 1.0}  # §3.2 defaults (experiments/base.py)
+    lsa = {"window": None, "normalize": False, "lsa_weight": 1.0}  # §3.2 defaults (gldfa_jax/config.py)
     source = source_features(args.checkpoint, os.path.join(args.workdir, "source_features.npz"))
     world = FeatureWorld(source, args.dim, args.per_identity, args.seed)
     folder = os.path.join(args.workdir, f"index_{args.gallery}")
@@ -276,7 +276,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print the result as one JSON object, last")
     for key, kind in (("index", str), ("nlist", int), ("nprobe", int), ("shortlist", int), ("local_dtype", str)):
         ap.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None,
-                        help=f"override retrieval.{key} of experiments/base.py")
+                        help=f"override retrieval.{key} of gldfa_jax/config.py")
     args = ap.parse_args(argv)
     if args.gallery < 1 or args.queries < 1 or args.per_identity < 1:
         ap.error(f"--gallery, --queries and --per-identity must be >= 1, got {args.gallery}, {args.queries}, "

@@ -17,7 +17,6 @@ from tqdm import tqdm
 from data_pipelines.sampler import PKSampler, shard_batch
 from gldfa_jax import checkpointing, inference, pretrained, reports, train
 from gldfa_jax.model import build_model
-from gldfa_jax.train import replicate
 
 
 
@@ -122,23 +121,23 @@ def _device_data(data, on_device: bool, n: int) -> tuple:
     if not on_device:
         return None, None
     images = data.train.images  # numpy, or a CachedImages file: copied in chunks, never whole on the host
-    parts = [replicate(images[i:i + _CHUNK], n) for i in range(0, len(images), _CHUNK)]
-    return jnp.concatenate(parts, axis=1), replicate(data.train.pids.astype(np.int32), n)
+    parts = [train.replicate(images[i:i + _CHUNK], n) for i in range(0, len(images), _CHUNK)]
+    return jnp.concatenate(parts, axis=1), train.replicate(data.train.pids.astype(np.int32), n)
 
 
 def _epoch_feed(data, order: np.ndarray, resident: tuple, first: int, n: int):
     """(images, labels, order) device arguments of each step from `first` on: the resident set with the epoch's
     index table, or each step's batch streamed from the host one step ahead."""
     if resident[0] is not None:
-        table = replicate(order.astype(np.int32), n)
+        table = train.replicate(order.astype(np.int32), n)
         for _ in range(first, len(order)):
             yield resident + (table,)
         return
-    rows = replicate(np.arange(order.shape[1], dtype=np.int32)[None], n)
+    rows = train.replicate(np.arange(order.shape[1], dtype=np.int32)[None], n)
 
     def batches():
         for idx in order[first:]:
-            yield (replicate(data.train.images[idx], n), replicate(data.train.pids[idx].astype(np.int32), n), rows)
+            yield (train.replicate(data.train.images[idx], n), train.replicate(data.train.pids[idx].astype(np.int32), n), rows)
 
     yield from _prefetch(batches())
 
@@ -174,7 +173,7 @@ def setup(config, workdir: str, data, writer=None) -> Run:
     model = build_model(config.model, data.num_classes, axis_name=train.AXIS)
     tx = train.make_optimizer(config.optim, spe, train.loss_scale_for(config, model))
     n, per_host = train.num_devices(), batch // jax.process_count()
-    shard_batch(np.zeros(per_host), n)  # the host batch must split over the local devices
+    shard_batch(np.zeros(batch), n, jax.process_index(), jax.process_count())  # P×K splits over every device
     p_step = train.data_parallel(train.make_batch_step(model, tx, config, jax.process_count()),
                                  donate_argnums=(0,))
     resident = _device_data(data, images_on_device(config, data.train.images.nbytes), n)
@@ -272,6 +271,7 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     run = setup(config, workdir, data, writer)
     state, start = restore_or_initialise(run)
     state = train.replicate(state, train.num_devices())
+    run.log.restart_clock()  # initialisation and restoring are not training time
     epochs, spe = run.config.train.epochs, run.steps_per_epoch
     best_map, results = run.store.best_map(), {}
     for epoch in range(start // spe, epochs):

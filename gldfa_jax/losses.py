@@ -165,9 +165,9 @@ def total_loss(output, labels: jax.Array, centers: Optional[dict], loss_config, 
     g_dist = l_dist = None
     if output.global_feat is not None and c.triplet != "none":
         # Eq. 1 as the one-stripe case of the stripe distance: differentiable and clamped at coincident points;
-        # gallery-scale distances (distances.euclidean_distance) are tiled and centred instead.
-        g = output.global_feat[:, None]
-        g_dist = stripe_distances(g, g)[:, :, 0, 0]
+        # gallery-scale distances (distances.euclidean_distance) are tiled and centred instead. Two slices, not one
+        # reused: that fixes the gradient's summation order, and with it every reported run (bit for bit).
+        g_dist = stripe_distances(output.global_feat[:, None], output.global_feat[:, None])[:, :, 0, 0]
     if output.local_feat is not None and local_kind != "none":
         # Window 1 compares stripe i with stripe i only: the hard alignment of Table 2's "w/o LSA".
         window = (c.window or default_window(num_stripes)) if c.use_lsa else 1

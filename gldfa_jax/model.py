@@ -105,7 +105,7 @@ def _choice(name: str, value, options) -> None:
 
 
 def build_model(model_config, num_classes: int, axis_name: Optional[str] = None) -> GLDFANet:
-    """GLDFANet from `config.model` (experiments/base.py); `axis_name` = the trainer's pmap axis, if any."""
+    """GLDFANet from `config.model` (gldfa_jax/config.py); `axis_name` = the trainer's pmap axis, if any."""
     c = model_config
     _choice("branches", c.branches, BRANCHES)
     _choice("global_pool", c.global_pool, POOLS)

@@ -6,6 +6,7 @@ Parameter names follow torchvision's state dict (`conv1`, `bn1`, `layer{s}_{b}/c
 from typing import Any, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 # depth -> (block kind, blocks per stage), as in He et al. 2016 Table 1.
@@ -73,6 +74,17 @@ class Block(nn.Module):
         return nn.relu(y + x)
 
 
+def stem_pool(x: jax.Array) -> jax.Array:
+    """3×3 max pooling, stride 2, padding 1 on each side (torchvision's stem): [B, H, W, C] -> [B, H/2, W/2, C].
+
+    Written as -inf padding and a VALID window, the one form the ONNX converter maps to MaxPool (jax2onnx takes
+    flax pooling padding as "SAME"/"VALID" only; gldfa_jax.export); the same values and gradients as
+    nn.max_pool(..., padding=((1, 1), (1, 1))) (tests/test_resnet.py).
+    """
+    return nn.max_pool(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf), window_shape=(3, 3),
+                       strides=(2, 2))
+
+
 class ResNet(nn.Module):
     """Images [B, H, W, 3] -> feature map [B, H/s, W/s, C], s = 16 with last_stride 1, else 32.
 
@@ -95,10 +107,7 @@ class ResNet(nn.Module):
         x = x.astype(self.dtype)
         x = conv(scaled_channels(64, self.width_multiplier), 7, 2, self.dtype, "conv1")(x)
         x = nn.relu(batch_norm(train, self.dtype, self.axis_name, "bn1")(x))
-        # -inf padding and a VALID window: max pooling with PyTorch's symmetric padding, in the one form the ONNX
-        # converter maps to MaxPool (jax2onnx takes flax pooling padding as "SAME"/"VALID" only; gldfa_jax.export).
-        x = nn.max_pool(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf), window_shape=(3, 3),
-                        strides=(2, 2))
+        x = stem_pool(x)
         in_channels = x.shape[-1]
         for stage, (planes, num_blocks) in enumerate(zip(STAGE_PLANES, blocks)):
             planes = scaled_channels(planes, self.width_multiplier)

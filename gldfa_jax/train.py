@@ -27,9 +27,9 @@ AXIS = "batch"  # the named device axis of the data-parallel step
 def data_parallel(fn: Callable, donate_argnums=()) -> Callable:
     """Map a per-device function over all local devices on the axis AXIS.
 
-    The single place where data parallelism is expressed: inputs carry a leading device axis
-    ([n, ...], see `replicate` / `data_pipelines.sampler.shard_batch`; pmap uses the first n devices); collectives inside `fn` name AXIS. Moving to
-    `jax.shard_map` over a mesh means changing only this function and those two helpers.
+    The single place where data parallelism is expressed: inputs carry a leading device axis ([n, ...], see
+    `replicate` and `data_pipelines.sampler.shard_batch`; pmap uses the first n devices); collectives inside `fn`
+    name AXIS. Moving to `jax.shard_map` over a mesh means changing this function, `replicate` and `shard_batch`.
     """
     return jax.pmap(fn, axis_name=AXIS, donate_argnums=donate_argnums)
 

@@ -73,3 +73,21 @@ def test_batch_norm_matches_pytorch_momentum_and_eps():
 def test_rejects_unknown_depth():
     with pytest.raises(ValueError, match="depth=42"):
         abstract_init(ResNet(depth=42), (1, 64, 32, 3))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("shape", [(2, 9, 6, 3), (1, 10, 7, 2)])
+def test_stem_pool_equals_padded_max_pool_with_its_gradient(dtype, shape):
+    """The ONNX-friendly stem pooling (-inf padding, VALID) is flax's padded max pooling, value for value and
+    gradient for gradient, ties (ReLU zeros) and negative inputs included."""
+    import flax.linen as nn
+
+    from gldfa_jax.resnet import stem_pool
+
+    x = jax.nn.relu(jnp.asarray(np.random.default_rng(0).normal(size=shape), dtype) - 0.3)
+    x = x.at[0, 0].set(-2.0)  # a border row below every padding value but -inf
+    padded = lambda v: nn.max_pool(v, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    np.testing.assert_array_equal(np.asarray(stem_pool(x), np.float32), np.asarray(padded(x), np.float32))
+    weights = jnp.asarray(np.random.default_rng(1).normal(size=stem_pool(x).shape), dtype)
+    grad = lambda f: jax.grad(lambda v: jnp.sum((f(v) * weights).astype(jnp.float32)))(x)
+    np.testing.assert_array_equal(np.asarray(grad(stem_pool), np.float32), np.asarray(grad(padded), np.float32))

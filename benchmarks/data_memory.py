@@ -12,6 +12,7 @@ Peak RSS is the resident set of this process and all its children together (VmRS
 the kernel reclaims them under pressure. --cold evicts the cache files from the page cache before each read
 phase (posix_fadvise on those files only), so the reads come from the disk.
 """
+
 import argparse
 import os
 import platform
@@ -77,13 +78,20 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default="market_layout", help="dataset registry name (data.name)")
     ap.add_argument("--height", type=int, default=384)
     ap.add_argument("--width", type=int, default=128)
-    ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "gldfa_image_cache"),
-                    help="data.cache_dir (reused when it already holds this dataset at this size)")
+    ap.add_argument(
+        "--cache-dir",
+        default=os.path.join(tempfile.gettempdir(), "gldfa_image_cache"),
+        help="data.cache_dir (reused when it already holds this dataset at this size)",
+    )
     ap.add_argument("--steps", type=int, default=500, help="P×K training batches to gather")
     ap.add_argument("--eval-batch", type=int, default=128, help="contiguous batch of the query/gallery read")
     ap.add_argument("--cold", action="store_true", help="evict the cache files from the page cache first")
-    ap.add_argument("--store", choices=("cache", "memmap", "ram"), default="cache",
-                    help="CachedImages (data.cache_dir), np.memmap of the cache files, or decoded into RAM")
+    ap.add_argument(
+        "--store",
+        choices=("cache", "memmap", "ram"),
+        default="cache",
+        help="CachedImages (data.cache_dir), np.memmap of the cache files, or decoded into RAM",
+    )
     a = ap.parse_args(argv)
 
     config = get_config()
@@ -103,9 +111,12 @@ def main(argv=None) -> int:
         files = [x.path for x in splits.values()]
         built = any(os.path.getmtime(f) >= started for f in files)
         rows.append(("build the cache" if built else "reuse the cache (sidecar matched)", n_all, build))
-        where = (f"cache {a.cache_dir} ({sum(map(os.path.getsize, files)) / GB:.2f} GB on disk) read through "
-                 + ("np.memmap" if a.store == "memmap" else "CachedImages (os.preadv)") + ", page cache "
-                 + ("evicted before each read phase" if a.cold else "as the build left it"))
+        where = (
+            f"cache {a.cache_dir} ({sum(map(os.path.getsize, files)) / GB:.2f} GB on disk) read through "
+            + ("np.memmap" if a.store == "memmap" else "CachedImages (os.preadv)")
+            + ", page cache "
+            + ("evicted before each read phase" if a.cold else "as the build left it")
+        )
         if a.store == "memmap":
             splits = {k: np.memmap(x.path, np.uint8, "r", shape=x.shape) for k, x in splits.items()}
 
@@ -119,8 +130,13 @@ def main(argv=None) -> int:
             if row == 0:
                 order = np.asarray(sampler.epoch(epoch))
             checksum += int(splits["train"][order[row]].max())  # touch every byte read
-    rows.append((f"training batches ({d.num_identities}×{d.num_instances}, gather)",
-                 a.steps * d.num_identities * d.num_instances, train))
+    rows.append(
+        (
+            f"training batches ({d.num_identities}×{d.num_instances}, gather)",
+            a.steps * d.num_identities * d.num_instances,
+            train,
+        )
+    )
 
     if a.cold:
         _evict(files)
@@ -128,19 +144,23 @@ def main(argv=None) -> int:
     with TreePeakMemory() as test, tqdm(total=n_test, desc="query + gallery", unit="img") as bar:
         for images in (splits["query"], splits["gallery"]):
             for start in range(0, len(images), a.eval_batch):
-                batch = images[start:start + a.eval_batch]
+                batch = images[start : start + a.eval_batch]
                 checksum += int(batch.max())  # touch every byte (a memmap slice reads nothing until then)
                 bar.update(len(batch))
     rows.append((f"query + gallery (contiguous batches of {a.eval_batch})", n_test, test))
 
-    print(f"\n{a.name} at {a.root}: {len(splits['train'])} train, {len(splits['query'])} query, "
-          f"{len(splits['gallery'])} gallery images at {a.height}x{a.width}, {where}. "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; checksum {checksum}.\n")
+    print(
+        f"\n{a.name} at {a.root}: {len(splits['train'])} train, {len(splits['query'])} query, "
+        f"{len(splits['gallery'])} gallery images at {a.height}x{a.width}, {where}. "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; checksum {checksum}.\n"
+    )
     print("| phase | images | seconds | images/s | peak RSS, process tree (GB) | growth (GB) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, n, m in rows:
-        print(f"| {name} | {n} | {m.seconds:.1f} | {n / max(m.seconds, 1e-9):.0f} | "
-              f"{(m.start + m.peak) / GB:.2f} | {m.peak / GB:.2f} |")
+        print(
+            f"| {name} | {n} | {m.seconds:.1f} | {n / max(m.seconds, 1e-9):.0f} | "
+            f"{(m.start + m.peak) / GB:.2f} | {m.peak / GB:.2f} |"
+        )
     return 0
 
 

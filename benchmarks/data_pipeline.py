@@ -5,6 +5,7 @@
 ``--root`` defaults to the real CUHK03 sample (../shared/data/cuhk03_sample); without it a synthetic world is
 generated in a temporary folder. Prints a table of images/s on this machine's default JAX backend.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,9 @@ from data_pipelines.sampler import PKSampler
 from data_pipelines.synthetic import generate
 from gldfa_jax.config import get_config
 
-DEFAULT_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
-                            "cuhk03_sample")
+DEFAULT_ROOT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "cuhk03_sample"
+)
 
 
 def _rate(n, seconds):
@@ -55,8 +57,12 @@ def main(argv=None) -> int:
     for workers in sorted({1, a.workers}):
         t = time.perf_counter()
         images, kept = load_images(records, a.height, a.width, num_workers=workers)
-        rows.append((f"decode + resize → {a.height}x{a.width} ({workers} thread{'s' if workers > 1 else ''})",
-                     _rate(len(kept), time.perf_counter() - t)))
+        rows.append(
+            (
+                f"decode + resize → {a.height}x{a.width} ({workers} thread{'s' if workers > 1 else ''})",
+                _rate(len(kept), time.perf_counter() - t),
+            )
+        )
 
     cfg = get_config().data
     train_imgs, _ = load_images(ds.train, a.height, a.width, num_workers=a.workers, progress=False)
@@ -94,9 +100,11 @@ def main(argv=None) -> int:
         tmp.cleanup()
 
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"\nData pipeline throughput — {when}; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPU cores, JAX {jax.__version__} on {jax.devices()[0].platform}; "
-          f"data: {os.path.basename(os.path.normpath(root))} ({len(records)} images)")
+    print(
+        f"\nData pipeline throughput — {when}; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, JAX {jax.__version__} on {jax.devices()[0].platform}; "
+        f"data: {os.path.basename(os.path.normpath(root))} ({len(records)} images)"
+    )
     print(f"| {'stage':<62} | {'images/s':>9} |\n|{'-' * 64}|{'-' * 11}|")
     for name, rate in rows:
         print(f"| {name:<62} | {rate:9.0f} |")

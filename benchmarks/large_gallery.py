@@ -18,6 +18,7 @@ recall@10 and the AP with the exact top 10 as the relevant set (1 when they come
 With --json the last line is {"gallery", "build_s", "p50_ms", "p99_ms", "recall_at_10", "map_vs_exact",
 "peak_rss_gb"}.
 """
+
 import argparse
 import datetime
 import json
@@ -48,8 +49,9 @@ def source_features(checkpoint: str, cache: str) -> dict:
     data = load_experiment_data(config.data, need_train=True)
     parts, offset = [], 0
     for split in (data.train, data.query, data.gallery):
-        feats = inference.extract_features(model, variables, split.images, config.data,
-                                           batch_size=config.eval.batch_size, flip=config.data.test_flip)
+        feats = inference.extract_features(
+            model, variables, split.images, config.data, batch_size=config.eval.batch_size, flip=config.data.test_flip
+        )
         parts.append({"global": feats["global"], "local": feats["local"], "pids": split.pids + offset})
         offset += int(split.pids.max()) + 1
     merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -99,8 +101,10 @@ class FeatureWorld:
         """(features, pids) of the images of identity block b."""
         base, off_g, off_l, counts = self._identities(b)
         which = np.repeat(np.arange(BLOCK_IDENTITIES), counts)
-        return (self._images(np.random.default_rng([self.seed, 2, b]), base, off_g, off_l, which),
-                b * BLOCK_IDENTITIES + which)
+        return (
+            self._images(np.random.default_rng([self.seed, 2, b]), base, off_g, off_l, which),
+            b * BLOCK_IDENTITIES + which,
+        )
 
     def gallery(self, size: int, desc: str):
         """Yield (start, features, pids) blocks of the first `size` gallery images."""
@@ -134,7 +138,7 @@ def exact_top(world: FeatureWorld, queries: dict, size: int, topk: int, lsa: dic
         n = len(feats["global"])
         padded = {k: np.pad(v, [(0, -n % 4096)] + [(0, 0)] * (v.ndim - 1)) for k, v in feats.items()}
         for _, block in distances.iter_mode_blocks(queries, padded, ("global", "global+lsa"), **lsa):
-            by_global[:, start:start + n], dist = block["global"][:, :n], block["global+lsa"][:, :n]
+            by_global[:, start : start + n], dist = block["global"][:, :n], block["global+lsa"][:, :n]
         d = np.concatenate([best_d, dist], 1)
         i = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + n), dist.shape)], 1)
         keep = np.argsort(d, 1, kind="stable")[:, :topk]
@@ -183,12 +187,22 @@ def run(args) -> dict:
     share = min(1.0, config.train_size / args.gallery)
     rng = np.random.default_rng([args.seed, 4])
     t = time.perf_counter()
-    sample = [feats["global"][rng.random(len(pids)) < share]
-              for _, feats, pids in world.gallery(args.gallery, "IVF training sample")]
+    sample = [
+        feats["global"][rng.random(len(pids)) < share]
+        for _, feats, pids in world.gallery(args.gallery, "IVF training sample")
+    ]
     timer["generate"] += time.perf_counter() - t
     local_shape = (world.l.shape[1], args.dim)
-    index = timed("train", gallery_index.create, folder, config, "benchmarks.large_gallery", np.concatenate(sample),
-                  local_shape, args.gallery)
+    index = timed(
+        "train",
+        gallery_index.create,
+        folder,
+        config,
+        "benchmarks.large_gallery",
+        np.concatenate(sample),
+        local_shape,
+        args.gallery,
+    )
     del sample
     num_identities = 0
     blocks = world.gallery(args.gallery, "index add")
@@ -206,7 +220,7 @@ def run(args) -> dict:
     rss_build = peak_rss_gb()
 
     queries = world.queries(args.queries, num_identities)
-    one = lambda i: {k: v[i:i + 1] for k, v in queries.items()}
+    one = lambda i: {k: v[i : i + 1] for k, v in queries.items()}
     runs = {}
     for nprobe in [config.nprobe] + [n for n in args.sweep_nprobe if n != config.nprobe]:
         # Reopened for every setting, so none finds the stripes of the same queries already mapped.
@@ -224,40 +238,72 @@ def run(args) -> dict:
     t = time.perf_counter()
     exact, global_rank = exact_top(world, queries, args.gallery, 10, lsa)
     exact_s = time.perf_counter() - t
-    sweep = {n: (*ms.round(2).tolist(), *np.round(agreement(found, exact), 4).tolist()) for n, (ms, found) in runs.items()}
+    sweep = {
+        n: (*ms.round(2).tolist(), *np.round(agreement(found, exact), 4).tolist()) for n, (ms, found) in runs.items()
+    }
     chosen = next(iter(runs))
     build = timer["train"] + timer["add"] + timer["save"]
-    return {"gallery": args.gallery, "build_s": round(build, 1), "p50_ms": sweep[chosen][0],
-            "p99_ms": sweep[chosen][1], "recall_at_10": sweep[chosen][2], "map_vs_exact": sweep[chosen][3],
-            "peak_rss_gb": round(rss, 2),
-            "details": {"peak_rss_build_gb": round(rss_build, 2), "queries": args.queries, "identities": num_identities, "dim": args.dim, "sweep": sweep,
-                        "global_rank_p99": int(np.percentile(global_rank, 99)), "global_rank_max": int(global_rank.max()),
-                        "index": index.manifest["index"], "shortlist": config.shortlist, "nprobe": chosen,
-                        "local_dtype": config.local_dtype, "generate_s": round(timer["generate"], 1),
-                        "train_s": round(timer["train"], 1), "add_s": round(timer["add"], 1),
-                        "save_s": round(timer["save"], 1), "exact_reference_s": round(exact_s, 1),
-                        "index_bytes": sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))}}
+    return {
+        "gallery": args.gallery,
+        "build_s": round(build, 1),
+        "p50_ms": sweep[chosen][0],
+        "p99_ms": sweep[chosen][1],
+        "recall_at_10": sweep[chosen][2],
+        "map_vs_exact": sweep[chosen][3],
+        "peak_rss_gb": round(rss, 2),
+        "details": {
+            "peak_rss_build_gb": round(rss_build, 2),
+            "queries": args.queries,
+            "identities": num_identities,
+            "dim": args.dim,
+            "sweep": sweep,
+            "global_rank_p99": int(np.percentile(global_rank, 99)),
+            "global_rank_max": int(global_rank.max()),
+            "index": index.manifest["index"],
+            "shortlist": config.shortlist,
+            "nprobe": chosen,
+            "local_dtype": config.local_dtype,
+            "generate_s": round(timer["generate"], 1),
+            "train_s": round(timer["train"], 1),
+            "add_s": round(timer["add"], 1),
+            "save_s": round(timer["save"], 1),
+            "exact_reference_s": round(exact_s, 1),
+            "index_bytes": sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)),
+        },
+    }
 
 
 def table(r: dict) -> str:
     d = r["details"]
-    rows = [("gallery images / identities", f"{r['gallery']:,} / {d['identities']:,}"),
-            ("index", f"{d['index']}, nprobe {d['nprobe']}, shortlist {d['shortlist']}, stripes {d['local_dtype']}"),
-            ("build s (train + add + save)", f"{r['build_s']:,.1f} ({d['train_s']} + {d['add_s']} + {d['save_s']})"),
-            ("index on disk GB", f"{d['index_bytes'] / 1e9:.2f}"),
-            ("latency p50 / p99 ms (one query)", f"{r['p50_ms']} / {r['p99_ms']}"),
-            ("recall@10 vs exact global+lsa", f"{r['recall_at_10']:.4f}"),
-            ("AP vs exact top 10", f"{r['map_vs_exact']:.4f}"),
-            ("peak RSS GB: to the end of the build / of the queries", f"{d['peak_rss_build_gb']:.2f} / "
-                                                                        f"{r['peak_rss_gb']:.2f}"),
-            ("global rank of the exact top 10, p99 / max (the shortlist must reach it)",
-             f"{d['global_rank_p99']:,} / {d['global_rank_max']:,}"),
-            ("feature generation s / exact reference s (not in the above)",
-             f"{d['generate_s']} / {d['exact_reference_s']}")]
-    rows += [(f"nprobe {n}: p50 / p99 ms, recall@10, AP", f"{a} / {b}, {c:.4f}, {e:.4f}")
-             for n, (a, b, c, e) in d["sweep"].items()]
-    head = (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, {platform.machine()}, "
-            f"{os.cpu_count()} cores, python {platform.python_version()}, {d['queries']} queries, dim {d['dim']}")
+    rows = [
+        ("gallery images / identities", f"{r['gallery']:,} / {d['identities']:,}"),
+        ("index", f"{d['index']}, nprobe {d['nprobe']}, shortlist {d['shortlist']}, stripes {d['local_dtype']}"),
+        ("build s (train + add + save)", f"{r['build_s']:,.1f} ({d['train_s']} + {d['add_s']} + {d['save_s']})"),
+        ("index on disk GB", f"{d['index_bytes'] / 1e9:.2f}"),
+        ("latency p50 / p99 ms (one query)", f"{r['p50_ms']} / {r['p99_ms']}"),
+        ("recall@10 vs exact global+lsa", f"{r['recall_at_10']:.4f}"),
+        ("AP vs exact top 10", f"{r['map_vs_exact']:.4f}"),
+        (
+            "peak RSS GB: to the end of the build / of the queries",
+            f"{d['peak_rss_build_gb']:.2f} / {r['peak_rss_gb']:.2f}",
+        ),
+        (
+            "global rank of the exact top 10, p99 / max (the shortlist must reach it)",
+            f"{d['global_rank_p99']:,} / {d['global_rank_max']:,}",
+        ),
+        (
+            "feature generation s / exact reference s (not in the above)",
+            f"{d['generate_s']} / {d['exact_reference_s']}",
+        ),
+    ]
+    rows += [
+        (f"nprobe {n}: p50 / p99 ms, recall@10, AP", f"{a} / {b}, {c:.4f}, {e:.4f}")
+        for n, (a, b, c, e) in d["sweep"].items()
+    ]
+    head = (
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, {platform.machine()}, "
+        f"{os.cpu_count()} cores, python {platform.python_version()}, {d['queries']} queries, dim {d['dim']}"
+    )
     return "\n".join([head, "", "| measurement | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])
 
 
@@ -271,26 +317,45 @@ def main(argv=None) -> int:
     ap.add_argument("--per-identity", type=int, default=20, help="mean gallery images per identity")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the index folder")
-    ap.add_argument("--sweep-nprobe", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
-                    help="also time and score these nprobe values on the same index, e.g. 128,256")
+    ap.add_argument(
+        "--sweep-nprobe",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[],
+        help="also time and score these nprobe values on the same index, e.g. 128,256",
+    )
     ap.add_argument("--json", action="store_true", help="print the result as one JSON object, last")
     for key, kind in (("index", str), ("nlist", int), ("nprobe", int), ("shortlist", int), ("local_dtype", str)):
-        ap.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None,
-                        help=f"override retrieval.{key} of gldfa_jax/config.py")
+        ap.add_argument(
+            f"--{key.replace('_', '-')}",
+            dest=key,
+            type=kind,
+            default=None,
+            help=f"override retrieval.{key} of gldfa_jax/config.py",
+        )
     args = ap.parse_args(argv)
     if args.gallery < 1 or args.queries < 1 or args.per_identity < 1:
-        ap.error(f"--gallery, --queries and --per-identity must be >= 1, got {args.gallery}, {args.queries}, "
-                 f"{args.per_identity}")
+        ap.error(
+            f"--gallery, --queries and --per-identity must be >= 1, got {args.gallery}, {args.queries}, "
+            f"{args.per_identity}"
+        )
     if not os.path.isdir(args.checkpoint) and not os.path.exists(os.path.join(args.workdir, "source_features.npz")):
-        ap.error(f"--checkpoint {args.checkpoint} does not exist: train it first with README command 1 "
-                 "(python -m gldfa_jax.main --config experiments/synthetic.py).")
+        ap.error(
+            f"--checkpoint {args.checkpoint} does not exist: train it first with README command 1 "
+            "(python -m gldfa_jax.main --config experiments/synthetic.py)."
+        )
     result = run(args)
     if not args.keep:
         shutil.rmtree(os.path.join(args.workdir, f"index_{args.gallery}"), ignore_errors=True)
     print(table(result))
     if args.json:
-        print(json.dumps({k: result[k] for k in ("gallery", "build_s", "p50_ms", "p99_ms", "recall_at_10",
-                                                 "map_vs_exact", "peak_rss_gb")}))
+        print(
+            json.dumps(
+                {
+                    k: result[k]
+                    for k in ("gallery", "build_s", "p50_ms", "p99_ms", "recall_at_10", "map_vs_exact", "peak_rss_gb")
+                }
+            )
+        )
     return 0
 
 

@@ -6,6 +6,7 @@ Each RUN is a training workdir (its checkpoints/ and config.json). Features are 
 two distances computed once; every weight reuses them. Prints a markdown table, one row per run, and the
 mean over the runs; w = 1 is the paper's plain sum (§3.2), w = 0 the global distance alone.
 """
+
 import argparse
 import sys
 
@@ -20,8 +21,7 @@ def fusion_map(q_feats: dict, g_feats: dict, query, gallery, config, weights) ->
     """{w: mAP % of global + w · lsa}, each distance computed once."""
     options = inference.lsa_options(config)
     g = distances.pairwise_distance(q_feats, g_feats, "global")
-    loc = distances.pairwise_distance(q_feats, g_feats, "lsa", window=options["window"],
-                                      normalize=options["normalize"])
+    loc = distances.pairwise_distance(q_feats, g_feats, "lsa", window=options["window"], normalize=options["normalize"])
     labels = (query.pids, gallery.pids, query.camids, gallery.camids)
     return {w: 100.0 * float(evaluation.evaluate_rank(g + np.float32(w) * loc, *labels)[1]) for w in weights}
 

@@ -6,6 +6,7 @@ Prints the command's exit status, wall time and the peak of the summed VmRSS of 
 (the command, its threads' children and worker processes), sampled every 50 ms from /proc. Page-cache pages
 of files the command reads are not counted: the kernel reclaims them under pressure.
 """
+
 import argparse
 import datetime
 import platform
@@ -25,10 +26,14 @@ def main(argv=None) -> int:
         ap.error("give the command to measure after --, e.g. -- python -m gldfa_jax.main --config ...")
     with TreePeakMemory() as m:
         rc = subprocess.call(command)
-    print(f"\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, {platform.machine()}, "
-          f"python {platform.python_version()}\n")
+    print(
+        f"\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, {platform.machine()}, "
+        f"python {platform.python_version()}\n"
+    )
     peak_at = datetime.datetime.fromtimestamp(m.top_at, datetime.timezone.utc)
-    print("| command | exit status | wall (s) | peak RSS, process tree (GB) | peak at (UTC) |\n|---|---:|---:|---:|---|")
+    print(
+        "| command | exit status | wall (s) | peak RSS, process tree (GB) | peak at (UTC) |\n|---|---:|---:|---:|---|"
+    )
     print(f"| `{shlex.join(command)}` | {rc} | {m.seconds:.0f} | {(m.start + m.peak) / GB:.2f} | {peak_at:%H:%M:%S} |")
     return rc
 

@@ -1,5 +1,6 @@
 """Literal per-query and dense reference implementations the fast paths are checked against (tests) and timed
 against (benchmarks.retrieval): written from the protocols' definitions, not from our code."""
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -33,8 +34,7 @@ def reference_re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value
     square, divide columns by their max (then transpose), k-reciprocal sets with expansion,
     Gaussian weights, local query expansion, Jaccard, λ-mix."""
     num_q = q_g_dist.shape[0]
-    dist = np.concatenate([np.concatenate([q_q_dist, q_g_dist], 1),
-                           np.concatenate([q_g_dist.T, g_g_dist], 1)], 0)
+    dist = np.concatenate([np.concatenate([q_q_dist, q_g_dist], 1), np.concatenate([q_g_dist.T, g_g_dist], 1)], 0)
     dist = np.power(dist, 2).astype(np.float32)
     dist = np.transpose(1.0 * dist / np.max(dist, axis=0))
     num_all = dist.shape[0]
@@ -42,8 +42,8 @@ def reference_re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value
     rank = np.argsort(dist).astype(np.int32)
 
     def reciprocal(i, k):
-        forward = rank[i, :k + 1]
-        backward = rank[forward, :k + 1]
+        forward = rank[i, : k + 1]
+        backward = rank[forward, : k + 1]
         return forward[np.where(backward == i)[0]]
 
     for i in range(num_all):

@@ -4,11 +4,13 @@ as training runs it). Prints one markdown table measured in this run.
 
     python -m benchmarks.retrieval [--scale market|small|msmt17] [--evaluation-only]
 
-Baselines are the naive references the tests check against (benchmarks/references.py); --scale msmt17 (11,659 × 82,161) skips them (the per-query loop would take
-hours, the dense re-ranking needs ≥ 131 GiB) and measures everything else at that size. Memory is the
-peak resident set size above the value at the start of each measurement (sampled every 10 ms from
-/proc after malloc_trim), so it includes XLA's buffers; the notes give the process's own peak.
+Baselines are the naive references the tests check against (benchmarks/references.py); --scale msmt17
+(11,659 × 82,161) skips them (the per-query loop would take hours, the dense re-ranking needs ≥ 131 GiB) and
+measures everything else at that size. Memory is the peak resident set size above the value at the start of each
+measurement (sampled every 10 ms from /proc after malloc_trim), so it includes XLA's buffers; the notes give the
+process's own peak.
 """
+
 import argparse
 import ctypes
 import gc
@@ -27,10 +29,18 @@ from gldfa_jax.config import get_config
 
 SCALES = {
     # Market-1501 test set: 3,368 queries, 19,732 gallery, 751 identities, 6 cameras; k = 8, d = 256.
-    "market": dict(num_q=3368, num_g=19732, ids=751, cams=6, rounds=3, rerank_dense=(400, 3600),
-                   rerank_lean=((400, 3600), (1000, 9000), (2000, 18000))),
-    "small": dict(num_q=300, num_g=1500, ids=100, cams=6, rounds=3, rerank_dense=(100, 500),
-                  rerank_lean=((100, 500), (200, 1000))),
+    "market": dict(
+        num_q=3368,
+        num_g=19732,
+        ids=751,
+        cams=6,
+        rounds=3,
+        rerank_dense=(400, 3600),
+        rerank_lean=((400, 3600), (1000, 9000), (2000, 18000)),
+    ),
+    "small": dict(
+        num_q=300, num_g=1500, ids=100, cams=6, rounds=3, rerank_dense=(100, 500), rerank_lean=((100, 500), (200, 1000))
+    ),
     # MSMT17 test set: 11,659 queries, 82,161 gallery, 3,060 identities, 15 cameras. No baselines (see above),
     # one distance round (each takes minutes).
     "msmt17": dict(num_q=11659, num_g=82161, ids=3060, cams=15, rounds=1, rerank_dense=None, rerank_lean=()),
@@ -103,8 +113,11 @@ def mib(n_bytes):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="market")
-    parser.add_argument("--evaluation-only", action="store_true",
-                        help="only the last row, a whole evaluation from features (msmt17: ~30 min instead of ~2 h)")
+    parser.add_argument(
+        "--evaluation-only",
+        action="store_true",
+        help="only the last row, a whole evaluation from features (msmt17: ~30 min instead of ~2 h)",
+    )
     args = parser.parse_args(argv)
     s = SCALES[args.scale]
     baselines = s["rerank_dense"] is not None
@@ -141,8 +154,9 @@ def main(argv=None):
         for round_ in range(rounds):
             for mode in names:
                 dist = None  # the previous round's matrix goes before the next one is measured
-                dist, m = run(distances.pairwise_distance, q_feats=q, g_feats=g, mode=mode,
-                              progress=round_ == rounds - 1)
+                dist, m = run(
+                    distances.pairwise_distance, q_feats=q, g_feats=g, mode=mode, progress=round_ == rounds - 1
+                )
                 times[mode].append(m.seconds)
                 peaks[mode] = max(peaks[mode], m.peak)
         best = {m: min(t) for m, t in times.items()}
@@ -156,23 +170,44 @@ def main(argv=None):
         fast_note = process_peak(fast)
         if baselines:
             (ref_cmc, ref_map, ref_inp), loop = run(reference_market_loop, distmat=dist, progress=True, **ranking)
-            diff = max(np.abs(result["cmc"] - ref_cmc).max(), abs(result["mAP"] - ref_map),
-                       abs(result["mINP"] - ref_inp))
-            rows.append(("CMC/mAP/mINP", "per-query numpy loop (toolbox protocol)", size, f"{loop.seconds:.2f}",
-                         mib(loop.peak), ""))
+            diff = max(
+                np.abs(result["cmc"] - ref_cmc).max(), abs(result["mAP"] - ref_map), abs(result["mINP"] - ref_inp)
+            )
+            rows.append(
+                (
+                    "CMC/mAP/mINP",
+                    "per-query numpy loop (toolbox protocol)",
+                    size,
+                    f"{loop.seconds:.2f}",
+                    mib(loop.peak),
+                    "",
+                )
+            )
             fast_note = f"{loop.seconds / fast.seconds:.0f}× faster (target ≥ 20×); max |Δ| = {diff:.1e}"
-        rows.append(("CMC/mAP/mINP", "`rank_metrics` (vectorised, blocked, host)", size, f"{fast.seconds:.2f}",
-                     mib(fast.peak), fast_note))
-        notes.append(f"LSA ranking on the synthetic features: mAP {100 * result['mAP']:.1f}%, "
-                     f"rank-1 {100 * result['cmc'][0]:.1f}%.")
+        rows.append(
+            (
+                "CMC/mAP/mINP",
+                "`rank_metrics` (vectorised, blocked, host)",
+                size,
+                f"{fast.seconds:.2f}",
+                mib(fast.peak),
+                fast_note,
+            )
+        )
+        notes.append(
+            f"LSA ranking on the synthetic features: mAP {100 * result['mAP']:.1f}%, "
+            f"rank-1 {100 * result['cmc'][0]:.1f}%."
+        )
         del dist
 
         # 3. Re-ranking: dense original algorithm vs the sparse/blocked paths, then lean-only sizes.
         if baselines:
             rows += rerank_baselines(s, run)
         else:
-            notes.append("No baselines at msmt17: the per-query loop takes ~45× the vectorised ranking (hours), and the "
-                         "dense re-ranking needs ≥ 16·N² bytes = 131 GiB.")
+            notes.append(
+                "No baselines at msmt17: the per-query loop takes ~45× the vectorised ranking (hours), and the "
+                "dense re-ranking needs ≥ 16·N² bytes = 131 GiB."
+            )
 
         # 4. Lean re-ranking of global+lsa at full size from its q×g matrix, each block ranked as it comes (what
         # the evaluation does; the q×g matrix is the evaluation's, computed before the measurement).
@@ -187,36 +222,64 @@ def main(argv=None):
 
         reranked, lean = run(lean_rerank)
         del q_g
-        rows.append(("re-ranking", "`re_ranking_blocks`, global + LSA, blocks ranked as they come",
-                     f"{size} (N = {num_q + num_g:,})", f"{lean.seconds:.2f}", mib(lean.peak),
-                     f"mAP {100 * plain['mAP']:.1f}% → {100 * reranked['mAP']:.1f}%; {process_peak(lean)}"))
+        rows.append(
+            (
+                "re-ranking",
+                "`re_ranking_blocks`, global + LSA, blocks ranked as they come",
+                f"{size} (N = {num_q + num_g:,})",
+                f"{lean.seconds:.2f}",
+                mib(lean.peak),
+                f"mAP {100 * plain['mAP']:.1f}% → {100 * reranked['mAP']:.1f}%; {process_peak(lean)}",
+            )
+        )
 
     # 5. A whole evaluation from features, through the code path of training's final evaluation.
     config = get_config()
     config.eval.rerank_modes = ("global+lsa",)
     split = lambda pids, cams: SimpleNamespace(pids=pids, camids=cams)
-    results, whole = run(inference.evaluate_features, q_feats=q, g_feats=g, query=split(q_pids, q_cams),
-                         gallery=split(g_pids, g_cams), config=config)
-    rows.append(("evaluation from features",
-                 "`inference.evaluate_features`: global, lsa, global+lsa, final + global+lsa re-ranked",
-                 size, f"{whole.seconds:.2f}", mib(whole.peak),
-                 "mAP " + ", ".join(f"{m} {r['mAP']:.1f}%" for m, r in results.items()) + f"; {process_peak(whole)}"))
+    results, whole = run(
+        inference.evaluate_features,
+        q_feats=q,
+        g_feats=g,
+        query=split(q_pids, q_cams),
+        gallery=split(g_pids, g_cams),
+        config=config,
+    )
+    rows.append(
+        (
+            "evaluation from features",
+            "`inference.evaluate_features`: global, lsa, global+lsa, final + global+lsa re-ranked",
+            size,
+            f"{whole.seconds:.2f}",
+            mib(whole.peak),
+            "mAP " + ", ".join(f"{m} {r['mAP']:.1f}%" for m, r in results.items()) + f"; {process_peak(whole)}",
+        )
+    )
     steps.close()
 
     print()
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"python {platform.python_version()}; scale {args.scale!r}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+        f"python {platform.python_version()}; scale {args.scale!r}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
     print()
     print("| Task | Implementation | Size (Q × G) | Time (s) | Peak memory (MiB) | Notes |")
     print("|---|---|---|---:|---:|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print()
-    notes.append("Memory: peak RSS above the start of each measurement (includes the output matrix); the "
-                 "re-ranking row starts with the global+lsa [Q, G] matrix and the features already in memory.")
+    notes.append(
+        "Memory: peak RSS above the start of each measurement (includes the output matrix); the "
+        "re-ranking row starts with the global+lsa [Q, G] matrix and the features already in memory."
+    )
     if not args.evaluation_only:
-        all_rounds = (f"; all rounds: Euclidean {', '.join(f'{t:.2f}' for t in times['final'])} s, "
-                      f"LSA {', '.join(f'{t:.2f}' for t in times['lsa'])} s" if rounds > 1 else "")
+        all_rounds = (
+            f"; all rounds: Euclidean {', '.join(f'{t:.2f}' for t in times['final'])} s, "
+            f"LSA {', '.join(f'{t:.2f}' for t in times['lsa'])} s"
+            if rounds > 1
+            else ""
+        )
         notes.append(f"Distance times: best of {rounds} round(s) (Euclidean and LSA alternating){all_rounds}.")
     for note in notes:
         print(f"- {note}")
@@ -224,6 +287,7 @@ def main(argv=None):
 
 def rerank_baselines(s, run) -> list:
     """Table rows: the dense original re-ranking against `re_ranking` and the lean path, then lean-only sizes."""
+
     def rr_feats(nq, ng):
         r = np.random.default_rng(nq + ng)
         pq, pg = r.integers(0, max(nq // 4, 2), nq), r.integers(0, max(nq // 4, 2), ng)
@@ -233,25 +297,51 @@ def rerank_baselines(s, run) -> list:
     rows = []
     nq, ng = s["rerank_dense"]
     fq, fg = rr_feats(nq, ng)
-    inputs = dict(q_g_dist=distances.pairwise_distance(fq, fg, "global"),
-                  q_q_dist=distances.pairwise_distance(fq, fq, "global"),
-                  g_g_dist=distances.pairwise_distance(fg, fg, "global"))
+    inputs = dict(
+        q_g_dist=distances.pairwise_distance(fq, fg, "global"),
+        q_q_dist=distances.pairwise_distance(fq, fq, "global"),
+        g_g_dist=distances.pairwise_distance(fg, fg, "global"),
+    )
     dense_out, dense = run(reference_re_ranking, **inputs)
     exact_out, exact = run(rerank.re_ranking, **inputs)
     del inputs
     rr_size = f"{nq:,} × {ng:,} (N = {nq + ng:,})"
-    rows.append(("re-ranking", "dense original algorithm (N × N matrices)", rr_size, f"{dense.seconds:.2f}",
-                 mib(dense.peak), ""))
-    rows.append(("re-ranking", "`re_ranking` (dense inputs, sparse V)", rr_size, f"{exact.seconds:.2f}",
-                 mib(exact.peak), f"max |Δ| vs dense = {np.abs(exact_out - dense_out).max():.1e}"))
+    rows.append(
+        (
+            "re-ranking",
+            "dense original algorithm (N × N matrices)",
+            rr_size,
+            f"{dense.seconds:.2f}",
+            mib(dense.peak),
+            "",
+        )
+    )
+    rows.append(
+        (
+            "re-ranking",
+            "`re_ranking` (dense inputs, sparse V)",
+            rr_size,
+            f"{exact.seconds:.2f}",
+            mib(exact.peak),
+            f"max |Δ| vs dense = {np.abs(exact_out - dense_out).max():.1e}",
+        )
+    )
     for nq, ng in tqdm(s["rerank_lean"], desc="lean re-ranking sizes", unit="size"):
         fq, fg = rr_feats(nq, ng)
         lean_out, lean = run(rerank.re_ranking_features, q_feats=fq, g_feats=fg, mode="global", progress=True)
         extra = ""
         if (nq, ng) == s["rerank_dense"]:
             extra = f"max |Δ| vs dense = {np.abs(lean_out - dense_out).max():.1e}"
-        rows.append(("re-ranking", "`re_ranking_features` (lean, blocked)", f"{nq:,} × {ng:,} (N = {nq + ng:,})",
-                     f"{lean.seconds:.2f}", mib(lean.peak), extra))
+        rows.append(
+            (
+                "re-ranking",
+                "`re_ranking_features` (lean, blocked)",
+                f"{nq:,} × {ng:,} (N = {nq + ng:,})",
+                f"{lean.seconds:.2f}",
+                mib(lean.peak),
+                extra,
+            )
+        )
         del lean_out
     return rows
 

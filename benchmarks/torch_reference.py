@@ -13,6 +13,7 @@ What it shares with the JAX trainer, so that only the implementations differ: th
 (gldfa_jax.inference.evaluate_features). Each seed writes WORKDIR/seed<S>/results.json and
 feature_stats.json, in the JAX trainer's formats.
 """
+
 import json
 import os
 import time
@@ -24,8 +25,7 @@ from torch import nn
 
 from gldfa_jax.resnet import scaled_channels
 
-STAGES = {18: (False, (2, 2, 2, 2)), 34: (False, (3, 4, 6, 3)), 50: (True, (3, 4, 6, 3)),
-          101: (True, (3, 4, 23, 3))}
+STAGES = {18: (False, (2, 2, 2, 2)), 34: (False, (3, 4, 6, 3)), 50: (True, (3, 4, 6, 3)), 101: (True, (3, 4, 23, 3))}
 
 
 class Block(nn.Module):
@@ -69,8 +69,8 @@ class ResNet(nn.Module):
             layer = []
             for b in range(n):
                 stride = 1 if b > 0 or s == 0 else (last_stride if s == 3 else 2)
-                layer.append(Block(cin, base * 2 ** s, stride, bottleneck))
-                cin = base * 2 ** s * (4 if bottleneck else 1)
+                layer.append(Block(cin, base * 2**s, stride, bottleneck))
+                cin = base * 2**s * (4 if bottleneck else 1)
             setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
         self.out_channels = cin
         self.fc = nn.Linear(cin, 1000)  # unused; keeps torchvision's state-dict keys
@@ -110,8 +110,9 @@ class GLDFANet(nn.Module):
         if self.local_relu:
             loc = torch.relu(loc)
         h = loc.shape[2]  # PyTorch's adaptive pooling bins, as gldfa_jax.model.stripe_bins
-        loc = torch.stack([loc[:, :, (i * h) // self.k:-((-(i + 1) * h) // self.k)].mean((2, 3))
-                           for i in range(self.k)], 1)  # [B, k, d]
+        loc = torch.stack(
+            [loc[:, :, (i * h) // self.k : -((-(i + 1) * h) // self.k)].mean((2, 3)) for i in range(self.k)], 1
+        )  # [B, k, d]
         final = self.neck_bn(torch.cat([loc.flatten(1), g], 1))
         return g, loc, final, self.classifier(final)
 
@@ -158,16 +159,20 @@ def total_loss(out, labels, centers, loss_config, num_stripes: int):
     g_dist = pairwise(g) if c.triplet != "none" else None
     l_dist = lsa(loc, loc, window, c.normalize_stripes) if local_kind != "none" else None
     if c.triplet_distance == "sum" and g_dist is not None and l_dist is not None:  # Fig. 2: one triplet on the sum
-        parts["triplet_global"], parts["triplet_local"] = triplet(g_dist + l_dist, labels, c.triplet_margin,
-                                                                  c.triplet), zero
+        parts["triplet_global"], parts["triplet_local"] = (
+            triplet(g_dist + l_dist, labels, c.triplet_margin, c.triplet),
+            zero,
+        )
     else:
         parts["triplet_global"] = zero if g_dist is None else triplet(g_dist, labels, c.triplet_margin, c.triplet)
         parts["triplet_local"] = zero if l_dist is None else triplet(l_dist, labels, c.triplet_margin, local_kind)
     feats = {"global": g, "local": loc.flatten(1)}
-    parts["center"] = sum((0.5 * ((feats[n] - centers[n][labels]) ** 2).sum(1).mean()
-                           for n in c.center_branches), zero)
-    total = parts["id"] + c.triplet_weight * (parts["triplet_global"] + parts["triplet_local"]) \
+    parts["center"] = sum((0.5 * ((feats[n] - centers[n][labels]) ** 2).sum(1).mean() for n in c.center_branches), zero)
+    total = (
+        parts["id"]
+        + c.triplet_weight * (parts["triplet_global"] + parts["triplet_local"])
         + c.center_weight * parts["center"]
+    )
     return total, parts
 
 
@@ -178,8 +183,10 @@ def optimizers(net, config, num_classes: int, steps_per_epoch: int = 1):
     opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
     milestones = [int(e) * steps_per_epoch for e in o.decay_epochs]
     opt.scheduler = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=o.decay_factor)
-    centers = {"global": torch.zeros(num_classes, m.embed_dim, requires_grad=True),
-               "local": torch.zeros(num_classes, m.embed_dim * m.num_stripes, requires_grad=True)}
+    centers = {
+        "global": torch.zeros(num_classes, m.embed_dim, requires_grad=True),
+        "local": torch.zeros(num_classes, m.embed_dim * m.num_stripes, requires_grad=True),
+    }
     return opt, torch.optim.SGD(list(centers.values()), lr=config.loss.center_lr), centers
 
 
@@ -207,7 +214,7 @@ def features(net, images_uint8: np.ndarray, data_config, batch_size: int) -> dic
     std = torch.tensor(data_config.std).view(1, 3, 1, 1)
     chunks = []
     for start in range(0, len(images_uint8), batch_size):
-        x = torch.from_numpy(images_uint8[start:start + batch_size]).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.from_numpy(images_uint8[start : start + batch_size]).permute(0, 3, 1, 2).float() / 255.0
         g, loc, final, _ = net((x - mean) / std)
         chunks.append({"global": g.numpy(), "local": loc.numpy(), "final": final.numpy()})
     net.train()
@@ -248,8 +255,9 @@ def train_one(config, data, seed: int, workdir: str) -> dict:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
     q = features(net, data.query.images, d, config.eval.batch_size)
     g = features(net, data.gallery.images, d, config.eval.batch_size)
-    evaluated = inference.evaluate(q, g, data.query, data.gallery, config,
-                                   report_queries=reports.sample_queries(len(data.query.pids)))
+    evaluated = inference.evaluate(
+        q, g, data.query, data.gallery, config, report_queries=reports.sample_queries(len(data.query.pids))
+    )
     results = evaluated.results
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -262,6 +270,7 @@ def train_one(config, data, seed: int, workdir: str) -> dict:
 
 def main(argv):
     from absl import app, flags  # noqa: F401  (flags parsed by app.run)
+
     from gldfa_jax import inference
     from gldfa_jax.experiment_data import load_experiment_data
 
@@ -295,8 +304,15 @@ def summary_table(workdir: str) -> str:
     for m in modes:
         values = np.array([r[m]["mAP"] for r in runs])
         cells.append(f"{values.mean():.1f} ± {values.std(ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}")
-    return (f"PyTorch reference, {len(runs)} seed(s), mAP %:\n| " + " | ".join(modes) + " |\n"
-            + "|---" * len(modes) + "|\n| " + " | ".join(cells) + " |")
+    return (
+        f"PyTorch reference, {len(runs)} seed(s), mAP %:\n| "
+        + " | ".join(modes)
+        + " |\n"
+        + "|---" * len(modes)
+        + "|\n| "
+        + " | ".join(cells)
+        + " |"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Both steps do the same work: ResNet forward/backward in training mode (batch sta
 label-smoothed ID loss, soft-weighted triplet on the global Euclidean and the local LSA distances, centre loss,
 Adam (L2 1e-5) on the weights and SGD on the centres. Inputs are pre-augmented float images.
 """
+
 import argparse
 import datetime
 import os
@@ -29,6 +30,7 @@ NUM_CLASSES = 751  # Market-1501 training identities
 
 def load_config(path: str):
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("bench_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -132,13 +134,16 @@ def main(argv=None):
     threads = [int(t) for t in args.threads.split(",")]
     try:
         import torch
+
         torch_info = f"torch {torch.__version__}"
     except ImportError:
         torch, threads, torch_info = None, [], "torch not importable: PyTorch columns skipped"
     b = config.data.num_identities * config.data.num_instances
-    print(f"# train step, ResNet-{config.model.depth} ×{config.model.width_multiplier}, batch {b}, "
-          f"{datetime.date.today()}, {platform.processor() or platform.machine()} ({os.cpu_count()} cores), "
-          f"JAX {jax.__version__} on {jax.default_backend()} ({jax.local_device_count()} device(s)), {torch_info}")
+    print(
+        f"# train step, ResNet-{config.model.depth} ×{config.model.width_multiplier}, batch {b}, "
+        f"{datetime.date.today()}, {platform.processor() or platform.machine()} ({os.cpu_count()} cores), "
+        f"JAX {jax.__version__} on {jax.default_backend()} ({jax.local_device_count()} device(s)), {torch_info}"
+    )
     torch_cols = [f"PyTorch {t} thread(s) img/s" for t in threads]
     print("| input | JAX img/s | JAX compile + 1st step s | " + " | ".join(torch_cols + ["best PyTorch / JAX"]) + " |")
     print("|---" * (4 + len(threads)) + "|")

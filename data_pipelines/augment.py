@@ -3,9 +3,10 @@
 Order (strong-baseline recipe): horizontal flip → optional zero-pad + random crop → random erasing → ImageNet
 normalisation. Random erasing follows Zhong et al. (AAAI 2020): with probability p, up to 100 tries of an area
 fraction U(a_lo, a_hi) and aspect U(r, 1/r), accepted if it fits inside the image; the box is filled with
-per-pixel uniform noise in [0, 255] ("random", their RE-R; one noise field per batch) or the ImageNet mean ("mean", which becomes 0
-after normalisation, as in the strong-baseline code).
+per-pixel uniform noise in [0, 255] ("random", their RE-R; one noise field per batch) or the ImageNet mean
+("mean", which becomes 0 after normalisation, as in the strong-baseline code).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -40,12 +41,15 @@ def augment_params(data_config) -> AugmentParams:
         get = data_config.get
         d = AugmentParams()
         p = AugmentParams(
-            flip_prob=float(get("flip_prob", d.flip_prob)), pad=int(get("pad", d.pad)),
+            flip_prob=float(get("flip_prob", d.flip_prob)),
+            pad=int(get("pad", d.pad)),
             erase_prob=float(get("erase_prob", d.erase_prob)),
             erase_area=tuple(float(a) for a in get("erase_area", d.erase_area)),
             erase_aspect=float(get("erase_aspect", d.erase_aspect)),
             erase_value=str(get("erase_value", d.erase_value)),
-            mean=tuple(float(m) for m in get("mean", d.mean)), std=tuple(float(s) for s in get("std", d.std)))
+            mean=tuple(float(m) for m in get("mean", d.mean)),
+            std=tuple(float(s) for s in get("std", d.std)),
+        )
     for name in ("flip_prob", "erase_prob"):
         if not 0.0 <= getattr(p, name) <= 1.0:
             raise ValueError(f"data.{name}={getattr(p, name)} must lie in [0, 1]")
@@ -113,8 +117,13 @@ def _augment(rng, images, p: AugmentParams):
         do, top, left, eh, ew = erase_boxes(k_erase, (b, h, w), p)
         rows = jnp.arange(h)[None, :, None]
         cols = jnp.arange(w)[None, None, :]
-        inside = ((rows >= top[:, None, None]) & (rows < (top + eh)[:, None, None])
-                  & (cols >= left[:, None, None]) & (cols < (left + ew)[:, None, None]) & do[:, None, None])
+        inside = (
+            (rows >= top[:, None, None])
+            & (rows < (top + eh)[:, None, None])
+            & (cols >= left[:, None, None])
+            & (cols < (left + ew)[:, None, None])
+            & do[:, None, None]
+        )
         if p.erase_value == "random":
             # One field of i.i.d. uniform 0-255 pixels per batch, cut differently by each image's box: drawing
             # a field per image costs ~40x the rest of the augmentation on a CPU.

@@ -1,5 +1,6 @@
 """Decode-once image loading: any PIL-readable file → RGB uint8 [H, W, 3], bilinear resize; into RAM
 (`load_images`) or into an on-disk cache read on demand (`cache_images`)."""
+
 from __future__ import annotations
 
 import collections
@@ -10,8 +11,8 @@ import json
 import os
 import warnings
 import weakref
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 import numpy as np
 from absl import logging
@@ -68,8 +69,7 @@ def _decoded(records: list, height: int, width: int, num_workers: int | None, pr
     ahead = 4 * workers
     with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while decoding and resizing
         pending = collections.deque()
-        for i in tqdm(range(len(paths)), disable=not progress, desc=f"decoding images → {height}x{width}",
-                      unit="img"):
+        for i in tqdm(range(len(paths)), disable=not progress, desc=f"decoding images → {height}x{width}", unit="img"):
             while len(pending) < ahead and i + len(pending) < len(paths):
                 pending.append(pool.submit(_try_decode, paths[i + len(pending)], height, width))
             img, err = pending.popleft().result()
@@ -88,8 +88,7 @@ def _report_skipped(who: str, failed: list, total: int, kept: int) -> None:
         raise ValueError(f"{who}: none of the {total} images could be read (first: {failed[0]})")
 
 
-def load_images(records: Sequence, height: int, width: int, num_workers: int | None = None,
-                progress: bool = True):
+def load_images(records: Sequence, height: int, width: int, num_workers: int | None = None, progress: bool = True):
     """Decodes every record's image once → ``(uint8 [N, height, width, 3], kept_records)``.
 
     Unreadable, truncated or empty files are skipped with one warning naming them. ``records`` are
@@ -103,7 +102,7 @@ def load_images(records: Sequence, height: int, width: int, num_workers: int | N
         out[len(kept)] = img
         kept.append(records[i])
     _report_skipped("load_images", failed, len(records), len(kept))
-    return out[:len(kept)], kept
+    return out[: len(kept)], kept
 
 
 class CachedImages:
@@ -124,8 +123,10 @@ class CachedImages:
         self._row = int(np.prod(self.shape[1:]))
         size = os.path.getsize(path)
         if size != self.nbytes:
-            raise ValueError(f"{path} holds {size} bytes, not the {self.nbytes} of uint8 {list(self.shape)}; "
-                             "delete it (and its .json) to rebuild the cache.")
+            raise ValueError(
+                f"{path} holds {size} bytes, not the {self.nbytes} of uint8 {list(self.shape)}; "
+                "delete it (and its .json) to rebuild the cache."
+            )
         self._fd = os.open(path, os.O_RDONLY)
         weakref.finalize(self, os.close, self._fd)  # unlike __del__, also runs before interpreter shutdown
 
@@ -145,8 +146,10 @@ class CachedImages:
         while len(view):
             got = os.preadv(self._fd, [view], offset)
             if got <= 0:
-                raise OSError(f"{self.path}: unexpected end of file at byte {offset}; the cache is damaged, "
-                              "delete it (and its .json) to rebuild it.")
+                raise OSError(
+                    f"{self.path}: unexpected end of file at byte {offset}; the cache is damaged, "
+                    "delete it (and its .json) to rebuild it."
+                )
             view, offset = view[got:], offset + got
         return out
 
@@ -158,7 +161,7 @@ class CachedImages:
         flat = np.where(idx < 0, idx + n, idx).reshape(-1)
         out = np.empty((flat.size,) + self.shape[1:], np.uint8)
         for j, i in enumerate(flat):
-            self._read_rows(int(i), out[j:j + 1])
+            self._read_rows(int(i), out[j : j + 1])
         return out.reshape(idx.shape + self.shape[1:])
 
     def __getitem__(self, key):
@@ -193,8 +196,9 @@ def _fingerprint(paths: list, height: int, width: int) -> str:
     return h.hexdigest()
 
 
-def cache_images(records: Sequence, height: int, width: int, prefix: str, num_workers: int | None = None,
-                 progress: bool = True):
+def cache_images(
+    records: Sequence, height: int, width: int, prefix: str, num_workers: int | None = None, progress: bool = True
+):
     """Like `load_images`, but the pixels go to ``prefix.u8`` (raw uint8 [N, height, width, 3]) with a
     ``prefix.json`` sidecar, and come back as a `CachedImages` → ``(CachedImages, kept_records)``.
 
@@ -210,12 +214,16 @@ def cache_images(records: Sequence, height: int, width: int, prefix: str, num_wo
             meta = json.load(f)
         complete = os.path.exists(data_path) and os.path.getsize(data_path) == int(np.prod(meta["shape"]))
         if meta.get("fingerprint") == fingerprint and complete:
-            logging.info("decoded images: reusing %s (%d images at %dx%d)", data_path, len(meta["kept"]),
-                         height, width)
+            logging.info("decoded images: reusing %s (%d images at %dx%d)", data_path, len(meta["kept"]), height, width)
             _report_skipped("cache_images", meta["failed"], len(records), len(meta["kept"]))
             return CachedImages(data_path, meta["shape"]), [records[i] for i in meta["kept"]]
-        logging.warning("decoded images: %s is stale (the source files or the size %dx%d changed, or the file is "
-                        "incomplete); rebuilding it", data_path, height, width)
+        logging.warning(
+            "decoded images: %s is stale (the source files or the size %dx%d changed, or the file is "
+            "incomplete); rebuilding it",
+            data_path,
+            height,
+            width,
+        )
     else:
         logging.info("decoded images: building %s (%d images at %dx%d)", data_path, len(records), height, width)
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
@@ -235,7 +243,17 @@ def cache_images(records: Sequence, height: int, width: int, prefix: str, num_wo
         os.remove(meta_path)
     os.replace(tmp, data_path)
     with open(f"{meta_path}.{os.getpid()}.tmp", "w") as f:
-        json.dump({"version": CACHE_VERSION, "fingerprint": fingerprint, "height": int(height),
-                   "width": int(width), "shape": shape, "kept": kept, "failed": failed}, f)
+        json.dump(
+            {
+                "version": CACHE_VERSION,
+                "fingerprint": fingerprint,
+                "height": int(height),
+                "width": int(width),
+                "shape": shape,
+                "kept": kept,
+                "failed": failed,
+            },
+            f,
+        )
     os.replace(f.name, meta_path)
     return CachedImages(data_path, shape), [records[i] for i in kept]

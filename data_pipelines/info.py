@@ -3,6 +3,7 @@
 Without ``--dataset`` the layout is recognised: cuhk-03.mat → cuhk03, MSMT17 list files → msmt17, the
 Market-1501 / DukeMTMC-reID release folders → those datasets, any other Market-layout folder → market_layout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,10 +16,15 @@ from data_pipelines.datasets import available_datasets, get_dataset
 from data_pipelines.datasets.common import MARKET_FOLDERS, MARKET_LAYOUT, describe_folder
 
 _SIGNATURES = [  # (dataset, paths relative to ROOT whose presence identifies it)
-    ("cuhk03", ("cuhk-03.mat",)), ("cuhk03", ("cuhk03_release/cuhk-03.mat",)),
-    ("msmt17", ("list_train.txt",)), ("msmt17", ("MSMT17_V1",)), ("msmt17", ("MSMT17_V2",)),
-    ("market1501", ("Market-1501-v15.09.15",)), ("dukemtmcreid", ("DukeMTMC-reID",)),
-    ("cuhk03_np", ("cuhk03-np",)), ("cuhk03_np", ("labeled", "detected")),
+    ("cuhk03", ("cuhk-03.mat",)),
+    ("cuhk03", ("cuhk03_release/cuhk-03.mat",)),
+    ("msmt17", ("list_train.txt",)),
+    ("msmt17", ("MSMT17_V1",)),
+    ("msmt17", ("MSMT17_V2",)),
+    ("market1501", ("Market-1501-v15.09.15",)),
+    ("dukemtmcreid", ("DukeMTMC-reID",)),
+    ("cuhk03_np", ("cuhk03-np",)),
+    ("cuhk03_np", ("labeled", "detected")),
     ("market_layout", (MARKET_FOLDERS["train"],)),
 ]
 
@@ -30,9 +36,11 @@ def detect_dataset(root: str) -> str:
     for name, paths in _SIGNATURES:
         if all(os.path.exists(os.path.join(root, p)) for p in paths):
             return name
-    raise ValueError(f"ROOT={root} is not a dataset layout I recognise ({describe_folder(root)}); expected "
-                     f"the Market layout ({MARKET_LAYOUT}), cuhk-03.mat or MSMT17 list files, or "
-                     f"pass --dataset one of {available_datasets()}")
+    raise ValueError(
+        f"ROOT={root} is not a dataset layout I recognise ({describe_folder(root)}); expected "
+        f"the Market layout ({MARKET_LAYOUT}), cuhk-03.mat or MSMT17 list files, or "
+        f"pass --dataset one of {available_datasets()}"
+    )
 
 
 def main(argv=None) -> int:

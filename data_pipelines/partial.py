@@ -7,6 +7,7 @@ copied unchanged. Options, seed and every image's operation go to ``partial_mani
 
 CLI: ``python -m data_pipelines.partial --src DIR --out DIR [--seed S]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,7 @@ def occlude(img: np.ndarray, rng: np.random.Generator, height_range=(0.1, 0.3), 
     rows = max(1, int(round(rng.uniform(*height_range) * h)))
     top = int(rng.integers(0, h - rows + 1))
     out = img.copy()
-    out[top:top + rows] = (rng.integers(0, 256, out[top:top + rows].shape, dtype=np.uint8) if fill == "noise"
-                           else 0)
+    out[top : top + rows] = rng.integers(0, 256, out[top : top + rows].shape, dtype=np.uint8) if fill == "noise" else 0
     return out, {"top": top, "rows": rows}
 
 
@@ -51,20 +51,32 @@ def crop_vertical(img: np.ndarray, rng: np.random.Generator, cut_range=(0.2, 0.3
     h, w = img.shape[:2]
     keep = h - max(1, int(round(rng.uniform(*cut_range) * h)))
     top = int(rng.integers(0, h - keep + 1))
-    out = Image.fromarray(img[top:top + keep]).resize((w, h), Image.BILINEAR)
+    out = Image.fromarray(img[top : top + keep]).resize((w, h), Image.BILINEAR)
     return np.asarray(out), {"top": top, "rows": keep}
 
 
-def make_partial(src: str, out: str, seed: int = 0, splits=("train", "query", "gallery"),
-                 occlude_fraction: float = 0.3, crop_fraction: float = 0.3, occlude_range=(0.1, 0.3),
-                 crop_range=(0.2, 0.3), fill: str = "noise", overwrite: bool = False, progress: bool = True) -> str:
+def make_partial(
+    src: str,
+    out: str,
+    seed: int = 0,
+    splits=("train", "query", "gallery"),
+    occlude_fraction: float = 0.3,
+    crop_fraction: float = 0.3,
+    occlude_range=(0.1, 0.3),
+    crop_range=(0.2, 0.3),
+    fill: str = "noise",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> str:
     """Writes the partial version of the Market-layout dataset ``src`` into ``out``; returns ``out``."""
     for name, frac in (("occlude_fraction", occlude_fraction), ("crop_fraction", crop_fraction)):
         if not 0.0 <= frac <= 1.0:
             raise ValueError(f"{name}={frac} must lie in [0, 1]")
     if occlude_fraction + crop_fraction > 1.0:
-        raise ValueError(f"occlude_fraction + crop_fraction = {occlude_fraction + crop_fraction} > 1: "
-                         f"each image gets at most one operation")
+        raise ValueError(
+            f"occlude_fraction + crop_fraction = {occlude_fraction + crop_fraction} > 1: "
+            f"each image gets at most one operation"
+        )
     _check_range("occlude_range", occlude_range)
     _check_range("crop_range", crop_range)
     if fill not in ("noise", "black"):
@@ -78,12 +90,20 @@ def make_partial(src: str, out: str, seed: int = 0, splits=("train", "query", "g
     if os.path.abspath(src) == os.path.abspath(out):
         raise ValueError(f"out={out} must differ from src")
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
-        raise ValueError(f"out={out} exists and is not empty; choose a new folder or pass overwrite=True "
-                         f"(--overwrite)")
+        raise ValueError(f"out={out} exists and is not empty; choose a new folder or pass overwrite=True (--overwrite)")
 
-    manifest = dict(generator="data_pipelines.partial", src=os.path.abspath(src), seed=seed, splits=list(splits),
-                    occlude_fraction=occlude_fraction, crop_fraction=crop_fraction,
-                    occlude_range=list(occlude_range), crop_range=list(crop_range), fill=fill, images={})
+    manifest = dict(
+        generator="data_pipelines.partial",
+        src=os.path.abspath(src),
+        seed=seed,
+        splits=list(splits),
+        occlude_fraction=occlude_fraction,
+        crop_fraction=crop_fraction,
+        occlude_range=list(occlude_range),
+        crop_range=list(crop_range),
+        fill=fill,
+        images={},
+    )
     for split_idx, (split, folder) in enumerate(MARKET_FOLDERS.items()):
         src_dir, dst_dir = os.path.join(src, folder), os.path.join(out, folder)
         os.makedirs(dst_dir, exist_ok=True)
@@ -94,7 +114,7 @@ def make_partial(src: str, out: str, seed: int = 0, splits=("train", "query", "g
             order = rng.permutation(len(files))
             n_occ, n_crop = round(occlude_fraction * len(files)), round(crop_fraction * len(files))
             ops[order[:n_occ]] = "occlude"
-            ops[order[n_occ:n_occ + n_crop]] = "crop"
+            ops[order[n_occ : n_occ + n_crop]] = "crop"
         for path, op in tqdm(list(zip(files, ops)), desc=f"partial {folder}", unit="img", disable=not progress):
             name = os.path.basename(path)
             dst = os.path.join(dst_dir, name)
@@ -108,8 +128,9 @@ def make_partial(src: str, out: str, seed: int = 0, splits=("train", "query", "g
                 shutil.copyfile(path, dst)
                 manifest["images"][f"{folder}/{name}"] = {"op": "unreadable", "error": str(e)}
                 continue
-            img, params = (occlude(img, rng, occlude_range, fill) if op == "occlude"
-                           else crop_vertical(img, rng, crop_range))
+            img, params = (
+                occlude(img, rng, occlude_range, fill) if op == "occlude" else crop_vertical(img, rng, crop_range)
+            )
             Image.fromarray(img).save(dst, **({"quality": 95} if name.lower().endswith((".jpg", ".jpeg")) else {}))
             manifest["images"][f"{folder}/{name}"] = {"op": op, **params}
     with open(os.path.join(out, MANIFEST), "w") as f:
@@ -129,12 +150,20 @@ def main(argv=None) -> int:
     ap.add_argument("--overwrite", action="store_true")
     a = ap.parse_args(argv)
     try:
-        make_partial(a.src, a.out, seed=a.seed, splits=tuple(s for s in a.splits.split(",") if s),
-                     occlude_fraction=a.occlude_fraction, crop_fraction=a.crop_fraction, fill=a.fill,
-                     overwrite=a.overwrite)
+        make_partial(
+            a.src,
+            a.out,
+            seed=a.seed,
+            splits=tuple(s for s in a.splits.split(",") if s),
+            occlude_fraction=a.occlude_fraction,
+            crop_fraction=a.crop_fraction,
+            fill=a.fill,
+            overwrite=a.overwrite,
+        )
     except ValueError as e:
         ap.error(str(e))
     from data_pipelines.datasets import get_dataset
+
     print(get_dataset("market_layout", a.out).summary())
     print(f"manifest: {os.path.join(a.out, MANIFEST)}")
     return 0

@@ -1,7 +1,8 @@
 """Identity-balanced P×K batches (paper §4.1: P = 8 identities × K = 4 images)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,8 +28,10 @@ class PKSampler:
         self.seed = int(seed)
         self.identities, inverse = np.unique(pids, return_inverse=True)
         if len(self.identities) < self.num_identities:
-            raise ValueError(f"num_identities={num_identities} exceeds the {len(self.identities)} identities in "
-                             f"the training set; lower data.num_identities")
+            raise ValueError(
+                f"num_identities={num_identities} exceeds the {len(self.identities)} identities in "
+                f"the training set; lower data.num_identities"
+            )
         order = np.argsort(inverse, kind="stable")
         bounds = np.cumsum(np.bincount(inverse))
         self._members = np.split(order, bounds[:-1])  # per identity: its indices into the train list
@@ -54,15 +57,16 @@ class PKSampler:
         for members in self._members:
             idx = rng.permutation(members) if len(members) >= k else rng.choice(members, size=k, replace=True)
             g = len(idx) // k
-            groups.append(idx[:g * k].reshape(g, k))
+            groups.append(idx[: g * k].reshape(g, k))
         # Use at most b groups of an identity (once per batch) and exactly p*b groups in total.
         caps = np.minimum(self._groups, b)
         excess = int(caps.sum()) - p * b
         if excess:
             caps = caps - np.bincount(_sample_drops(rng, caps, excess), minlength=len(caps))
         ident_order = rng.permutation(len(groups))
-        seq = np.concatenate([groups[i][rng.permutation(len(groups[i]))[:caps[i]]] for i in ident_order
-                              if caps[i] > 0])  # [p*b, K], each identity's groups contiguous
+        seq = np.concatenate(
+            [groups[i][rng.permutation(len(groups[i]))[: caps[i]]] for i in ident_order if caps[i] > 0]
+        )  # [p*b, K], each identity's groups contiguous
         # Dealing position j to batch j % b puts an identity's (<= b) contiguous groups in distinct batches.
         batches = seq.reshape(p, b, k).transpose(1, 0, 2)  # [b, p, K]
         batches = batches[rng.permutation(b)]
@@ -90,9 +94,11 @@ def shard_batch(batch, num_devices: int, process_index: int = 0, process_count: 
         raise ValueError(f"process_index={process_index} must lie in [0, process_count={process_count})")
     size, shards = batch.shape[0], num_devices * process_count
     if num_devices < 1 or size % shards:
-        raise ValueError(f"batch size {size} is not divisible by num_devices * process_count = "
-                         f"{num_devices} * {process_count}; choose P×K (data.num_identities × data.num_instances) "
-                         "divisible by the number of devices")
+        raise ValueError(
+            f"batch size {size} is not divisible by num_devices * process_count = "
+            f"{num_devices} * {process_count}; choose P×K (data.num_identities × data.num_instances) "
+            "divisible by the number of devices"
+        )
     per_host = size // process_count
-    local = batch[process_index * per_host:(process_index + 1) * per_host]
+    local = batch[process_index * per_host : (process_index + 1) * per_host]
     return local.reshape((num_devices, per_host // num_devices) + tuple(batch.shape[1:]))

@@ -10,6 +10,7 @@ TensorFlow, so use this module's CLI):
 
 Read back with ``tfds.data_source`` (random access) or ``load_split`` (decoded, resized uint8 arrays).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,13 +58,17 @@ class ReIDBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
-            builder=self, description=(self.__doc__ or "").strip(),
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3)),
-                "pid": tfds.features.Scalar(dtype=np.int64),
-                "camid": tfds.features.Scalar(dtype=np.int64),
-                "file_name": tfds.features.Text(),
-            }))
+            builder=self,
+            description=(self.__doc__ or "").strip(),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3)),
+                    "pid": tfds.features.Scalar(dtype=np.int64),
+                    "camid": tfds.features.Scalar(dtype=np.int64),
+                    "file_name": tfds.features.Text(),
+                }
+            ),
+        )
 
     def _split_generators(self, dl_manager):
         options = self.CONFIG_OPTIONS.get(self.builder_config.name, {}) if self.builder_config else {}
@@ -77,10 +82,17 @@ class ReIDBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             if data is None:
                 skipped.append(rec.path)
                 continue
-            yield f"{i:08d}", {"image": data, "pid": rec.pid, "camid": rec.camid,
-                               "file_name": rec.path.replace("\\", "/").rsplit("/", 1)[-1]}
+            yield (
+                f"{i:08d}",
+                {
+                    "image": data,
+                    "pid": rec.pid,
+                    "camid": rec.camid,
+                    "file_name": rec.path.replace("\\", "/").rsplit("/", 1)[-1],
+                },
+            )
         if skipped:
-            warnings.warn(f"{self.name}: skipped {len(skipped)} unreadable image(s): {skipped[:20]}")
+            warnings.warn(f"{self.name}: skipped {len(skipped)} unreadable image(s): {skipped[:20]}", stacklevel=2)
 
 
 def _variant_configs():
@@ -92,7 +104,8 @@ class Market1501(ReIDBuilder):
 
     READER = "market1501"
     MANUAL_DOWNLOAD_INSTRUCTIONS = _LAYOUT.format(
-        where=f"manual_dir/Market-1501-v15.09.15/ (or manual_dir itself) holds {MARKET_LAYOUT}")
+        where=f"manual_dir/Market-1501-v15.09.15/ (or manual_dir itself) holds {MARKET_LAYOUT}"
+    )
 
 
 class Dukemtmcreid(ReIDBuilder):
@@ -100,7 +113,8 @@ class Dukemtmcreid(ReIDBuilder):
 
     READER = "dukemtmcreid"
     MANUAL_DOWNLOAD_INSTRUCTIONS = _LAYOUT.format(
-        where=f"manual_dir/DukeMTMC-reID/ (or manual_dir itself) holds {MARKET_LAYOUT}")
+        where=f"manual_dir/DukeMTMC-reID/ (or manual_dir itself) holds {MARKET_LAYOUT}"
+    )
 
 
 class Cuhk03(ReIDBuilder):
@@ -111,8 +125,9 @@ class Cuhk03(ReIDBuilder):
     CONFIG_OPTIONS = {"labeled": {"variant": "labeled"}, "detected": {"variant": "detected"}}
     MANUAL_DOWNLOAD_INSTRUCTIONS = _LAYOUT.format(
         where="manual_dir (or manual_dir/cuhk03_release/) holds cuhk-03.mat, and manual_dir holds "
-              "cuhk03_new_protocol_config_labeled.mat and cuhk03_new_protocol_config_detected.mat; images are "
-              "extracted once into manual_dir/cuhk03_extracted/")
+        "cuhk03_new_protocol_config_labeled.mat and cuhk03_new_protocol_config_detected.mat; images are "
+        "extracted once into manual_dir/cuhk03_extracted/"
+    )
 
 
 class Cuhk03Np(ReIDBuilder):
@@ -122,7 +137,8 @@ class Cuhk03Np(ReIDBuilder):
     BUILDER_CONFIGS = _variant_configs()
     CONFIG_OPTIONS = Cuhk03.CONFIG_OPTIONS
     MANUAL_DOWNLOAD_INSTRUCTIONS = _LAYOUT.format(
-        where=f"manual_dir/labeled/ and manual_dir/detected/ (or manual_dir/cuhk03-np/...) hold {MARKET_LAYOUT}")
+        where=f"manual_dir/labeled/ and manual_dir/detected/ (or manual_dir/cuhk03-np/...) hold {MARKET_LAYOUT}"
+    )
 
 
 class Msmt17(ReIDBuilder):
@@ -131,15 +147,15 @@ class Msmt17(ReIDBuilder):
     READER = "msmt17"
     MANUAL_DOWNLOAD_INSTRUCTIONS = _LAYOUT.format(
         where="manual_dir/MSMT17_V1/ (train/, test/) or manual_dir/MSMT17_V2/ (mask_train_v2/, mask_test_v2/) "
-              "holds list_train.txt, list_val.txt, list_query.txt, list_gallery.txt")
+        "holds list_train.txt, list_val.txt, list_query.txt, list_gallery.txt"
+    )
 
 
 class MarketLayout(ReIDBuilder):
     """Any dataset in Market-1501 layout (synthetic world, Partial-Market/Duke, custom data)."""
 
     READER = "market_layout"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = _LAYOUT.format(
-        where=f"manual_dir holds {MARKET_LAYOUT}")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = _LAYOUT.format(where=f"manual_dir holds {MARKET_LAYOUT}")
 
 
 BUILDERS = {cls.READER: cls for cls in (Market1501, Dukemtmcreid, Cuhk03, Cuhk03Np, Msmt17, MarketLayout)}
@@ -152,8 +168,9 @@ def _builder(name: str, data_dir: str, config: str | None):
     if cls.BUILDER_CONFIGS and config is None:
         config = cls.BUILDER_CONFIGS[0].name
     if config is not None and config not in [c.name for c in cls.BUILDER_CONFIGS]:
-        raise ValueError(f"config={config!r} is not one of {[c.name for c in cls.BUILDER_CONFIGS] or 'none'} "
-                         f"for {name}")
+        raise ValueError(
+            f"config={config!r} is not one of {[c.name for c in cls.BUILDER_CONFIGS] or 'none'} for {name}"
+        )
     return cls(data_dir=data_dir, config=config, file_format="array_record")
 
 
@@ -187,8 +204,10 @@ def load_split(name: str, split: str, data_dir: str, height: int, width: int, co
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m data_pipelines.tfds_builders",
-                                 description="Build the array_record TFDS copy of a re-ID dataset (no TensorFlow).")
+    ap = argparse.ArgumentParser(
+        prog="python -m data_pipelines.tfds_builders",
+        description="Build the array_record TFDS copy of a re-ID dataset (no TensorFlow).",
+    )
     ap.add_argument("name", choices=list(BUILDERS))
     ap.add_argument("--manual_dir", required=True, help="the dataset as distributed")
     ap.add_argument("--data_dir", required=True, help="TFDS data folder to write")

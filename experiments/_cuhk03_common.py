@@ -6,6 +6,7 @@ the 767/700 split (Zhong et al. 2017), which ranks a multi-shot gallery like Mar
 --config.data.options.split=classic --config.eval.protocol=cuhk03_single_shot (one of its 20 test splits of
 100 identities, data.options.split_id).
 """
+
 import ml_collections
 
 from experiments import base

@@ -1,4 +1,5 @@
 """CUHK03 hand-labelled boxes, 767/700 protocol (§4.1 settings; Table 4)."""
+
 from experiments import _cuhk03_common
 
 

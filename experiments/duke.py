@@ -1,4 +1,5 @@
 """DukeMTMC-reID with the paper's settings (§4.1: "all datasets share the same settings"; Table 4)."""
+
 from experiments import base
 
 

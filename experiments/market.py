@@ -1,4 +1,5 @@
 """Market-1501 with the paper's settings (§4.1; Table 4)."""
+
 from experiments import base
 
 

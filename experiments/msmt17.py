@@ -1,4 +1,5 @@
 """MSMT17 with the paper's settings (§4.1; Table 5)."""
+
 from experiments import base
 
 

@@ -1,5 +1,6 @@
 """Partial-Duke (§4.2, Table 3): DukeMTMC-reID with vertical erasing/cropping, written by
 `python -m data_pipelines.partial --src data/dukemtmc-reid --out data/partial_duke`."""
+
 from experiments import base
 
 

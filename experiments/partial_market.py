@@ -1,5 +1,6 @@
 """Partial-Market (§4.2, Table 3): Market-1501 with vertical erasing/cropping, written by
 `python -m data_pipelines.partial --src data/market1501 --out data/partial_market`."""
+
 from experiments import base
 
 

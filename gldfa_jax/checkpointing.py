@@ -9,9 +9,10 @@ Layout under a run's workdir:
 `state` is the TrainState as a plain nested dict (flax.serialization), so restoring needs only a template
 built from the config; `meta` is JSON ({"epoch", "step", "steps_per_epoch", "metrics", ...}).
 """
+
 import json
 import os
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import numpy as np
@@ -24,12 +25,14 @@ BEST_DIR = "best"
 CONFIG_FILE = "config.json"
 
 
-def _manager(directory: str, max_to_keep: Optional[int]) -> ocp.CheckpointManager:
+def _manager(directory: str, max_to_keep: int | None) -> ocp.CheckpointManager:
     """A manager whose multi-process barriers are named after its folder: the latest and best managers save the
     same step at once, and barriers of the same name would collide ("Barrier ... is already ongoing")."""
     prefix = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=os.path.basename(directory))
-    return ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, multiprocessing_options=prefix))
+    return ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, multiprocessing_options=prefix),
+    )
 
 
 def check_shapes(restored: dict, template: dict) -> None:
@@ -38,16 +41,22 @@ def check_shapes(restored: dict, template: dict) -> None:
     want = flatten_dict(template, sep="/")
     for key in sorted(set(got) | set(want), key=lambda k: (not k.startswith("params/"), k)):  # weights first
         if key not in got:
-            raise ValueError(f"checkpoint has no entry {key!r} that the config's model needs: it was written "
-                             f"for a different model config (compare its config.json with yours).")
+            raise ValueError(
+                f"checkpoint has no entry {key!r} that the config's model needs: it was written "
+                f"for a different model config (compare its config.json with yours)."
+            )
         if key not in want:
-            raise ValueError(f"checkpoint entry {key!r} does not exist in the model built from the config: it was "
-                             f"written for a different model config (compare its config.json with yours).")
+            raise ValueError(
+                f"checkpoint entry {key!r} does not exist in the model built from the config: it was "
+                f"written for a different model config (compare its config.json with yours)."
+            )
         if np.shape(got[key]) != np.shape(want[key]):
-            raise ValueError(f"checkpoint parameter {key!r} has shape {np.shape(got[key])} but the config's model "
-                             f"expects {np.shape(want[key])}: the checkpoint was written for a different model "
-                             f"config (e.g. model.depth / model.width_multiplier / model.num_stripes / number of "
-                             f"identities); use the config it was trained with.")
+            raise ValueError(
+                f"checkpoint parameter {key!r} has shape {np.shape(got[key])} but the config's model "
+                f"expects {np.shape(want[key])}: the checkpoint was written for a different model "
+                f"config (e.g. model.depth / model.width_multiplier / model.num_stripes / number of "
+                f"identities); use the config it was trained with."
+            )
 
 
 class CheckpointStore:
@@ -65,7 +74,7 @@ class CheckpointStore:
         with open(os.path.join(self.directory, CONFIG_FILE), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
 
-    def latest_step(self) -> Optional[int]:
+    def latest_step(self) -> int | None:
         return self.latest.latest_step()
 
     def best_map(self) -> float:
@@ -73,15 +82,18 @@ class CheckpointStore:
         step = self.best.latest_step()
         return -np.inf if step is None else float(_restore_meta(self.best, step)["best_map"])
 
-    def save(self, state: Any, meta: dict, best_map: Optional[float] = None) -> None:
+    def save(self, state: Any, meta: dict, best_map: float | None = None) -> None:
         """Save the (unreplicated) state at meta["step"]; also as the best one when `best_map` is given."""
         step = int(meta["step"])
         items = dict(state=ocp.args.StandardSave(_to_numpy(state)))
         if step not in self.latest.all_steps():
             self.latest.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **items), force=True)
         if best_map is not None:
-            self.best.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave({**meta, "best_map": best_map}),
-                                                         **items), force=True)
+            self.best.save(
+                step,
+                args=ocp.args.Composite(meta=ocp.args.JsonSave({**meta, "best_map": best_map}), **items),
+                force=True,
+            )
 
     def wait(self) -> None:
         for manager in (self.latest, self.best):
@@ -100,7 +112,7 @@ def _restore_meta(manager: ocp.CheckpointManager, step: int) -> dict:
     return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
 
-def restore(manager_or_path, template: Any, step: Optional[int] = None) -> tuple[Any, dict]:
+def restore(manager_or_path, template: Any, step: int | None = None) -> tuple[Any, dict]:
     """Restore (state shaped like `template`, meta) from a CheckpointManager, a checkpoint directory
     (…/checkpoints, latest step) or one step's directory (…/checkpoints/120)."""
     manager = manager_or_path
@@ -109,15 +121,18 @@ def restore(manager_or_path, template: Any, step: Optional[int] = None) -> tuple
         if os.path.isdir(os.path.join(path, "state")):
             path, step = os.path.dirname(path), int(os.path.basename(path))
         if not os.path.isdir(path):
-            raise ValueError(f"checkpoint path {manager_or_path!r} does not exist; pass a run's "
-                             f"'checkpoints' folder or one of its step folders.")
+            raise ValueError(
+                f"checkpoint path {manager_or_path!r} does not exist; pass a run's "
+                f"'checkpoints' folder or one of its step folders."
+            )
         manager = ocp.CheckpointManager(path)
     if step is None:
         step = manager.latest_step()
         if step is None:
             raise ValueError(f"no checkpoint found in {manager.directory}; train first or pass --checkpoint.")
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                             meta=ocp.args.JsonRestore()))
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+    )
     state_dict = jax.tree.map(np.asarray, restored.state)
     template_dict = serialization.to_state_dict(template)
     check_shapes(state_dict, template_dict)
@@ -126,13 +141,14 @@ def restore(manager_or_path, template: Any, step: Optional[int] = None) -> tuple
 
 def num_classes(checkpoint_dir: str, step: int) -> int:
     """Identities the checkpoint's classifier was trained on (its kernel's last axis), read from metadata only."""
-    manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir),
-                                    item_handlers={"state": ocp.StandardCheckpointHandler(),
-                                                   "meta": ocp.JsonCheckpointHandler()})
+    manager = ocp.CheckpointManager(
+        os.path.abspath(checkpoint_dir),
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
+    )
     return int(manager.item_metadata(step)["state"]["params"]["classifier"]["kernel"].shape[-1])
 
 
-def read_config_json(checkpoint_dir: str) -> Optional[dict]:
+def read_config_json(checkpoint_dir: str) -> dict | None:
     path = os.path.join(checkpoint_dir, CONFIG_FILE)
     if not os.path.exists(path):
         return None

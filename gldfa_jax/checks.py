@@ -1,4 +1,5 @@
 """Argument checks shared by the public functions: one wording for every integer setting."""
+
 import numpy as np
 
 

@@ -1,5 +1,6 @@
 """Every run's defaults: GLDFA-Net as trained in the paper (§4.1, Market-1501). Experiment configs override a few
 fields; runs saved before a field existed read its default from here."""
+
 import os
 
 import ml_collections
@@ -10,40 +11,40 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.data = d = ml_collections.ConfigDict()
-    d.name = "market1501"        # registry name in data_pipelines.datasets
-    d.root = "data/market1501"   # folder holding the dataset as distributed
-    d.height = 384               # §4.1: all images resized to 384×128
+    d.name = "market1501"  # registry name in data_pipelines.datasets
+    d.root = "data/market1501"  # folder holding the dataset as distributed
+    d.height = 384  # §4.1: all images resized to 384×128
     d.width = 128
-    d.num_identities = 8         # §4.1: P = 8 identities per batch
-    d.num_instances = 4          # §4.1: K = 4 images per identity (batch 32)
-    d.flip_prob = 0.5            # §4.1: random horizontal flip
-    d.pad = 0                    # pad-and-random-crop (strong-baseline recipe uses 10; off in the paper)
-    d.erase_prob = 0.5           # §4.1: random erasing (Zhong et al. defaults below)
+    d.num_identities = 8  # §4.1: P = 8 identities per batch
+    d.num_instances = 4  # §4.1: K = 4 images per identity (batch 32)
+    d.flip_prob = 0.5  # §4.1: random horizontal flip
+    d.pad = 0  # pad-and-random-crop (strong-baseline recipe uses 10; off in the paper)
+    d.erase_prob = 0.5  # §4.1: random erasing (Zhong et al. defaults below)
     d.erase_area = (0.02, 0.4)
-    d.erase_aspect = 0.3         # aspect ratio in [0.3, 1/0.3]
+    d.erase_aspect = 0.3  # aspect ratio in [0.3, 1/0.3]
     d.mean = (0.485, 0.456, 0.406)  # ImageNet normalisation (§4.1 "normalization")
     d.std = (0.229, 0.224, 0.225)
-    d.test_flip = False          # average features of the image and its mirror at test time
+    d.test_flip = False  # average features of the image and its mirror at test time
     d.options = ml_collections.ConfigDict()  # reader options: get_dataset(name, root, **options)
     d.generate = ml_collections.ConfigDict()  # non-empty: synthetic.generate(root, **generate) when root is absent
-    d.cache_dir = ""             # "": decode every split into RAM; a folder: decode once into raw uint8 files there,
-                                 # read per batch (MSMT17 at 384×128 is 18.6 GB decoded), rebuilt when the files change
+    d.cache_dir = ""  # "": decode every split into RAM; a folder: decode once into raw uint8 files there,
+    # read per batch (MSMT17 at 384×128 is 18.6 GB decoded), rebuilt when the files change
 
     c.model = m = ml_collections.ConfigDict()
-    m.depth = 50                 # §3.1: ResNet-50 backbone
-    m.width_multiplier = 1.0     # < 1 for tiny CPU models (tests, demos)
-    m.last_stride = 1            # §3.1: last down-sampling stride 2 → 1 (24×8 map at 384×128)
-    m.pretrained = ""            # path to ImageNet ResNet weights (.safetensors / .pth); "" = scratch
+    m.depth = 50  # §3.1: ResNet-50 backbone
+    m.width_multiplier = 1.0  # < 1 for tiny CPU models (tests, demos)
+    m.last_stride = 1  # §3.1: last down-sampling stride 2 → 1 (24×8 map at 384×128)
+    m.pretrained = ""  # path to ImageNet ResNet weights (.safetensors / .pth); "" = scratch
     m.branches = "global_local"  # Table 2: "global", "local" or "global_local"
-    m.num_stripes = 8            # §3.1: k = 8 horizontal stripes
-    m.embed_dim = 256            # §3.1: 1×1 conv 2048 → 256 per branch
-    m.global_pool = "avg"        # §3.1: global average pooling (or "max")
-    m.local_pool = "avg"         # §3.1: horizontal average pooling (or "max")
-    m.local_relu = True          # ReLU after the local BN (AlignedReID's local head); False: signed stripes like global
-    m.bn_neck = True             # BN before the classifier (strong-baseline neck)
-    m.dtype = "auto"             # compute dtype: "auto" (bfloat16 on TPUs and GPUs >= sm80, else float32),
-                                 # "float32", "bfloat16" or "float16" (T4/V100: no bfloat16; dynamic loss
-                                 # scaling, train.loss_scale_*); parameters, optimiser state and losses stay float32
+    m.num_stripes = 8  # §3.1: k = 8 horizontal stripes
+    m.embed_dim = 256  # §3.1: 1×1 conv 2048 → 256 per branch
+    m.global_pool = "avg"  # §3.1: global average pooling (or "max")
+    m.local_pool = "avg"  # §3.1: horizontal average pooling (or "max")
+    m.local_relu = True  # ReLU after the local BN (AlignedReID's local head); False: signed stripes like global
+    m.bn_neck = True  # BN before the classifier (strong-baseline neck)
+    m.dtype = "auto"  # compute dtype: "auto" (bfloat16 on TPUs and GPUs >= sm80, else float32),
+    # "float32", "bfloat16" or "float16" (T4/V100: no bfloat16; dynamic loss
+    # scaling, train.loss_scale_*); parameters, optimiser state and losses stay float32
 
     # Real CUHK03 crops (docs/results.md): loss.triplet_distance, loss.local_triplet,
     # loss.normalize_stripes, loss.center_branches, model.local_relu and eval.lsa_weight are readings the paper
@@ -51,90 +52,90 @@ def get_config() -> ml_collections.ConfigDict:
     # triplet and signed stripes, both below it; one seed for the others, inside the recipe's 3-seed spread of
     # ±1.4 global mAP); none beat it, so every default stays the paper's.
     c.loss = l = ml_collections.ConfigDict()
-    l.label_smoothing = 0.1      # §4.1: label smoothing on the ID loss
-    l.triplet = "soft"           # "soft" = Ristani & Tomasi weighted triplet (eqs. 7-8), "hard" = batch-hard, "none"
-    l.triplet_margin = 0.3       # eq. 7: m
-    l.triplet_weight = 0.3       # §4.1: triplehard weight for global and local branches
+    l.label_smoothing = 0.1  # §4.1: label smoothing on the ID loss
+    l.triplet = "soft"  # "soft" = Ristani & Tomasi weighted triplet (eqs. 7-8), "hard" = batch-hard, "none"
+    l.triplet_margin = 0.3  # eq. 7: m
+    l.triplet_weight = 0.3  # §4.1: triplehard weight for global and local branches
     l.triplet_distance = "separate"  # eq. 10: a triplet per branch; "sum": one on global + LSA (Fig. 2, §1)
-    l.local_triplet = ""         # the local branch's triplet; "" = loss.triplet (the paper uses one loss for both)
-    l.use_lsa = True             # Table 2: LSA distance (True) or hard stripe alignment (False) in the local triplet
-    l.window = 0                 # §3.2: LSA sliding window W; 0 means k // 2
+    l.local_triplet = ""  # the local branch's triplet; "" = loss.triplet (the paper uses one loss for both)
+    l.use_lsa = True  # Table 2: LSA distance (True) or hard stripe alignment (False) in the local triplet
+    l.window = 0  # §3.2: LSA sliding window W; 0 means k // 2
     l.normalize_stripes = False  # AlignedReID [1]: stripe distances d -> (e^d-1)/(e^d+1) in LSA (train and test)
-    l.center_weight = 0.05       # eq. 12: λ = 0.05
+    l.center_weight = 0.05  # eq. 12: λ = 0.05
     l.center_branches = ("global", "local")  # eq. 11: centre loss on both branches
-    l.center_lr = 0.5            # centre update rate (strong-baseline recipe: SGD lr 0.5 on the centres)
+    l.center_lr = 0.5  # centre update rate (strong-baseline recipe: SGD lr 0.5 on the centres)
 
     c.optim = o = ml_collections.ConfigDict()
-    o.lr = 3.5e-3                # §4.1: 3.5e-3 for the first 100 epochs
+    o.lr = 3.5e-3  # §4.1: 3.5e-3 for the first 100 epochs
     o.decay_epochs = (100, 200)  # §4.1: ×0.1 at epochs 100 and 200
     o.decay_factor = 0.1
-    o.weight_decay = 1e-5        # §4.1
-    o.warmup_epochs = 0          # optional linear warm-up (0 = none, as in the paper)
-    o.warmup_factor = 0.01       # warm-up starts at this fraction of lr
+    o.weight_decay = 1e-5  # §4.1
+    o.warmup_epochs = 0  # optional linear warm-up (0 = none, as in the paper)
+    o.warmup_factor = 0.01  # warm-up starts at this fraction of lr
 
     c.train = t = ml_collections.ConfigDict()
-    t.epochs = 300               # §4.1
-    t.steps_per_epoch = 0        # 0 = derived from the P×K sampler (strong-baseline epoch length)
-    t.eval_every = 40            # epochs between evaluations
-    t.checkpoint_every = 10      # epochs between checkpoints
+    t.epochs = 300  # §4.1
+    t.steps_per_epoch = 0  # 0 = derived from the P×K sampler (strong-baseline epoch length)
+    t.eval_every = 40  # epochs between evaluations
+    t.checkpoint_every = 10  # epochs between checkpoints
     t.checkpoint_every_steps = 0  # > 0: also checkpoint mid-epoch every N steps (resume granularity)
     t.keep_checkpoints = 3
-    t.log_every = 50             # steps between metric fetches from the device (logged as their mean)
-    t.image_store = "auto"       # uint8 training set in "device" memory, streamed from the "host", or "auto"
+    t.log_every = 50  # steps between metric fetches from the device (logged as their mean)
+    t.image_store = "auto"  # uint8 training set in "device" memory, streamed from the "host", or "auto"
     t.device_image_fraction = 0.25  # "auto": on the device when it takes at most this share of its memory
-    t.batch_per_device = False   # True: P×K images on every device (global batch × devices) instead of split
-    t.scale_lr = False           # with batch_per_device: lr × devices (linear scaling rule, Goyal et al. 2017)
-    t.loss_scale_init = 2.0 ** 15  # model.dtype "float16" only: initial dynamic loss scale (jmp's usual start)
-    t.loss_scale_period = 2000   # finite steps before the scale doubles (PyTorch GradScaler's growth_interval)
+    t.batch_per_device = False  # True: P×K images on every device (global batch × devices) instead of split
+    t.scale_lr = False  # with batch_per_device: lr × devices (linear scaling rule, Goyal et al. 2017)
+    t.loss_scale_init = 2.0**15  # model.dtype "float16" only: initial dynamic loss scale (jmp's usual start)
+    t.loss_scale_period = 2000  # finite steps before the scale doubles (PyTorch GradScaler's growth_interval)
 
     c.eval = e = ml_collections.ConfigDict()
     e.modes = ("global", "lsa", "global+lsa", "final")  # §3.2: inference uses global + LSA
-    e.rerank = True              # §4.1: also report k-reciprocal re-ranking [58]
-    e.k1 = 20                    # Zhong et al. CVPR 2017 defaults
+    e.rerank = True  # §4.1: also report k-reciprocal re-ranking [58]
+    e.k1 = 20  # Zhong et al. CVPR 2017 defaults
     e.k2 = 6
     e.lambda_value = 0.3
-    e.rerank_dense_max = 30000   # Q + G above this: memory-lean re-ranking from features (MSMT17: 93,820)
-    e.rerank_modes = ()          # the modes re-ranked when eval.rerank, () = all: a lean re-ranking costs a pass over
-                                 # the (Q+G)² distances (MSMT17: ~15 min of the CPU benchmark), so large sets may
-                                 # keep just ("global+lsa",)
-    e.lsa_weight = 1.0           # §3.2: "global+lsa" = global + lsa_weight · LSA (the paper sums them: 1)
-    e.best_mode = "global+lsa"   # the mode whose mAP picks the best checkpoint (§3.2 inference distance)
+    e.rerank_dense_max = 30000  # Q + G above this: memory-lean re-ranking from features (MSMT17: 93,820)
+    e.rerank_modes = ()  # the modes re-ranked when eval.rerank, () = all: a lean re-ranking costs a pass over
+    # the (Q+G)² distances (MSMT17: ~15 min of the CPU benchmark), so large sets may
+    # keep just ("global+lsa",)
+    e.lsa_weight = 1.0  # §3.2: "global+lsa" = global + lsa_weight · LSA (the paper sums them: 1)
+    e.best_mode = "global+lsa"  # the mode whose mAP picks the best checkpoint (§3.2 inference distance)
     e.periodic_all_modes = False  # evaluations before the last score best_mode only, without re-ranking
     e.batch_size = 128
-    e.block_size = 2048          # query rows × modes per distance block: an evaluation's pass over 4 modes takes
-                                 # 512 queries a block, so 2048 × G distances exist at once
+    e.block_size = 2048  # query rows × modes per distance block: an evaluation's pass over 4 modes takes
+    # 512 queries a block, so 2048 × G distances exist at once
     e.max_rank = 50
-    e.metrics = ("cmc", "mAP")   # per mode in results.json and the table: CMC rank-1/5/10 and mAP (paper, Table 4);
-                                 # add "mINP", the mean inverse negative penalty (Ye et al. 2021, "Deep Learning for
-                                 # Person Re-identification: A Survey and Outlook"): how deep the hardest true match is
-    e.protocol = "market1501"    # "market1501": every gallery image ranked, same-identity same-camera ones dropped
-                                 # (Zheng et al. 2015; also DukeMTMC-reID, MSMT17 and the 767/700 CUHK03 split the paper
-                                 # reports); "cuhk03_single_shot": CUHK03's original protocol (Li et al. 2014), CMC over
-                                 # random draws of one gallery image per identity, ranked on the host (mAP and mINP keep
-                                 # the full gallery)
-    e.single_shot_repeats = 10   # "cuhk03_single_shot": draws averaged into the CMC (the re-ID toolboxes' CUHK03 count)
-    e.single_shot_seed = 0       # ... and their seed: fixed, so an evaluation repeats exactly
-    e.rank_on = "auto"           # where ranking (sort, CMC, mAP) runs: "device" (where the distances are computed, no
-                                 # round trip), "host" (numpy) or "auto" = "device" on accelerators, "host" on CPUs
-                                 # (numpy's sort is several times faster than XLA's there)
+    e.metrics = ("cmc", "mAP")  # per mode in results.json and the table: CMC rank-1/5/10 and mAP (paper, Table 4);
+    # add "mINP", the mean inverse negative penalty (Ye et al. 2021, "Deep Learning for
+    # Person Re-identification: A Survey and Outlook"): how deep the hardest true match is
+    e.protocol = "market1501"  # "market1501": every gallery image ranked, same-identity same-camera ones dropped
+    # (Zheng et al. 2015; also DukeMTMC-reID, MSMT17 and the 767/700 CUHK03 split the paper
+    # reports); "cuhk03_single_shot": CUHK03's original protocol (Li et al. 2014), CMC over
+    # random draws of one gallery image per identity, ranked on the host (mAP and mINP keep
+    # the full gallery)
+    e.single_shot_repeats = 10  # "cuhk03_single_shot": draws averaged into the CMC (the re-ID toolboxes' CUHK03 count)
+    e.single_shot_seed = 0  # ... and their seed: fixed, so an evaluation repeats exactly
+    e.rank_on = "auto"  # where ranking (sort, CMC, mAP) runs: "device" (where the distances are computed, no
+    # round trip), "host" (numpy) or "auto" = "device" on accelerators, "host" on CPUs
+    # (numpy's sort is several times faster than XLA's there)
 
     # gldfa_jax.retrieve --index / gldfa_jax.gallery_index: FAISS shortlists by the global feature, the exact
     # global+LSA distance (§3.2) re-scores the shortlist. Defaults measured by benchmarks.large_gallery
     # (docs/benchmarks.md).
     c.retrieval = r = ml_collections.ConfigDict()
-    r.index = "ivf_flat"         # "ivf_flat": exact vectors in k-means lists, trains in minutes and adds images without
-                                 # retraining; "hnsw": a graph, no training (not benchmarked at 1M); "flat": brute force
-    r.nlist = 0                  # IVF lists, 0 = about 4·√N (FAISS's guideline is 4-16·√N; 4,000 at 1M images)
-    r.nprobe = 1024              # lists scanned per query (a quarter of them at 1M): IVF misses cost recall, not the
-                                 # shortlist (1M: nprobe 64 -> recall@10 0.91, 512 -> 0.993; docs/benchmarks.md)
-    r.kmeans_iterations = 20     # IVF training (FAISS's default is 25): keeps the 1M build in minutes on 2 cores
-    r.train_size = 262144        # IVF trains on at most this many gallery images (about 64 per list at 1M)
-    r.hnsw_m = 32                # "hnsw": links per node
+    r.index = "ivf_flat"  # "ivf_flat": exact vectors in k-means lists, trains in minutes and adds images without
+    # retraining; "hnsw": a graph, no training (not benchmarked at 1M); "flat": brute force
+    r.nlist = 0  # IVF lists, 0 = about 4·√N (FAISS's guideline is 4-16·√N; 4,000 at 1M images)
+    r.nprobe = 1024  # lists scanned per query (a quarter of them at 1M): IVF misses cost recall, not the
+    # shortlist (1M: nprobe 64 -> recall@10 0.91, 512 -> 0.993; docs/benchmarks.md)
+    r.kmeans_iterations = 20  # IVF training (FAISS's default is 25): keeps the 1M build in minutes on 2 cores
+    r.train_size = 262144  # IVF trains on at most this many gallery images (about 64 per list at 1M)
+    r.hnsw_m = 32  # "hnsw": links per node
     r.hnsw_ef_construction = 200
-    r.hnsw_ef_search = 256       # at least the shortlist
-    r.shortlist = 256            # K candidates re-scored exactly per query: at 1M the exact global+LSA top 10 lay at
-                                 # most 97 deep in the global ranking (benchmarks.large_gallery, docs/benchmarks.md)
-    r.local_dtype = "float16"    # stored stripes: 4 GB for 1M images × 8 × 256 (float32: 8 GB)
+    r.hnsw_ef_search = 256  # at least the shortlist
+    r.shortlist = 256  # K candidates re-scored exactly per query: at 1M the exact global+LSA top 10 lay at
+    # most 97 deep in the global ranking (benchmarks.large_gallery, docs/benchmarks.md)
+    r.local_dtype = "float16"  # stored stripes: 4 GB for 1M images × 8 × 256 (float32: 8 GB)
     return c
 
 

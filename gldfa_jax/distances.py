@@ -5,8 +5,9 @@ Modes: "global" (Euclidean of global, eq. 1), "lsa" (LSA of local, eqs. 2-5), "g
 (their sum: the paper's inference distance) and "final" (Euclidean of the concatenated feature).
 A block is a slice of queries × the whole gallery, so peak memory is bounded by `block_size`.
 """
+
 import functools
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +19,7 @@ from gldfa_jax.checks import check_int
 from gldfa_jax.lsa import check_finite
 
 MODES = ("global", "lsa", "global+lsa", "final")
-_MODE_KEYS = {"global": ("global",), "lsa": ("local",), "global+lsa": ("global", "local"),
-              "final": ("final",)}
+_MODE_KEYS = {"global": ("global",), "lsa": ("local",), "global+lsa": ("global", "local"), "final": ("final",)}
 _KEY_NDIM = {"global": 2, "local": 3, "final": 2}
 
 
@@ -50,6 +50,7 @@ def _euclidean_to(x: jax.Array, centred: tuple, num_y: int) -> jax.Array:
         y, y_sq = args
         squared = xx[:, None] + y_sq[None, :] - 2.0 * jnp.matmul(x, y.T, precision=jax.lax.Precision.HIGHEST)
         return jnp.sqrt(jnp.maximum(squared, 1e-12))
+
     out = jax.lax.map(tile, (tiles, yy))  # [T, M, tile]
     return jnp.swapaxes(out, 0, 1).reshape(x.shape[0], -1)[:, :num_y]
 
@@ -80,7 +81,7 @@ def validate_features(q_feats: Mapping, g_feats: Mapping, mode: str | Sequence[s
     """Check that both feature dicts hold what `mode` (or each of several modes) needs, each key once; returns
     (num_query, num_gallery)."""
     reader = {}  # key -> the first mode that reads it
-    for m in ((mode,) if isinstance(mode, str) else mode):
+    for m in (mode,) if isinstance(mode, str) else mode:
         for key in required_keys(m):
             reader.setdefault(key, m)
     keys = tuple(reader)
@@ -91,22 +92,27 @@ def validate_features(q_feats: Mapping, g_feats: Mapping, mode: str | Sequence[s
         num = None
         for key in keys:
             if feats.get(key) is None:
-                raise ValueError(f"mode {reader[key]!r} needs {name}[{key!r}], which is missing; the model "
-                                 f"has no such branch — pick a mode from the keys {sorted(feats)}.")
+                raise ValueError(
+                    f"mode {reader[key]!r} needs {name}[{key!r}], which is missing; the model "
+                    f"has no such branch — pick a mode from the keys {sorted(feats)}."
+                )
             a = feats[key]
             if getattr(a, "ndim", None) != _KEY_NDIM[key]:
                 want = "[N, k, d]" if key == "local" else "[N, d]"
                 raise ValueError(f"{name}[{key!r}] must be {want}, got shape {getattr(a, 'shape', None)}.")
             if num is not None and a.shape[0] != num:
-                raise ValueError(f"{name} arrays disagree on the number of images: {key!r} has "
-                                 f"{a.shape[0]}, another key has {num}.")
+                raise ValueError(
+                    f"{name} arrays disagree on the number of images: {key!r} has {a.shape[0]}, another key has {num}."
+                )
             num = a.shape[0]
             check_finite(f"{name}[{key!r}]", a)
         counts.append(num)
     for key in keys:
         if q_feats[key].shape[1:] != g_feats[key].shape[1:]:
-            raise ValueError(f"q_feats[{key!r}] {tuple(q_feats[key].shape)} and g_feats[{key!r}] "
-                             f"{tuple(g_feats[key].shape)} differ in feature shape.")
+            raise ValueError(
+                f"q_feats[{key!r}] {tuple(q_feats[key].shape)} and g_feats[{key!r}] "
+                f"{tuple(g_feats[key].shape)} differ in feature shape."
+            )
     return counts[0], counts[1]
 
 
@@ -116,8 +122,9 @@ def _prepare_gallery(g: Mapping, keys: tuple) -> dict:
     return {key: lsa.prepare_stripes(g[key]) if key == "local" else _centred(g[key]) for key in keys}
 
 
-def _mode_distances(q: Mapping, prepared: Mapping, modes: tuple, window, normalize: bool, lsa_weight: float,
-                    num_g: int) -> dict:
+def _mode_distances(
+    q: Mapping, prepared: Mapping, modes: tuple, window, normalize: bool, lsa_weight: float, num_g: int
+) -> dict:
     """{mode: [M, num_g]} for `modes` against a `_prepare_gallery` gallery, each of the global, final and LSA
     distances computed at most once (traceable)."""
     out = {}
@@ -131,6 +138,7 @@ def _mode_distances(q: Mapping, prepared: Mapping, modes: tuple, window, normali
             else:  # §3.2: the sum of global and local distances at inference (lsa_weight 1)
                 out[mode] = get("global") + lsa_weight * get("lsa")
         return out[mode]
+
     return {mode: get(mode) for mode in modes}
 
 
@@ -145,35 +153,47 @@ def block_distance(q: Mapping, g: Mapping, mode: str, window, normalize: bool, l
 
 _prepare = jax.jit(_prepare_gallery, static_argnames=("keys",))
 # One compiled call for several modes: "global+lsa" reuses the "global" and "lsa" blocks beside it.
-_block_distances = jax.jit(_mode_distances, static_argnames=("modes", "window", "normalize", "lsa_weight",
-                                                             "num_g"))
+_block_distances = jax.jit(_mode_distances, static_argnames=("modes", "window", "normalize", "lsa_weight", "num_g"))
 
 
 def paired_distance(x: Mapping, y: Mapping, mode: str, window, normalize: bool, lsa_weight: float) -> jax.Array:
     """Distances of matched pairs: device features {key: [P, ...]} x {key: [P, ...]} -> [P] float32, pair i being
     (x[i], y[i]); the same function as `block_distance`, applied to one pair at a time (traceable)."""
+
     def one(a, b):
         single = lambda f: {k: v[None] for k, v in f.items()}
         return block_distance(single(a), single(b), mode, window, normalize, lsa_weight)[0, 0]
+
     return jax.vmap(one)(x, y)
 
 
-def candidate_distance(q: Mapping, candidates: Mapping, mode: str, window, normalize: bool, lsa_weight: float
-                       ) -> jax.Array:
+def candidate_distance(
+    q: Mapping, candidates: Mapping, mode: str, window, normalize: bool, lsa_weight: float
+) -> jax.Array:
     """Distances of one query to its own candidates: {key: [...]} x {key: [K, ...]} -> [K] float32, the function of
     `block_distance` in the form that suits a shortlist (traceable; vmap it over queries)."""
+
     def euclidean(key):
         diff = candidates[key].astype(jnp.float32) - q[key].astype(jnp.float32)
         return jnp.sqrt(jnp.maximum(jnp.sum(diff * diff, -1), 1e-12))
+
     if mode in ("global", "final"):
         return euclidean(mode)
     local = lsa.candidate_distance(q["local"], candidates["local"], window, normalize)
     return local if mode == "lsa" else euclidean("global") + lsa_weight * local
 
 
-def iter_mode_blocks(q_feats: Mapping, g_feats: Mapping, modes: Sequence[str], window: int | None = None,
-                     block_size: int = 2048, progress: bool = False, normalize: bool = False,
-                     lsa_weight: float = 1.0, to_host: bool = True) -> Iterator[tuple[slice, dict]]:
+def iter_mode_blocks(
+    q_feats: Mapping,
+    g_feats: Mapping,
+    modes: Sequence[str],
+    window: int | None = None,
+    block_size: int = 2048,
+    progress: bool = False,
+    normalize: bool = False,
+    lsa_weight: float = 1.0,
+    to_host: bool = True,
+) -> Iterator[tuple[slice, dict]]:
     """Yield (query_slice, {mode: distances [len(slice), G] float32}) for consecutive query blocks, all `modes`
     from one pass: numpy, or with `to_host=False` the jax.Arrays where they were computed (so the device can rank
     them without a round trip).
@@ -201,22 +221,39 @@ def iter_mode_blocks(q_feats: Mapping, g_feats: Mapping, modes: Sequence[str], w
         yield rows, jax.device_get(blocks) if to_host else blocks
 
 
-def iter_distance_blocks(q_feats: Mapping, g_feats: Mapping, mode: str, window: int | None = None,
-                         block_size: int = 2048, progress: bool = False, normalize: bool = False,
-                         lsa_weight: float = 1.0, to_host: bool = True) -> Iterator[tuple[slice, np.ndarray]]:
+def iter_distance_blocks(
+    q_feats: Mapping,
+    g_feats: Mapping,
+    mode: str,
+    window: int | None = None,
+    block_size: int = 2048,
+    progress: bool = False,
+    normalize: bool = False,
+    lsa_weight: float = 1.0,
+    to_host: bool = True,
+) -> Iterator[tuple[slice, np.ndarray]]:
     """Yield (query_slice, distances [len(slice), G] float32) of one mode: `iter_mode_blocks` for (mode,)."""
-    for rows, blocks in iter_mode_blocks(q_feats, g_feats, (mode,), window, block_size, progress, normalize,
-                                         lsa_weight, to_host):
+    for rows, blocks in iter_mode_blocks(
+        q_feats, g_feats, (mode,), window, block_size, progress, normalize, lsa_weight, to_host
+    ):
         yield rows, blocks[mode]
 
 
-def pairwise_distance(q_feats: Mapping, g_feats: Mapping, mode: str, window: int | None = None,
-                      block_size: int = 2048, progress: bool = False, normalize: bool = False,
-                      lsa_weight: float = 1.0) -> np.ndarray:
+def pairwise_distance(
+    q_feats: Mapping,
+    g_feats: Mapping,
+    mode: str,
+    window: int | None = None,
+    block_size: int = 2048,
+    progress: bool = False,
+    normalize: bool = False,
+    lsa_weight: float = 1.0,
+) -> np.ndarray:
     """Distance matrix [Q, G] float32 (numpy) for one of MODES, computed block by block."""
     num_q, num_g = validate_features(q_feats, g_feats, mode)
     out = np.empty((num_q, num_g), np.float32)
-    for rows, block in iter_distance_blocks(q_feats, g_feats, mode, window, block_size, progress, normalize,
-                                            lsa_weight):
+    for rows, block in iter_distance_blocks(
+        q_feats, g_feats, mode, window, block_size, progress, normalize, lsa_weight
+    ):
         out[rows] = block
     return out

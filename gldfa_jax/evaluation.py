@@ -11,8 +11,9 @@ Queries are processed in blocks; each block is sorted once, vectorised over its 
 on the host or with a jitted sort on the device (`Ranker(on_device=True)`: same results, AP summed
 in float32 per query, so equal to ~1e-7).
 """
+
 import functools
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -37,14 +38,20 @@ def _labels(name: str, a, length: int | None) -> np.ndarray:
     if not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
         raise ValueError(f"{name} must hold integers, got dtype {a.dtype}.")
     if length is not None and a.shape[0] != length:
-        raise ValueError(f"{name} has {a.shape[0]} entries but the distance matrix needs {length} "
-                         "(one per query row / gallery column).")
+        raise ValueError(
+            f"{name} has {a.shape[0]} entries but the distance matrix needs {length} "
+            "(one per query row / gallery column)."
+        )
     return a.astype(np.int64)
 
 
 def _check_labels(num_q, num_g, q_pids, g_pids, q_camids, g_camids):
-    return (_labels("q_pids", q_pids, num_q), _labels("g_pids", g_pids, num_g),
-            _labels("q_camids", q_camids, num_q), _labels("g_camids", g_camids, num_g))
+    return (
+        _labels("q_pids", q_pids, num_q),
+        _labels("g_pids", g_pids, num_g),
+        _labels("q_camids", q_camids, num_q),
+        _labels("g_camids", g_camids, num_g),
+    )
 
 
 def _check_max_rank(max_rank):
@@ -111,8 +118,7 @@ def _device_block_metrics(block, start, rows: int, q_pids, q_camids, g_pids, g_c
     removed = (g_pids[None, :] == q_pids[:, None]) & (g_camids[None, :] == q_camids[:, None])
     index = jnp.broadcast_to(jnp.arange(dist.shape[1], dtype=jnp.int32), dist.shape)
     # Keys (removed, distance); the stable sort keeps gallery-index order among ties.
-    last, _, order = jax.lax.sort((removed.astype(jnp.int32), dist, index), dimension=1, num_keys=2,
-                                  is_stable=True)
+    last, _, order = jax.lax.sort((removed.astype(jnp.int32), dist, index), dimension=1, num_keys=2, is_stable=True)
     hits = (last == 0) & (g_pids[order] == q_pids[:, None])
     found = jnp.cumsum(hits, axis=1, dtype=jnp.int32)
     num_rel = found[:, -1]
@@ -177,10 +183,16 @@ class _RankAccumulator:
 
     def result(self) -> dict:
         if self.num_valid == 0:
-            raise ValueError("no query has a correct match in the gallery (after removing same-identity "
-                             "same-camera images); check q_pids/g_pids and q_camids/g_camids.")
-        return {"cmc": self.hit_counts / self.num_valid, "mAP": self.ap_sum / self.num_valid,
-                "mINP": self.inp_sum / self.num_valid, "num_valid_queries": self.num_valid}
+            raise ValueError(
+                "no query has a correct match in the gallery (after removing same-identity "
+                "same-camera images); check q_pids/g_pids and q_camids/g_camids."
+            )
+        return {
+            "cmc": self.hit_counts / self.num_valid,
+            "mAP": self.ap_sum / self.num_valid,
+            "mINP": self.inp_sum / self.num_valid,
+            "num_valid_queries": self.num_valid,
+        }
 
 
 def _check_single_shot(cuhk03_single_shot, repeats, seed):
@@ -204,9 +216,19 @@ class Ranker:
     in float32 and does not do CUHK03 single-shot (that needs the host's seeded draws).
     """
 
-    def __init__(self, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, on_device: bool = False,
-                 cuhk03_single_shot: bool = False, repeats: int = 10, seed: int = 0,
-                 block_rows: int | None = None):
+    def __init__(
+        self,
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        max_rank: int = 50,
+        on_device: bool = False,
+        cuhk03_single_shot: bool = False,
+        repeats: int = 10,
+        seed: int = 0,
+        block_rows: int | None = None,
+    ):
         _check_max_rank(max_rank)
         q_pids, g_pids = _labels("q_pids", q_pids, None), _labels("g_pids", g_pids, None)
         num_q, num_g = len(q_pids), len(g_pids)
@@ -229,7 +251,7 @@ class Ranker:
             return
         block = jax.device_get(block)
         for sub in range(0, block.shape[0], self.step):
-            part = block[sub:sub + self.step]
+            part = block[sub : sub + self.step]
             sl = slice(rows.start + sub, rows.start + sub + part.shape[0])
             self.acc.add(*_block_metrics(part, q_pids[sl], q_camids[sl], g_pids, g_camids, self.rng, self.repeats))
 
@@ -241,18 +263,29 @@ class Ranker:
         labels = jax.device_put(tuple(a[rows].astype(np.int32) for a in (self.labels[0], self.labels[2])))
         for sub in range(0, num, step):
             start = min(sub, num - step)
-            out = jax.device_get(_device_block_metrics(block, jax.device_put(np.int32(start)), step, *labels,
-                                                       *self.device_gallery))
-            valid, first, ap, inp = (a[sub - start:] for a in out)
+            out = jax.device_get(
+                _device_block_metrics(block, jax.device_put(np.int32(start)), step, *labels, *self.device_gallery)
+            )
+            valid, first, ap, inp = (a[sub - start :] for a in out)
             self.acc.add(valid, first, ap.astype(np.float64), inp.astype(np.float64))
 
     def result(self) -> dict:
         return self.acc.result()
 
 
-def rank_metrics(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
-                 cuhk03_single_shot: bool = False, repeats: int = 10, seed: int = 0,
-                 block_size: int | None = None, on_device: bool = False) -> dict:
+def rank_metrics(
+    distmat,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    max_rank: int = 50,
+    cuhk03_single_shot: bool = False,
+    repeats: int = 10,
+    seed: int = 0,
+    block_size: int | None = None,
+    on_device: bool = False,
+) -> dict:
     """CMC [max_rank], mAP, mINP (fractions) and the number of evaluated queries.
 
     distmat [Q, G] (numpy, or a jax.Array when `on_device`). cuhk03_single_shot: the CUHK03 classic protocol —
@@ -270,14 +303,16 @@ def rank_metrics(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50
     if bool(jax.device_get(jnp.isnan(distmat).any()) if on_device else np.isnan(distmat).any()):
         raise ValueError("distmat contains NaN; rankings would be undefined.")
     _check_labels(*distmat.shape, q_pids, g_pids, q_camids, g_camids)
-    ranker = Ranker(q_pids, g_pids, q_camids, g_camids, max_rank, on_device, cuhk03_single_shot, repeats, seed,
-                    block_size)
+    ranker = Ranker(
+        q_pids, g_pids, q_camids, g_camids, max_rank, on_device, cuhk03_single_shot, repeats, seed, block_size
+    )
     ranker.add(slice(0, distmat.shape[0]), distmat)
     return ranker.result()
 
 
-def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
-                  **options) -> tuple[np.ndarray, float]:
+def evaluate_rank(
+    distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, **options
+) -> tuple[np.ndarray, float]:
     """Market-1501 protocol: distmat [Q, G] -> (cmc [max_rank] float64, mAP), both fractions.
 
     Options are those of `rank_metrics` (mINP and CUHK03 single-shot live there).
@@ -286,11 +321,25 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
     return result["cmc"], result["mAP"]
 
 
-def evaluate_features(q_feats: Mapping, g_feats: Mapping, q_pids, g_pids, q_camids, g_camids,
-                      mode: str, window: int | None = None, block_size: int = 2048,
-                      max_rank: int = 50, cuhk03_single_shot: bool = False, repeats: int = 10,
-                      seed: int = 0, progress: bool = False, normalize: bool = False,
-                      lsa_weight: float = 1.0, on_device: bool = False) -> dict:
+def evaluate_features(
+    q_feats: Mapping,
+    g_feats: Mapping,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    mode: str,
+    window: int | None = None,
+    block_size: int = 2048,
+    max_rank: int = 50,
+    cuhk03_single_shot: bool = False,
+    repeats: int = 10,
+    seed: int = 0,
+    progress: bool = False,
+    normalize: bool = False,
+    lsa_weight: float = 1.0,
+    on_device: bool = False,
+) -> dict:
     """Rank metrics straight from features: one [block_size, G] distance block at a time, ranked where it was
     computed when `on_device`.
 
@@ -300,10 +349,12 @@ def evaluate_features(q_feats: Mapping, g_feats: Mapping, q_pids, g_pids, q_cami
     num_q, num_g = distances_lib.validate_features(q_feats, g_feats, mode)
     _check_labels(num_q, num_g, q_pids, g_pids, q_camids, g_camids)
     ranker = Ranker(q_pids, g_pids, q_camids, g_camids, max_rank, on_device, cuhk03_single_shot, repeats, seed)
-    blocks = distances_lib.iter_distance_blocks(q_feats, g_feats, mode, window, block_size, normalize=normalize,
-                                                lsa_weight=lsa_weight, to_host=not on_device)
-    for rows, block in tqdm(blocks, total=-(-num_q // block_size), desc=f"evaluate ({mode})",
-                            unit="block", disable=not progress):
+    blocks = distances_lib.iter_distance_blocks(
+        q_feats, g_feats, mode, window, block_size, normalize=normalize, lsa_weight=lsa_weight, to_host=not on_device
+    )
+    for rows, block in tqdm(
+        blocks, total=-(-num_q // block_size), desc=f"evaluate ({mode})", unit="block", disable=not progress
+    ):
         ranker.add(rows, block)
     return ranker.result()
 
@@ -325,7 +376,7 @@ class Separation:
         q_pids, g_pids, q_camids, g_camids = self.labels
         step = max(1, _BLOCK_ELEMENTS // max(block.shape[1], 1))
         for sub in range(0, block.shape[0], step):
-            d = block[sub:sub + step].astype(np.float64)
+            d = block[sub : sub + step].astype(np.float64)
             sl = slice(rows.start + sub, rows.start + sub + d.shape[0])
             same = q_pids[sl, None] == g_pids[None, :]
             pos = same & (q_camids[sl, None] != g_camids[None, :])
@@ -337,9 +388,13 @@ class Separation:
         if sums[0] == 0 or sums[2] == 0:
             raise ValueError("separation needs at least one true match and one other identity in the gallery.")
         mean_pos, mean_neg = sums[1] / sums[0], sums[3] / sums[2]
-        neg_std = np.sqrt(max(sums[4] / sums[2] - mean_neg ** 2, 0.0))
-        return {"pos": float(mean_pos), "neg": float(mean_neg), "neg_std": float(neg_std),
-                "ratio": float(mean_pos / mean_neg)}
+        neg_std = np.sqrt(max(sums[4] / sums[2] - mean_neg**2, 0.0))
+        return {
+            "pos": float(mean_pos),
+            "neg": float(mean_neg),
+            "neg_std": float(neg_std),
+            "ratio": float(mean_pos / mean_neg),
+        }
 
 
 def separation(dist, q_pids, g_pids, q_camids, g_camids) -> dict:

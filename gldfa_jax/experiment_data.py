@@ -1,4 +1,5 @@
 """The decoded splits a run trains and evaluates on, from `config.data` (dataset registry + image decoding)."""
+
 import hashlib
 import os
 from typing import NamedTuple
@@ -19,7 +20,7 @@ class DataRootError(ValueError):
 
 class Split(NamedTuple):
     images: np.ndarray  # [N, H, W, 3] uint8: an np.ndarray, or images.CachedImages (read on demand) with data.cache_dir
-    pids: np.ndarray    # [N] int64 (training split: relabelled 0..C-1)
+    pids: np.ndarray  # [N] int64 (training split: relabelled 0..C-1)
     camids: np.ndarray  # [N] int64
 
 
@@ -37,6 +38,7 @@ def ensure_data(data_config) -> None:
     generate = data_config.generate
     if generate and not (os.path.isdir(root) and os.listdir(root)):  # only into an absent or empty folder
         from data_pipelines import synthetic
+
         logging.info("generating the synthetic re-ID world into %s", root)
         synthetic.generate(root, **generate.to_dict())
 
@@ -67,9 +69,15 @@ def _warn_if_large(data_config, num_images: int) -> None:
     nbytes = num_images * data_config.height * data_config.width * 3
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if not data_config.cache_dir and nbytes > RAM_WARN_FRACTION * ram:
-        logging.warning("decoding %d images at %dx%d takes %.1f GB of host memory (%.1f GB installed); set "
-                        "data.cache_dir to a folder with that much free disk to read them from there instead",
-                        num_images, data_config.height, data_config.width, nbytes / 1e9, ram / 1e9)
+        logging.warning(
+            "decoding %d images at %dx%d takes %.1f GB of host memory (%.1f GB installed); set "
+            "data.cache_dir to a folder with that much free disk to read them from there instead",
+            num_images,
+            data_config.height,
+            data_config.width,
+            nbytes / 1e9,
+            ram / 1e9,
+        )
 
 
 def load_experiment_data(data_config, need_train: bool = True) -> ExperimentData:
@@ -82,12 +90,15 @@ def load_experiment_data(data_config, need_train: bool = True) -> ExperimentData
     try:
         dataset = datasets.get_dataset(data_config.name, data_config.root, **data_config.options.to_dict())
     except FileNotFoundError as e:  # the reader's message names the expected layout and where to get the data
-        raise DataRootError(f"data.root={data_config.root!r} (dataset {data_config.name!r}): {e}\n"
-                            + NO_DATA_HINT) from e
+        raise DataRootError(
+            f"data.root={data_config.root!r} (dataset {data_config.name!r}): {e}\n" + NO_DATA_HINT
+        ) from e
     logging.info("dataset %s at %s:\n%s", data_config.name, data_config.root, dataset.summary())
     if need_train and not dataset.train:
-        raise DataRootError(f"data.root={data_config.root!r} has no training split (dataset {data_config.name!r}); "
-                            "training needs one. A test-only dataset can be evaluated: --mode eval --checkpoint RUN.")
+        raise DataRootError(
+            f"data.root={data_config.root!r} has no training split (dataset {data_config.name!r}); "
+            "training needs one. A test-only dataset can be evaluated: --mode eval --checkpoint RUN."
+        )
     for split in ("query", "gallery"):
         if not dataset.split(split):
             raise DataRootError(f"the {split} split of data.root={data_config.root!r} is empty.")
@@ -95,5 +106,9 @@ def load_experiment_data(data_config, need_train: bool = True) -> ExperimentData
     train_records = dataset.train if need_train else []  # evaluation never reads training images
     _warn_if_large(data_config, len(train_records) + len(dataset.query) + len(dataset.gallery))
     cache = _cache_prefixes(data_config)
-    return ExperimentData(_split(train_records, h, w, cache["train"]), _split(dataset.query, h, w, cache["query"]),
-                          _split(dataset.gallery, h, w, cache["gallery"]), int(dataset.num_train_pids))
+    return ExperimentData(
+        _split(train_records, h, w, cache["train"]),
+        _split(dataset.query, h, w, cache["query"]),
+        _split(dataset.gallery, h, w, cache["gallery"]),
+        int(dataset.num_train_pids),
+    )

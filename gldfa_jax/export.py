@@ -10,6 +10,7 @@ Both models map uint8 RGB images [B, H, W, 3] (H×W = the run's data.height × d
 global feature [B, d] and the local stripes [B, k, d], exactly as evaluation extracts them (normalisation by
 data.mean/std, eval-mode BatchNorm, averaging with the mirrored image when data.test_flip); the weights are inside.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,9 @@ def feature_function(config, model, variables, spec):
     # Not inference's jitted copy: jit caches its trace per shape, and through it the ONNX conversion could reuse a
     # trace made outside jax2onnx's flax patches (which it cannot convert), or jax.export one made inside them.
     extract = inference.image_features
-    features = lambda images: extract(variables, images, model=model, flip=bool(data.test_flip),
-                                      mean=tuple(data.mean), std=tuple(data.std))
+    features = lambda images: extract(
+        variables, images, model=model, flip=bool(data.test_flip), mean=tuple(data.mean), std=tuple(data.std)
+    )
     every = jax.eval_shape(features, spec)
     shapes = {k: every[k] for k in OUTPUTS if k in every}
     return (lambda images: tuple(features(images)[k] for k in shapes)), shapes
@@ -61,8 +63,9 @@ def feature_function(config, model, variables, spec):
 
 def write_onnx(fn, spec, names, path: str) -> dict:
     """Convert fn with jax2onnx and save it to `path`; returns the model's opset and IR version."""
-    model = jax2onnx.to_onnx(fn, [spec], model_name="gldfa_net", input_names=[INPUT_NAME], output_names=list(names),
-                             return_mode="ir")
+    model = jax2onnx.to_onnx(
+        fn, [spec], model_name="gldfa_net", input_names=[INPUT_NAME], output_names=list(names), return_mode="ir"
+    )
     # With test_flip each of the two passes holds its own copy of every weight: one copy is kept, of any size.
     onnx_ir.passes.common.DeduplicateInitializersPass(size_limit=sys.maxsize)(model)
     proto = onnx_ir.to_proto(model)
@@ -73,8 +76,10 @@ def write_onnx(fn, spec, names, path: str) -> dict:
     proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
     onnx.checker.check_model(proto)
     onnx.save(proto, path)
-    return {"opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
-            "ir_version": proto.ir_version}
+    return {
+        "opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+        "ir_version": proto.ir_version,
+    }
 
 
 def write_jax_export(fn, spec, path: str, platforms) -> dict:
@@ -89,15 +94,24 @@ def manifest(config, model, checkpoint: str | None, step: int, fingerprint: str,
     """export.json's content, apart from what each writer returns; `shapes` = {output name: its ShapeDtypeStruct}."""
     dims = lambda shape: [d if isinstance(d, int) else str(d) for d in shape]
     return {
-        "checkpoint": checkpoint, "step": step, "fingerprint": fingerprint,
+        "checkpoint": checkpoint,
+        "step": step,
+        "fingerprint": fingerprint,
         "compute_dtype": jnp.dtype(model.dtype).name,  # model.dtype "auto" resolves on the exporting machine
-        "input": {"name": INPUT_NAME, "shape": dims(spec.shape), "dtype": "uint8",
-                  "layout": "NHWC RGB, resized to H×W; normalisation (data.mean/std) is inside the model"},
+        "input": {
+            "name": INPUT_NAME,
+            "shape": dims(spec.shape),
+            "dtype": "uint8",
+            "layout": "NHWC RGB, resized to H×W; normalisation (data.mean/std) is inside the model",
+        },
         "outputs": [{"name": n, "shape": dims(s.shape), "dtype": str(s.dtype)} for n, s in shapes.items()],
-        "data": {"mean": list(config.data.mean), "std": list(config.data.std), "test_flip": bool(config.data.test_flip)},
+        "data": {
+            "mean": list(config.data.mean),
+            "std": list(config.data.std),
+            "test_flip": bool(config.data.test_flip),
+        },
         "lsa": inference.lsa_options(config),  # how evaluation compares the local stripes (gldfa_jax.distances)
-        "versions": {"python": platform.python_version(),
-                     **{p: importlib.metadata.version(p) for p in VERSIONED}},
+        "versions": {"python": platform.python_version(), **{p: importlib.metadata.version(p) for p in VERSIONED}},
     }
 
 
@@ -105,13 +119,14 @@ def parse_platforms(text: str) -> tuple:
     platforms = tuple(p.strip() for p in text.split(",") if p.strip())
     unknown = [p for p in platforms if p not in KNOWN_PLATFORMS]
     if unknown or not platforms:
-        raise ValueError(f"--platforms {text!r} names {unknown or 'no platform'}; pass a comma-separated list of "
-                         f"{', '.join(KNOWN_PLATFORMS)} (default {','.join(PLATFORMS)}).")
+        raise ValueError(
+            f"--platforms {text!r} names {unknown or 'no platform'}; pass a comma-separated list of "
+            f"{', '.join(KNOWN_PLATFORMS)} (default {','.join(PLATFORMS)})."
+        )
     return platforms
 
 
-def export(config, model, variables, step: int, out: str, platforms=PLATFORMS, checkpoint: str | None = None
-           ) -> list:
+def export(config, model, variables, step: int, out: str, platforms=PLATFORMS, checkpoint: str | None = None) -> list:
     """Write OUT/model.onnx, OUT/model.jax_export and OUT/export.json for a loaded checkpoint
     (retrieve.load_checkpoint; `checkpoint` its path, recorded); returns [(path, bytes, seconds)]."""
     spec = input_spec(config)
@@ -145,7 +160,7 @@ def export(config, model, variables, step: int, out: str, platforms=PLATFORMS, c
 def format_written(written) -> str:
     """Table of (path, bytes, seconds)."""
     width = max(len("file"), *(len(os.path.basename(p)) for p, _, _ in written))
-    size = lambda n: f"{n / 2 ** 20:.1f} MiB" if n >= 2 ** 20 else f"{n / 2 ** 10:.1f} KiB"
+    size = lambda n: f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
     lines = [f"{'file':<{width}}  {'size':>10}  {'seconds':>7}"]
     lines += [f"{os.path.basename(p):<{width}}  {size(n):>10}  {t:7.1f}" for p, n, t in written]
     return "\n".join(lines)
@@ -155,8 +170,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gldfa_jax.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="run workdir, checkpoints/ folder or a step folder")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--platforms", default=",".join(PLATFORMS),
-                        help=f"comma-separated platforms the jax.export program runs on, of {KNOWN_PLATFORMS}")
+    parser.add_argument(
+        "--platforms",
+        default=",".join(PLATFORMS),
+        help=f"comma-separated platforms the jax.export program runs on, of {KNOWN_PLATFORMS}",
+    )
     args = parser.parse_args(argv)
     try:
         platforms = parse_platforms(args.platforms)
@@ -164,8 +182,11 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"checkpoint {args.checkpoint} at step {step}: {config.data.height}×{config.data.width} images, "
-          f"test_flip={bool(config.data.test_flip)}", flush=True)
+    print(
+        f"checkpoint {args.checkpoint} at step {step}: {config.data.height}×{config.data.width} images, "
+        f"test_flip={bool(config.data.test_flip)}",
+        flush=True,
+    )
     written = export(config, model, variables, step, args.out, platforms, os.path.abspath(args.checkpoint))
     print(format_written(written))
     return 0

@@ -9,6 +9,7 @@ An index is a folder, persisted and reopened:
   paths.txt      one gallery image path per line
 Adding images appends to every file without retraining the FAISS index.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -23,7 +24,12 @@ import numpy as np
 from gldfa_jax import distances
 
 MANIFEST, FAISS_FILE, GLOBAL_FILE, LOCAL_FILE, PATHS_FILE = (
-    "manifest.json", "global.faiss", "global.f32", "local.bin", "paths.txt")
+    "manifest.json",
+    "global.faiss",
+    "global.f32",
+    "local.bin",
+    "paths.txt",
+)
 INDEX_TYPES = ("ivf_flat", "hnsw", "flat")
 RESCORE_MODES = ("global+lsa", "global", "lsa")  # the shortlist is by global; "final" features are not stored
 
@@ -40,8 +46,9 @@ def fingerprint(variables, global_dim: int, local_shape: tuple | None) -> str:
     """Identity of the features an index holds: a hash of the model's weights and the feature shapes. An index
     built from another checkpoint or another feature size is refused."""
     digest = hashlib.sha256()
-    for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(jax.device_get(variables)),
-                             key=lambda pl: jax.tree_util.keystr(pl[0])):
+    for path, leaf in sorted(
+        jax.tree_util.tree_leaves_with_path(jax.device_get(variables)), key=lambda pl: jax.tree_util.keystr(pl[0])
+    ):
         digest.update(jax.tree_util.keystr(path).encode())
         digest.update(np.ascontiguousarray(leaf).tobytes())
     local = "x".join(map(str, local_shape)) if local_shape else "none"
@@ -68,8 +75,11 @@ def _new_faiss(config, dim: int, train: np.ndarray, expected_size: int):
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, int(config.hnsw_m))
         index.hnsw.efConstruction = int(config.hnsw_ef_construction)
-        return index, {"type": "hnsw", "hnsw_m": int(config.hnsw_m),
-                       "hnsw_ef_construction": int(config.hnsw_ef_construction)}
+        return index, {
+            "type": "hnsw",
+            "hnsw_m": int(config.hnsw_m),
+            "hnsw_ef_construction": int(config.hnsw_ef_construction),
+        }
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist, faiss.METRIC_L2)
     index.cp.niter = int(config.kmeans_iterations)
     index.cp.max_points_per_centroid = max(39, len(train) // nlist + 1)  # train on the sample given, all of it
@@ -100,8 +110,7 @@ class GalleryIndex:
             return
         self._global = np.memmap(self._file(GLOBAL_FILE), np.float32, "r", shape=(n, dim))
         if local:
-            self._local = np.memmap(self._file(LOCAL_FILE), self.manifest["local_dtype"], "r",
-                                    shape=(n, *local))
+            self._local = np.memmap(self._file(LOCAL_FILE), self.manifest["local_dtype"], "r", shape=(n, *local))
 
     def add(self, features: dict, paths: list) -> None:
         """Append images: features {"global": [n, d], "local": [n, k, d]} and their n paths. Call `save` after
@@ -109,13 +118,17 @@ class GalleryIndex:
         g = np.ascontiguousarray(features["global"], np.float32)
         local_shape = self.manifest["local_shape"]
         if g.ndim != 2 or g.shape[1] != self.manifest["global_dim"] or len(paths) != len(g):
-            raise ValueError(f"features['global'] must be [n, {self.manifest['global_dim']}] with one path per row, "
-                             f"got {g.shape} and {len(paths)} paths.")
+            raise ValueError(
+                f"features['global'] must be [n, {self.manifest['global_dim']}] with one path per row, "
+                f"got {g.shape} and {len(paths)} paths."
+            )
         if local_shape:
             stripes = features.get("local")
             if stripes is None or tuple(stripes.shape) != (len(g), *local_shape):
-                raise ValueError(f"features['local'] must be [{len(g)}, {', '.join(map(str, local_shape))}], got "
-                                 f"{None if stripes is None else tuple(stripes.shape)}.")
+                raise ValueError(
+                    f"features['local'] must be [{len(g)}, {', '.join(map(str, local_shape))}], got "
+                    f"{None if stripes is None else tuple(stripes.shape)}."
+                )
             with open(self._file(LOCAL_FILE), "r+b" if self.size else "wb") as f:
                 f.seek(self.size * math.prod(local_shape) * np.dtype(self.manifest["local_dtype"]).itemsize)
                 f.write(np.ascontiguousarray(stripes, self.manifest["local_dtype"]).tobytes())
@@ -135,8 +148,16 @@ class GalleryIndex:
         for name in (FAISS_FILE, PATHS_FILE, MANIFEST):
             os.replace(self._file(name + ".tmp"), self._file(name))
 
-    def search(self, q_feats: dict, topk: int, config, mode: str = "global+lsa", window=None,
-               normalize: bool = False, lsa_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        q_feats: dict,
+        topk: int,
+        config,
+        mode: str = "global+lsa",
+        window=None,
+        normalize: bool = False,
+        lsa_weight: float = 1.0,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Rank the gallery for queries {"global": [Q, d], "local": [Q, k, d]}: the `retrieval.shortlist` nearest
         by global feature from FAISS, re-scored exactly in `mode`. Returns (distances [Q, t], indices [Q, t]),
         t = min(topk, size), ascending; a query whose shortlist is short pads with inf / -1."""
@@ -148,10 +169,16 @@ class GalleryIndex:
         self._search_parameters(config)
         _, candidates = self.index.search(np.ascontiguousarray(q_feats["global"], np.float32), shortlist)
         keys = distances.required_keys(mode)
-        scores = rescore(self.candidate_features(candidates, keys), {k: q_feats[k] for k in keys}, mode, window,
-                         normalize, lsa_weight)
+        scores = rescore(
+            self.candidate_features(candidates, keys),
+            {k: q_feats[k] for k in keys},
+            mode,
+            window,
+            normalize,
+            lsa_weight,
+        )
         scores = np.where(candidates < 0, np.inf, scores)
-        order = np.argsort(scores, axis=1, kind="stable")[:, :min(topk, self.size)]
+        order = np.argsort(scores, axis=1, kind="stable")[:, : min(topk, self.size)]
         return np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)
 
     def candidate_features(self, candidates: np.ndarray, keys=("global", "local")) -> dict:
@@ -159,8 +186,9 @@ class GalleryIndex:
         in their stored dtypes, for the `keys` the index holds."""
         rows = np.maximum(candidates, 0).ravel()
         stored = {"global": self._global, "local": self._local}
-        return {k: stored[k][rows].reshape(*candidates.shape, *stored[k].shape[1:])
-                for k in keys if stored[k] is not None}
+        return {
+            k: stored[k][rows].reshape(*candidates.shape, *stored[k].shape[1:]) for k in keys if stored[k] is not None
+        }
 
     def _search_parameters(self, config) -> None:
         kind = self.manifest["index"]["type"]
@@ -175,12 +203,14 @@ def _write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-_rescore = jax.jit(jax.vmap(distances.candidate_distance, in_axes=(0, 0, None, None, None, None)),
-                   static_argnums=(2, 3, 4, 5))
+_rescore = jax.jit(
+    jax.vmap(distances.candidate_distance, in_axes=(0, 0, None, None, None, None)), static_argnums=(2, 3, 4, 5)
+)
 
 
-def rescore(candidates: dict, q_feats: dict, mode: str, window=None, normalize: bool = False,
-            lsa_weight: float = 1.0) -> np.ndarray:
+def rescore(
+    candidates: dict, q_feats: dict, mode: str, window=None, normalize: bool = False, lsa_weight: float = 1.0
+) -> np.ndarray:
     """Exact distances of each query to its own candidates: q {key: [Q, ...]}, candidates {key: [Q, K, ...]} ->
     [Q, K] float32 (`distances.candidate_distance`: the dense evaluation's distance)."""
     keys = distances.required_keys(mode)
@@ -193,8 +223,14 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def create(directory: str, config, fingerprint_: str, train_global: np.ndarray, local_shape: tuple | None,
-           expected_size: int | None = None) -> GalleryIndex:
+def create(
+    directory: str,
+    config,
+    fingerprint_: str,
+    train_global: np.ndarray,
+    local_shape: tuple | None,
+    expected_size: int | None = None,
+) -> GalleryIndex:
     """A new, empty index in `directory` (which must not hold one), its FAISS part trained on `train_global`
     [M, d] (the gallery or a sample of it: IVF's lists come from it) and sized for `expected_size` images (default
     M). Fill it with `add`, then `save`."""
@@ -205,9 +241,16 @@ def create(directory: str, config, fingerprint_: str, train_global: np.ndarray, 
         raise ValueError(f"retrieval.local_dtype={dtype!r}; choose 'float16' or 'float32'.")
     os.makedirs(directory, exist_ok=True)
     index, described = _new_faiss(config, train_global.shape[1], train_global, expected_size or len(train_global))
-    manifest = {"format": 1, "fingerprint": fingerprint_, "global_dim": int(train_global.shape[1]),
-                "local_shape": list(local_shape) if local_shape else None, "local_dtype": dtype,
-                "index": described, "size": 0, "created": _now()}
+    manifest = {
+        "format": 1,
+        "fingerprint": fingerprint_,
+        "global_dim": int(train_global.shape[1]),
+        "local_shape": list(local_shape) if local_shape else None,
+        "local_dtype": dtype,
+        "index": described,
+        "size": 0,
+        "created": _now(),
+    }
     return GalleryIndex(directory, manifest, index, [])
 
 
@@ -219,13 +262,17 @@ def open_index(directory: str, expected_fingerprint: str | None = None) -> Galle
     with open(path) as f:
         manifest = json.load(f)
     if expected_fingerprint is not None and manifest["fingerprint"] != expected_fingerprint:
-        raise ValueError(f"the gallery index in {directory} was built from other features: index "
-                         f"[{manifest['fingerprint']}], this model [{expected_fingerprint}]. Use the checkpoint "
-                         "that built it, or another --index folder for this one.")
+        raise ValueError(
+            f"the gallery index in {directory} was built from other features: index "
+            f"[{manifest['fingerprint']}], this model [{expected_fingerprint}]. Use the checkpoint "
+            "that built it, or another --index folder for this one."
+        )
     index = _faiss().read_index(os.path.join(directory, FAISS_FILE))
     with open(os.path.join(directory, PATHS_FILE)) as f:
         paths = f.read().splitlines()
     if index.ntotal != manifest["size"] or len(paths) != manifest["size"]:
-        raise ValueError(f"the gallery index in {directory} is inconsistent: manifest size {manifest['size']}, FAISS "
-                         f"{index.ntotal} vectors, {len(paths)} paths; rebuild it.")
+        raise ValueError(
+            f"the gallery index in {directory} is inconsistent: manifest size {manifest['size']}, FAISS "
+            f"{index.ntotal} vectors, {len(paths)} paths; rebuild it."
+        )
     return GalleryIndex(directory, manifest, index, paths)

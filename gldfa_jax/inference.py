@@ -6,9 +6,9 @@ distance mode of `config.eval.modes` that the model's features support, and the 
 `evaluate` computes each mode's [Q, G] distances once and takes from them all it needs (scores, re-ranking,
 what the reports draw) before the next mode's, so one such matrix (3.6 GiB at MSMT17 scale) exists at a time.
 """
+
 import dataclasses
-import functools
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -25,8 +25,10 @@ RANKS = (1, 5, 10)
 METRICS = ("cmc", "mAP", "mINP")
 _REQUIRED_METRICS = ("cmc", "mAP")
 # The table's first line under a protocol other than Market-1501.
-_PROTOCOL_TITLES = {"cuhk03_single_shot": "CUHK03 single-shot protocol: R-k averaged over draws of one gallery image "
-                                          "per identity; mAP/mINP on the full gallery"}
+_PROTOCOL_TITLES = {
+    "cuhk03_single_shot": "CUHK03 single-shot protocol: R-k averaged over draws of one gallery image "
+    "per identity; mAP/mINP on the full gallery"
+}
 
 
 def image_features(variables, images, model, flip: bool, mean: tuple, std: tuple) -> dict:
@@ -44,8 +46,15 @@ def image_features(variables, images, model, flip: bool, mean: tuple, std: tuple
 _features = jax.jit(image_features, static_argnames=("model", "flip", "mean", "std"))
 
 
-def extract_features(model, variables, images: np.ndarray, data_config, batch_size: int = 128,
-                     flip: Optional[bool] = None, desc: str = "features") -> dict:
+def extract_features(
+    model,
+    variables,
+    images: np.ndarray,
+    data_config,
+    batch_size: int = 128,
+    flip: bool | None = None,
+    desc: str = "features",
+) -> dict:
     """uint8 images [N, H, W, 3] -> Features {"global": [N, d], "local": [N, k, d], "final": [N, D]} (numpy).
 
     `flip` (default `data_config.test_flip`) averages each feature with that of the mirrored image. Every batch
@@ -59,7 +68,7 @@ def extract_features(model, variables, images: np.ndarray, data_config, batch_si
     n = images.shape[0]
     chunks = []
     for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
-        batch = images[start:start + batch_size]
+        batch = images[start : start + batch_size]
         real = batch.shape[0]
         if real < batch_size:
             batch = np.concatenate([batch, np.zeros((batch_size - real,) + batch.shape[1:], batch.dtype)])
@@ -68,7 +77,7 @@ def extract_features(model, variables, images: np.ndarray, data_config, batch_si
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
-def lsa_window(config) -> Optional[int]:
+def lsa_window(config) -> int | None:
     """The LSA window of a config for lsa_distance: 0 in the config means None, the paper's k // 2 (§3.2)."""
     return config.loss.window or None
 
@@ -76,8 +85,11 @@ def lsa_window(config) -> Optional[int]:
 def lsa_options(config) -> dict:
     """The LSA keyword arguments of the distances module from a config: the window, the stripe-distance
     normalisation and the weight of LSA in "global+lsa"."""
-    return {"window": lsa_window(config), "normalize": bool(config.loss.normalize_stripes),
-            "lsa_weight": float(config.eval.lsa_weight)}
+    return {
+        "window": lsa_window(config),
+        "normalize": bool(config.loss.normalize_stripes),
+        "lsa_weight": float(config.eval.lsa_weight),
+    }
 
 
 def _check_protocol(protocol) -> None:
@@ -94,23 +106,34 @@ def rank_options(eval_config) -> dict:
     """
     e = eval_config
     metrics = e.metrics
-    if (not isinstance(metrics, (tuple, list)) or any(m not in METRICS for m in metrics)
-            or len(set(metrics)) != len(metrics)):
+    if (
+        not isinstance(metrics, (tuple, list))
+        or any(m not in METRICS for m in metrics)
+        or len(set(metrics)) != len(metrics)
+    ):
         raise ValueError(f"eval.metrics must be a tuple of distinct names from {METRICS}, got {metrics!r}.")
     missing = [m for m in _REQUIRED_METRICS if m not in metrics]
     if missing:
-        raise ValueError(f"eval.metrics={tuple(metrics)!r} lacks {missing}: CMC and mAP are always reported (the best "
-                         f"checkpoint is picked by mAP, reports read rank-1); use e.g. {METRICS}.")
+        raise ValueError(
+            f"eval.metrics={tuple(metrics)!r} lacks {missing}: CMC and mAP are always reported (the best "
+            f"checkpoint is picked by mAP, reports read rank-1); use e.g. {METRICS}."
+        )
     _check_protocol(e.protocol)
     check_int("eval.single_shot_repeats", e.single_shot_repeats, 1)
     check_int("eval.single_shot_seed", e.single_shot_seed, 0)
     single_shot = e.protocol == "cuhk03_single_shot"
     on_device = evaluation.ranks_on_device(e.rank_on)
     if single_shot and e.rank_on == "device":
-        raise ValueError("eval.rank_on='device' cannot rank eval.protocol='cuhk03_single_shot': its seeded gallery "
-                         "draws run on the host. Set eval.rank_on to 'auto' or 'host'.")
-    return {"on_device": on_device and not single_shot, "cuhk03_single_shot": single_shot,
-            "repeats": int(e.single_shot_repeats), "seed": int(e.single_shot_seed)}
+        raise ValueError(
+            "eval.rank_on='device' cannot rank eval.protocol='cuhk03_single_shot': its seeded gallery "
+            "draws run on the host. Set eval.rank_on to 'auto' or 'host'."
+        )
+    return {
+        "on_device": on_device and not single_shot,
+        "cuhk03_single_shot": single_shot,
+        "repeats": int(e.single_shot_repeats),
+        "seed": int(e.single_shot_seed),
+    }
 
 
 def _percent(metrics: dict, names) -> dict:
@@ -135,15 +158,24 @@ def supported_modes(modes, features: dict, name: str = "eval.modes") -> list:
 @dataclasses.dataclass
 class Evaluation:
     """What one evaluation computed: its results and what the reports draw (reports.write_eval_reports)."""
+
     results: dict  # {mode: {"mAP", ("mINP",) "rank1", "rank5", "rank10"}} in percent; the "+rerank" modes last
-    cmc: dict      # {mode: CMC [max_rank] fractions}, plain modes
+    cmc: dict  # {mode: CMC [max_rank] fractions}, plain modes
     separation: dict = dataclasses.field(default_factory=dict)  # {mode: evaluation.separation} (report_queries)
     rows: dict = dataclasses.field(default_factory=dict)  # {query index: distances [G]} in rows_mode (report_queries)
-    rows_mode: Optional[str] = None  # eval.best_mode when among the evaluated modes, else the first one
+    rows_mode: str | None = None  # eval.best_mode when among the evaluated modes, else the first one
 
 
-def evaluate(q_feats: dict, g_feats: dict, query, gallery, config, modes=None, with_rerank: Optional[bool] = None,
-             report_queries: Optional[Sequence[int]] = None) -> Evaluation:
+def evaluate(
+    q_feats: dict,
+    g_feats: dict,
+    query,
+    gallery,
+    config,
+    modes=None,
+    with_rerank: bool | None = None,
+    report_queries: Sequence[int] | None = None,
+) -> Evaluation:
     """Features of query and gallery (+ their .pids/.camids arrays) -> Evaluation, for `modes` (default
     eval.modes) with re-ranking (of eval.rerank_modes) when `with_rerank` (default eval.rerank).
 
@@ -170,8 +202,19 @@ def evaluate(q_feats: dict, g_feats: dict, query, gallery, config, modes=None, w
     dense = len(query.pids) + len(gallery.pids) <= e.rerank_dense_max
     shape = (len(query.pids), len(gallery.pids))
     dists = {mode: np.empty(shape, np.float32) for mode in (rerank_list if dense else rerank_list[:1])}
-    blocks = distances.iter_mode_blocks(q_feats, g_feats, modes, block_size=e.block_size, progress=True,
-                                        to_host=not rank_kw["on_device"], **lsa_options(config)) if modes else ()
+    blocks = (
+        distances.iter_mode_blocks(
+            q_feats,
+            g_feats,
+            modes,
+            block_size=e.block_size,
+            progress=True,
+            to_host=not rank_kw["on_device"],
+            **lsa_options(config),
+        )
+        if modes
+        else ()
+    )
     for rows, by_mode in blocks:
         for mode, block in by_mode.items():
             rankers[mode].add(rows, block)
@@ -183,8 +226,9 @@ def evaluate(q_feats: dict, g_feats: dict, query, gallery, config, modes=None, w
             if report:
                 separations[mode].add(rows, host)
                 if mode == out.rows_mode:
-                    out.rows.update({int(q): host[q - rows.start].copy() for q in report_queries
-                                     if rows.start <= q < rows.stop})
+                    out.rows.update(
+                        {int(q): host[q - rows.start].copy() for q in report_queries if rows.start <= q < rows.stop}
+                    )
     for mode in modes:
         metrics = rankers[mode].result()
         out.results[mode], out.cmc[mode] = _percent(metrics, e.metrics), metrics["cmc"]
@@ -193,15 +237,17 @@ def evaluate(q_feats: dict, g_feats: dict, query, gallery, config, modes=None, w
     for mode in rerank_list:
         dist = dists.pop(mode, None)
         if dist is None:
-            dist = distances.pairwise_distance(q_feats, g_feats, mode, block_size=e.block_size, progress=True,
-                                               **lsa_options(config))
+            dist = distances.pairwise_distance(
+                q_feats, g_feats, mode, block_size=e.block_size, progress=True, **lsa_options(config)
+            )
         out.results[mode + "+rerank"] = _reranked(dist, q_feats, g_feats, mode, labels, rank_kw, config, dense)
         del dist  # before the next mode's matrix exists
     return out
 
 
-def _reranked(dist: np.ndarray, q_feats: dict, g_feats: dict, mode: str, labels: tuple, rank_kw: dict,
-              config, dense: bool) -> dict:
+def _reranked(
+    dist: np.ndarray, q_feats: dict, g_feats: dict, mode: str, labels: tuple, rank_kw: dict, config, dense: bool
+) -> dict:
     """Scores of mode's re-ranking, from its q×g distances dist [Q, G]: the dense algorithm, or past
     eval.rerank_dense_max (`dense` False) the lean one."""
     e = config.eval
@@ -214,14 +260,16 @@ def _reranked(dist: np.ndarray, q_feats: dict, g_feats: dict, mode: str, labels:
         ranker.add(slice(0, dist.shape[0]), rerank.re_ranking(dist, qq, gg, **params))
     else:  # never a dense [N, N] matrix nor a re-ranked [Q, G] one; the dense result up to float rounding
         # (tests/test_rerank.py)
-        for rows, block in rerank.re_ranking_blocks(q_feats, g_feats, mode, dist, progress=True,
-                                                    **lsa_options(config), **params):
+        for rows, block in rerank.re_ranking_blocks(
+            q_feats, g_feats, mode, dist, progress=True, **lsa_options(config), **params
+        ):
             ranker.add(rows, block)
     return _percent(ranker.result(), e.metrics)
 
 
-def evaluate_features(q_feats: dict, g_feats: dict, query, gallery, config, modes=None,
-                      with_rerank: Optional[bool] = None) -> dict:
+def evaluate_features(
+    q_feats: dict, g_feats: dict, query, gallery, config, modes=None, with_rerank: bool | None = None
+) -> dict:
     """The results dict in percent of `evaluate` (same arguments)."""
     return evaluate(q_feats, g_feats, query, gallery, config, modes, with_rerank).results
 

@@ -3,10 +3,12 @@
 The loop feeds `train`'s data-parallel step from the P×K sampler, keeps per-step metrics on the device until
 `train.log_every` (one fetch), and checkpoints with `checkpointing.CheckpointStore`.
 """
+
 import collections
 import dataclasses
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +19,6 @@ from tqdm import tqdm
 from data_pipelines.sampler import PKSampler, shard_batch
 from gldfa_jax import checkpointing, inference, pretrained, reports, train
 from gldfa_jax.model import build_model
-
 
 
 class NonFiniteLossError(RuntimeError):
@@ -95,15 +96,19 @@ class _MetricLog:
                 raise NonFiniteLossError(
                     f"loss became non-finite at step {step} (epoch {step // self.steps_per_epoch + 1}, "
                     f"{m}); stopped without saving, the last good checkpoint (step {store.latest_step()}) is kept "
-                    f"in {store.directory}. Try a lower optim.lr or a warm-up (optim.warmup_epochs).")
+                    f"in {store.directory}. Try a lower optim.lr or a warm-up (optim.warmup_epochs)."
+                )
         toc = time.perf_counter()
         mean = {k: float(np.mean([m[k] for m in values])) for k in values[0] if k != "finite"}
         if "loss_scale" in mean:  # float16: the scale now, not the interval's mean
             mean["loss_scale"] = values[-1]["loss_scale"]
         overflows = [s for s, m in zip(steps, values) if m.get("skipped")]
         if overflows:
-            logging.info("float16 gradients overflowed at step(s) %s: update skipped, loss scale lowered to %g",
-                         overflows, mean["loss_scale"])
+            logging.info(
+                "float16 gradients overflowed at step(s) %s: update skipped, loss scale lowered to %g",
+                overflows,
+                mean["loss_scale"],
+            )
         mean["lr"] = float(self.schedule(steps[-1]))
         mean["images_per_s"] = self.batch * len(steps) / (toc - self.tic)
         self.tic = toc
@@ -121,7 +126,7 @@ def _device_data(data, on_device: bool, n: int) -> tuple:
     if not on_device:
         return None, None
     images = data.train.images  # numpy, or a CachedImages file: copied in chunks, never whole on the host
-    parts = [train.replicate(images[i:i + _CHUNK], n) for i in range(0, len(images), _CHUNK)]
+    parts = [train.replicate(images[i : i + _CHUNK], n) for i in range(0, len(images), _CHUNK)]
     return jnp.concatenate(parts, axis=1), train.replicate(data.train.pids.astype(np.int32), n)
 
 
@@ -137,7 +142,11 @@ def _epoch_feed(data, order: np.ndarray, resident: tuple, first: int, n: int):
 
     def batches():
         for idx in order[first:]:
-            yield (train.replicate(data.train.images[idx], n), train.replicate(data.train.pids[idx].astype(np.int32), n), rows)
+            yield (
+                train.replicate(data.train.images[idx], n),
+                train.replicate(data.train.pids[idx].astype(np.int32), n),
+                rows,
+            )
 
     yield from _prefetch(batches())
 
@@ -145,19 +154,20 @@ def _epoch_feed(data, order: np.ndarray, resident: tuple, first: int, n: int):
 @dataclasses.dataclass
 class Run:
     """What stays fixed while a run trains: built once by `setup`, read by the steps below."""
+
     config: Any
     workdir: str
     data: Any
     writer: Any
-    store: Any            # checkpointing.CheckpointStore
-    sampler: Any          # data_pipelines.sampler.PKSampler
+    store: Any  # checkpointing.CheckpointStore
+    sampler: Any  # data_pipelines.sampler.PKSampler
     steps_per_epoch: int
     model: Any
     tx: Any
-    p_step: Callable      # the data-parallel batch step
-    resident: tuple       # (images, labels) in device memory, or (None, None): streamed
+    p_step: Callable  # the data-parallel batch step
+    resident: tuple  # (images, labels) in device memory, or (None, None): streamed
     log: _MetricLog
-    per_host: int         # this process's rows of each global batch
+    per_host: int  # this process's rows of each global batch
 
 
 def setup(config, workdir: str, data, writer=None) -> Run:
@@ -174,8 +184,7 @@ def setup(config, workdir: str, data, writer=None) -> Run:
     tx = train.make_optimizer(config.optim, spe, train.loss_scale_for(config, model))
     n, per_host = train.num_devices(), batch // jax.process_count()
     shard_batch(np.zeros(batch), n, jax.process_index(), jax.process_count())  # P×K splits over every device
-    p_step = train.data_parallel(train.make_batch_step(model, tx, config, jax.process_count()),
-                                 donate_argnums=(0,))
+    p_step = train.data_parallel(train.make_batch_step(model, tx, config, jax.process_count()), donate_argnums=(0,))
     resident = _device_data(data, images_on_device(config, data.train.images.nbytes), n)
     logging.info("training images: %s", "in device memory" if resident[0] is not None else "streamed per step")
     log = _MetricLog(writer, train.lr_schedule(config.optim, spe, xp=np), batch, spe)
@@ -192,8 +201,10 @@ def restore_or_initialise(run: Run) -> tuple:
         template = train.state_template(run.model, run.tx, data.num_classes, image_shape)
         state, meta = checkpointing.restore(run.store.latest, template)
         if meta["steps_per_epoch"] != spe:
-            raise ValueError(f"checkpoint in {run.store.directory} used {meta['steps_per_epoch']} steps per epoch, "
-                             f"this config gives {spe}; use a fresh --workdir or the original config.")
+            raise ValueError(
+                f"checkpoint in {run.store.directory} used {meta['steps_per_epoch']} steps per epoch, "
+                f"this config gives {spe}; use a fresh --workdir or the original config."
+            )
         start = int(meta["step"])
         logging.info("resuming from step %d (epoch %d)", start, start // spe)
         return state, start
@@ -209,9 +220,10 @@ def train_epoch(run: Run, state, epoch: int, first: int):
     """Steps `first` .. the end of `epoch` on the replicated state; checkpoints every
     `train.checkpoint_every_steps` inside the epoch. Returns the new replicated state."""
     t, spe, host = run.config.train, run.steps_per_epoch, jax.process_index()
-    order = epoch_batches(run.sampler, epoch, spe)[:, host * run.per_host:(host + 1) * run.per_host]
-    bar = tqdm(range(first, spe), desc=f"epoch {epoch + 1}/{t.epochs}", unit="step", leave=False,
-               initial=first, total=spe)
+    order = epoch_batches(run.sampler, epoch, spe)[:, host * run.per_host : (host + 1) * run.per_host]
+    bar = tqdm(
+        range(first, spe), desc=f"epoch {epoch + 1}/{t.epochs}", unit="step", leave=False, initial=first, total=spe
+    )
     for i, args in zip(bar, _epoch_feed(run.data, order, run.resident, first, train.num_devices())):
         step = epoch * spe + i
         state, metrics = run.p_step(state, *args)
@@ -308,10 +320,16 @@ def evaluate_model(model, variables, data, config, final: bool = True) -> tuple:
     re-ranking (every mode when eval.periodic_all_modes)."""
     q_feats, g_feats = inference.split_features(model, variables, data.query, data.gallery, config)
     every_mode = final or config.eval.periodic_all_modes
-    evaluated = inference.evaluate(q_feats, g_feats, data.query, data.gallery, config,
-                                   modes=None if every_mode else (config.eval.best_mode,),
-                                   with_rerank=None if every_mode else False,
-                                   report_queries=reports.sample_queries(len(data.query.pids)) if final else None)
+    evaluated = inference.evaluate(
+        q_feats,
+        g_feats,
+        data.query,
+        data.gallery,
+        config,
+        modes=None if every_mode else (config.eval.best_mode,),
+        with_rerank=None if every_mode else False,
+        report_queries=reports.sample_queries(len(data.query.pids)) if final else None,
+    )
     return q_feats, g_feats, evaluated
 
 

@@ -5,7 +5,8 @@ gradients by the scale. A step whose gradients overflow (inf/NaN) is skipped and
 finite steps in a row the scale doubles (PyTorch GradScaler's rule). The scale rides in the optimiser state as the
 first link of the chain, so checkpoints and resume carry it, and float32/bfloat16 runs keep their state layout.
 """
-from typing import Any, NamedTuple, Optional
+
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,7 @@ FACTOR = 2.0  # GradScaler's growth factor and 1 / backoff factor
 
 
 class LossScaleState(NamedTuple):
-    scale: jax.Array       # [] float32
+    scale: jax.Array  # [] float32
     good_steps: jax.Array  # [] int32: finite steps since the scale last changed
 
 
@@ -35,7 +36,7 @@ def holder(init_scale: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def find(opt_state: Any) -> Optional[LossScaleState]:
+def find(opt_state: Any) -> LossScaleState | None:
     """The loss-scale state of an optimiser state built with `holder` first in its chain, else None."""
     first = opt_state[0] if isinstance(opt_state, tuple) and opt_state else None
     return first if isinstance(first, LossScaleState) else None
@@ -53,6 +54,7 @@ def all_finite(tree: Any) -> jax.Array:
 def adjust(state: LossScaleState, finite: jax.Array, period: int) -> LossScaleState:
     """The next scale: halved (not below 1) after an overflow, doubled after `period` finite steps in a row."""
     grow = finite & (state.good_steps + 1 >= period)
-    scale = jnp.where(finite, jnp.where(grow, state.scale * FACTOR, state.scale),
-                      jnp.maximum(state.scale / FACTOR, 1.0))
+    scale = jnp.where(
+        finite, jnp.where(grow, state.scale * FACTOR, state.scale), jnp.maximum(state.scale / FACTOR, 1.0)
+    )
     return LossScaleState(scale, jnp.where(finite & ~grow, state.good_steps + 1, 0).astype(jnp.int32))

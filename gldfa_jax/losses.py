@@ -12,11 +12,11 @@ Which tensor feeds which loss (see gldfa_jax/model.py):
 Table 2 rows are config switches: model.branches, loss.triplet ("soft" | "hard" | "none"), loss.use_lsa,
 loss.center_weight (0 for the rows trained with ID + triplet only). Readings the paper leaves open (measured on
 real crops, docs/results.md): loss.triplet_distance ("separate" = eq. 10, "sum" = one triplet on global + LSA as
-Fig. 2 draws it), loss.local_triplet (the local branch's own triplet kind), loss.normalize_stripes (AlignedReID's stripe-distance
-normalisation) and loss.center_branches.
+Fig. 2 draws it), loss.local_triplet (the local branch's own triplet kind), loss.normalize_stripes (AlignedReID's
+stripe-distance normalisation) and loss.center_branches.
 """
+
 import math
-from typing import Optional
 
 import chex
 import jax
@@ -119,8 +119,11 @@ def init_centers(num_classes: int, output) -> dict:
     `output` is a GLDFAOutput of arrays or of shapes (jax.eval_shape); only feature shapes are read.
     """
     dims = {"global": output.global_feat, "local": output.local_feat}
-    return {name: jnp.zeros((num_classes, math.prod(feat.shape[1:])), jnp.float32)
-            for name, feat in dims.items() if feat is not None}
+    return {
+        name: jnp.zeros((num_classes, math.prod(feat.shape[1:])), jnp.float32)
+        for name, feat in dims.items()
+        if feat is not None
+    }
 
 
 def update_centers(centers: dict, grads: dict, center_lr: float, center_weight: float) -> dict:
@@ -134,7 +137,7 @@ def update_centers(centers: dict, grads: dict, center_lr: float, center_weight: 
     return jax.tree_util.tree_map(lambda c, g: c - center_lr * g / center_weight, centers, grads)
 
 
-def total_loss(output, labels: jax.Array, centers: Optional[dict], loss_config, num_stripes: int):
+def total_loss(output, labels: jax.Array, centers: dict | None, loss_config, num_stripes: int):
     """Eq. 12 -> (total, parts). parts: "id", "triplet_global", "triplet_local", "center", "total".
 
     parts hold the unweighted losses (a missing branch gives 0); total = id + w_t·(triplet_global +
@@ -146,22 +149,33 @@ def total_loss(output, labels: jax.Array, centers: Optional[dict], loss_config, 
     if c.triplet not in TRIPLETS:
         raise ValueError(f"loss.triplet={c.triplet!r} is not supported; set it to one of {list(TRIPLETS)}.")
     if output.local_feat is not None and output.local_feat.shape[1] != num_stripes:
-        raise ValueError(f"num_stripes={num_stripes} but local_feat has {output.local_feat.shape[1]} stripes; "
-                         "pass config.model.num_stripes.")
+        raise ValueError(
+            f"num_stripes={num_stripes} but local_feat has {output.local_feat.shape[1]} stripes; "
+            "pass config.model.num_stripes."
+        )
     zero = jnp.zeros((), jnp.float32)
-    parts = {"id": cross_entropy_label_smooth(output.logits, labels, c.label_smoothing),
-             "triplet_global": zero, "triplet_local": zero, "center": zero}
+    parts = {
+        "id": cross_entropy_label_smooth(output.logits, labels, c.label_smoothing),
+        "triplet_global": zero,
+        "triplet_local": zero,
+        "center": zero,
+    }
     local_kind = c.local_triplet or c.triplet
     if local_kind not in TRIPLETS:
-        raise ValueError(f"loss.local_triplet={c.local_triplet!r} is not supported; set it to one of "
-                         f"{list(TRIPLETS)} or '' (same as loss.triplet).")
+        raise ValueError(
+            f"loss.local_triplet={c.local_triplet!r} is not supported; set it to one of "
+            f"{list(TRIPLETS)} or '' (same as loss.triplet)."
+        )
     unknown = sorted(set(c.center_branches) - {"global", "local"})
     if unknown:
-        raise ValueError(f"loss.center_branches={tuple(c.center_branches)} names {unknown}; use a subset of "
-                         "('global', 'local').")
+        raise ValueError(
+            f"loss.center_branches={tuple(c.center_branches)} names {unknown}; use a subset of ('global', 'local')."
+        )
     if c.triplet_distance not in TRIPLET_DISTANCES:
-        raise ValueError(f"loss.triplet_distance={c.triplet_distance!r} is not supported; set it to one of "
-                         f"{list(TRIPLET_DISTANCES)}.")
+        raise ValueError(
+            f"loss.triplet_distance={c.triplet_distance!r} is not supported; set it to one of "
+            f"{list(TRIPLET_DISTANCES)}."
+        )
     g_dist = l_dist = None
     if output.global_feat is not None and c.triplet != "none":
         # Eq. 1 as the one-stripe case of the stripe distance: differentiable and clamped at coincident points;
@@ -187,9 +201,14 @@ def total_loss(output, labels: jax.Array, centers: Optional[dict], loss_config, 
             if name not in c.center_branches:
                 continue
             if name not in centers:
-                raise ValueError(f"centers has no {name!r} entry (keys {sorted(centers)}); "
-                                 "build them with init_centers(num_classes, output) for this model.")
+                raise ValueError(
+                    f"centers has no {name!r} entry (keys {sorted(centers)}); "
+                    "build them with init_centers(num_classes, output) for this model."
+                )
             parts["center"] = parts["center"] + center_loss(feats, labels, centers[name])
-    parts["total"] = (parts["id"] + c.triplet_weight * (parts["triplet_global"] + parts["triplet_local"])
-                      + c.center_weight * parts["center"])
+    parts["total"] = (
+        parts["id"]
+        + c.triplet_weight * (parts["triplet_global"] + parts["triplet_local"])
+        + c.center_weight * parts["center"]
+    )
     return parts["total"], parts

@@ -10,6 +10,7 @@ Only the 2⌊W/2⌋+1 diagonals of the k×k stripe-distance matrix inside the wi
 each as one batched matrix product over d, so the cost is (number of stripe pairs in the band)
 × d per image pair and Q × G × k × k is never materialised.
 """
+
 import functools
 
 import jax
@@ -39,13 +40,17 @@ def _safe_sqrt(squared: jax.Array) -> jax.Array:
 def _check_stripes(name: str, a) -> None:
     shape = getattr(a, "shape", None)
     if shape is None or len(shape) != 3:
-        raise ValueError(f"{name} must be stripe features [num_images, k, d], got shape {shape}; "
-                         "stack the k stripe vectors of each image along axis 1.")
+        raise ValueError(
+            f"{name} must be stripe features [num_images, k, d], got shape {shape}; "
+            "stack the k stripe vectors of each image along axis 1."
+        )
     if shape[1] < 1 or shape[2] < 1:
         raise ValueError(f"{name} has shape {tuple(shape)}: k and d must be >= 1.")
     if not jnp.issubdtype(a.dtype, jnp.floating):
-        raise ValueError(f"{name} must be a floating-point array (float16/bfloat16/float32/float64), "
-                         f"got dtype {a.dtype}; cast it with .astype(np.float32).")
+        raise ValueError(
+            f"{name} must be a floating-point array (float16/bfloat16/float32/float64), "
+            f"got dtype {a.dtype}; cast it with .astype(np.float32)."
+        )
 
 
 def check_finite(name: str, a) -> None:
@@ -59,16 +64,17 @@ def check_finite(name: str, a) -> None:
         except jax.errors.ConcretizationTypeError:
             return
     if not ok:
-        raise ValueError(f"{name} contains NaN or inf values; distances would be meaningless. "
-                         "Check the features (e.g. a diverged model) before computing distances.")
+        raise ValueError(
+            f"{name} contains NaN or inf values; distances would be meaningless. "
+            "Check the features (e.g. a diverged model) before computing distances."
+        )
 
 
 def _radius(window, num_stripes: int) -> int:
     """⌊W/2⌋ for eq. 2, clipped to k - 1 (a wider window changes nothing)."""
     if window is None:
         window = default_window(num_stripes)
-    check_int("window", window,
-              hint=f" (or None for k // 2 = {default_window(num_stripes)}); W = 1 is hard alignment")
+    check_int("window", window, hint=f" (or None for k // 2 = {default_window(num_stripes)}); W = 1 is hard alignment")
     return min(int(window) // 2, num_stripes - 1)
 
 
@@ -108,9 +114,8 @@ def _band_minima(xt: jax.Array, yt: jax.Array, radius: int, normalize: bool = Fa
     by_y = [[] for _ in range(k)]  # ... and by the stripe of y
     for offset in range(-radius, radius + 1):
         i0, i1 = max(0, -offset), k - max(0, offset)  # x stripes i, paired with y stripes i + offset
-        dots = jnp.einsum("smd,snd->smn", xt[i0:i1], yt[i0 + offset:i1 + offset],
-                          precision=jax.lax.Precision.HIGHEST)
-        squared = xx[i0:i1, :, None] + yy[i0 + offset:i1 + offset, None, :] - 2.0 * dots
+        dots = jnp.einsum("smd,snd->smn", xt[i0:i1], yt[i0 + offset : i1 + offset], precision=jax.lax.Precision.HIGHEST)
+        squared = xx[i0:i1, :, None] + yy[i0 + offset : i1 + offset, None, :] - 2.0 * dots
         for s in range(i1 - i0):
             by_x[i0 + s].append(squared[s])
             by_y[i0 + s + offset].append(squared[s])
@@ -120,6 +125,7 @@ def _band_minima(xt: jax.Array, yt: jax.Array, radius: int, normalize: bool = Fa
 
     def summed(groups):
         return sum(post(_safe_sqrt(functools.reduce(jnp.minimum, group))) for group in groups)
+
     return jnp.minimum(summed(by_x), summed(by_y))  # eq. 5
 
 
@@ -171,13 +177,18 @@ def prepare_stripes(y: jax.Array) -> tuple[jax.Array, jax.Array]:
     return _tile_y(yt - shift), shift
 
 
-def prepared_distance(x: jax.Array, prepared: tuple, num_y: int, window: int | None = None,
-                      normalize: bool = False, block_size: int | None = None) -> jax.Array:
+def prepared_distance(
+    x: jax.Array,
+    prepared: tuple,
+    num_y: int,
+    window: int | None = None,
+    normalize: bool = False,
+    block_size: int | None = None,
+) -> jax.Array:
     """LSA distances of x [M, k, d] to the num_y stripes of `prepare_stripes` -> [M, num_y] float32, in blocks of
     `block_size` rows of x (traceable, no checks: `lsa_distance` checks)."""
     tiles, shift = prepared
-    return _blocked(_stripe_major(x) - shift, tiles, num_y, _radius(window, x.shape[1]), bool(normalize),
-                    block_size)
+    return _blocked(_stripe_major(x) - shift, tiles, num_y, _radius(window, x.shape[1]), bool(normalize), block_size)
 
 
 def _blocked(xt: jax.Array, tiles: jax.Array, num_y: int, radius: int, normalize: bool, block_size) -> jax.Array:
@@ -188,11 +199,11 @@ def _blocked(xt: jax.Array, tiles: jax.Array, num_y: int, radius: int, normalize
         return _lsa_block(xt, tiles, radius, normalize)[:, :num_y]
     blocks = []
     for start in range(0, num_x, rows):
-        xb = xt[:, start:start + rows]
+        xb = xt[:, start : start + rows]
         short = rows - xb.shape[1]
         if short:  # pad the last block so it reuses the compiled kernel
             xb = jnp.pad(xb, ((0, 0), (0, short), (0, 0)))
-        blocks.append(_lsa_block(xb, tiles, radius, normalize)[:rows - short, :num_y])
+        blocks.append(_lsa_block(xb, tiles, radius, normalize)[: rows - short, :num_y])
     return jnp.concatenate(blocks, axis=0)
 
 
@@ -214,8 +225,9 @@ def window_band(num_stripes: int, window: int | None = None) -> np.ndarray:
     return np.abs(stripe[:, None] - stripe[None, :]) <= _radius(window, num_stripes)
 
 
-def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,
-                 block_size: int | None = None, normalize: bool = False) -> jax.Array:
+def lsa_distance(
+    x: jax.Array, y: jax.Array, window: int | None = None, block_size: int | None = None, normalize: bool = False
+) -> jax.Array:
     """LSA distances (Algorithm 1): x [M, k, d], y [N, k, d] -> [M, N] float32.
 
     window: W of eq. 2 (None = k // 2, §3.2); 1 = hard alignment; must be >= 1.
@@ -231,11 +243,13 @@ def lsa_distance(x: jax.Array, y: jax.Array, window: int | None = None,
     _check_stripes("x", x)
     _check_stripes("y", y)
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same number of stripes k, got x {tuple(x.shape)} "
-                         f"and y {tuple(y.shape)}.")
+        raise ValueError(
+            f"x and y must have the same number of stripes k, got x {tuple(x.shape)} and y {tuple(y.shape)}."
+        )
     if x.shape[2] != y.shape[2]:
-        raise ValueError(f"x and y must have the same stripe dimension d, got x {tuple(x.shape)} "
-                         f"and y {tuple(y.shape)}.")
+        raise ValueError(
+            f"x and y must have the same stripe dimension d, got x {tuple(x.shape)} and y {tuple(y.shape)}."
+        )
     if block_size is not None:
         check_int("block_size", block_size, hint=" (or None: blocks sized automatically)")
     radius = _radius(window, x.shape[1])

@@ -13,6 +13,7 @@ Several processes (one per host) train one model when each is started with the s
 --coordinator_address=HOST0:PORT --num_processes=N --process_id=I (or --distributed alone under SLURM / on Cloud
 TPU); the workdir must be one folder every process sees (a shared file system).
 """
+
 import difflib
 import inspect
 import logging as std_logging
@@ -27,26 +28,45 @@ from ml_collections import config_flags
 
 from gldfa_jax import config as config_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. experiments/market.py.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory for checkpoints, metrics and results.json "
-                                "(default: runs/<config file name>).")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. experiments/market.py.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory for checkpoints, metrics and results.json (default: runs/<config file name>)."
+)
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes automatically) or eval.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Multi-process: call jax.distributed.initialize() first, "
-                                  "detecting the cluster (SLURM, Open MPI, Cloud TPU) from the environment.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process: HOST:PORT where process 0 serves the "
-                                   "coordination service, the same in every process (implies --distributed).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes in all "
-                                      "(with --coordinator_address).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index, 0 .. num_processes-1 "
-                                   "(with --coordinator_address).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Multi-process: call jax.distributed.initialize() first, "
+    "detecting the cluster (SLURM, Open MPI, Cloud TPU) from the environment.",
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "Multi-process: HOST:PORT where process 0 serves the "
+    "coordination service, the same in every process (implies --distributed).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Multi-process: number of processes in all (with --coordinator_address)."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "Multi-process: this process's index, 0 .. num_processes-1 (with --coordinator_address)."
+)
 _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
-    "distributed_timeout", 300, "Multi-process: seconds to wait for every process to connect, and after which a "
-    "process that stopped answering counts as lost (then every process exits non-zero).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "eval: a run's workdir, its checkpoints/ or best/ folder, "
-                                  "or one step folder (default: the latest in WORKDIR/checkpoints). With "
-                                  "--config.data.root=OTHER it evaluates on another dataset (cross-domain); "
-                                  "OTHER needs only query/ and bounding_box_test/.")
+    "distributed_timeout",
+    300,
+    "Multi-process: seconds to wait for every process to connect, and after which a "
+    "process that stopped answering counts as lost (then every process exits non-zero).",
+)
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "eval: a run's workdir, its checkpoints/ or best/ folder, "
+    "or one step folder (default: the latest in WORKDIR/checkpoints). With "
+    "--config.data.root=OTHER it evaluates on another dataset (cross-domain); "
+    "OTHER needs only query/ and bounding_box_test/.",
+)
 
 
 class UsageError(ValueError):
@@ -70,8 +90,7 @@ def parse_flags(argv):
         names = config_lib.available_configs(folder)
         close = difflib.get_close_matches(os.path.basename(path), names, n=3)
         hint = f" Did you mean {', '.join(os.path.join(folder, c) for c in close)}?" if close else ""
-        _fail(f"config file {path!r} does not exist.{hint} Available configs in {folder}/: {', '.join(names)}",
-              code=2)
+        _fail(f"config file {path!r} does not exist.{hint} Available configs in {folder}/: {', '.join(names)}", code=2)
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
@@ -100,8 +119,9 @@ def check_workdir(workdir: str | None) -> str:
     return workdir
 
 
-def distributed_options(distributed: bool, coordinator_address: str | None, num_processes: int | None,
-                        process_id: int | None, timeout: int) -> dict | None:
+def distributed_options(
+    distributed: bool, coordinator_address: str | None, num_processes: int | None, process_id: int | None, timeout: int
+) -> dict | None:
     """jax.distributed.initialize keyword arguments from the flags; None for a single-process run. Explicit
     addresses come as a complete set: a process with a partial one would wait for peers that never connect."""
     explicit = {"coordinator_address": coordinator_address, "num_processes": num_processes, "process_id": process_id}
@@ -111,19 +131,25 @@ def distributed_options(distributed: bool, coordinator_address: str | None, num_
     if given and len(given) < len(explicit):
         missing = ", ".join(f"--{k}" for k in explicit if k not in given)
         shown = " ".join(f"--{k}={v}" for k, v in given.items())
-        raise UsageError(f"{shown} needs {missing} too: give --coordinator_address=HOST:PORT (process 0's host and a "
-                         f"free port), --num_processes=N and --process_id=I together, or --distributed alone to "
-                         f"detect them from the cluster (SLURM, Cloud TPU).")
+        raise UsageError(
+            f"{shown} needs {missing} too: give --coordinator_address=HOST:PORT (process 0's host and a "
+            f"free port), --num_processes=N and --process_id=I together, or --distributed alone to "
+            f"detect them from the cluster (SLURM, Cloud TPU)."
+        )
     if given:
         host, _, port = coordinator_address.rpartition(":")
         if not host or not port.isdigit():
-            raise UsageError(f"--coordinator_address={coordinator_address!r} is not HOST:PORT; use e.g. "
-                             f"--coordinator_address=node0:29500 (process 0's host and a free port).")
+            raise UsageError(
+                f"--coordinator_address={coordinator_address!r} is not HOST:PORT; use e.g. "
+                f"--coordinator_address=node0:29500 (process 0's host and a free port)."
+            )
         if num_processes < 1:
             raise UsageError(f"--num_processes={num_processes} must be at least 1.")
         if not 0 <= process_id < num_processes:
-            raise UsageError(f"--process_id={process_id} is out of range for --num_processes={num_processes}; "
-                             f"number the processes 0 .. {num_processes - 1}.")
+            raise UsageError(
+                f"--process_id={process_id} is out of range for --num_processes={num_processes}; "
+                f"number the processes 0 .. {num_processes - 1}."
+            )
     if timeout < 1:
         raise UsageError(f"--distributed_timeout={timeout} must be at least 1 second.")
     return {**given, "initialization_timeout": timeout, "heartbeat_timeout_seconds": timeout}
@@ -137,13 +163,18 @@ def initialize_distributed(options: dict) -> None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     accepted = inspect.signature(jax.distributed.initialize).parameters
     explicit = {k: v for k, v in options.items() if k in ("coordinator_address", "num_processes", "process_id")}
-    logging.info("joining the multi-process run: %s (waiting up to %d s for every process)",
-                 explicit or "cluster detected from the environment", options["initialization_timeout"])
+    logging.info(
+        "joining the multi-process run: %s (waiting up to %d s for every process)",
+        explicit or "cluster detected from the environment",
+        options["initialization_timeout"],
+    )
     try:
         jax.distributed.initialize(**{k: v for k, v in options.items() if k in accepted})
     except ValueError as e:  # e.g. --distributed where no cluster can be detected
-        raise UsageError(f"jax.distributed.initialize failed: {e} Outside SLURM / Open MPI / Cloud TPU give "
-                         f"--coordinator_address=HOST:PORT --num_processes=N --process_id=I.") from e
+        raise UsageError(
+            f"jax.distributed.initialize failed: {e} Outside SLURM / Open MPI / Cloud TPU give "
+            f"--coordinator_address=HOST:PORT --num_processes=N --process_id=I."
+        ) from e
 
 
 class _QuietLibraryInfo(std_logging.Filter):
@@ -155,8 +186,14 @@ class _QuietLibraryInfo(std_logging.Filter):
 
 def log_devices() -> None:
     devices = jax.local_devices()
-    logging.info("JAX %s on %s: %d local device(s) %s; %d process(es)", jax.__version__, jax.default_backend(),
-                 len(devices), [str(d) for d in devices], jax.process_count())
+    logging.info(
+        "JAX %s on %s: %d local device(s) %s; %d process(es)",
+        jax.__version__,
+        jax.default_backend(),
+        len(devices),
+        [str(d) for d in devices],
+        jax.process_count(),
+    )
 
 
 def evaluate_checkpoint(config, workdir: str, data, checkpoint: str | None = None) -> dict:
@@ -167,8 +204,9 @@ def evaluate_checkpoint(config, workdir: str, data, checkpoint: str | None = Non
 
     folder, step = retrieve.checkpoint_location(checkpoint or os.path.join(workdir, checkpointing.LATEST_DIR))
     model, variables, meta = retrieve.restore_model(config, folder, step)
-    logging.info("evaluating checkpoint %s at step %d (epoch %d) on %s", folder, meta["step"], meta["epoch"],
-                 config.data.root)
+    logging.info(
+        "evaluating checkpoint %s at step %d (epoch %d) on %s", folder, meta["step"], meta["epoch"], config.data.root
+    )
     q_feats, g_feats, evaluated = loop.evaluate_model(model, variables, data, config)
     reports.write_run_reports(workdir, q_feats, g_feats, data, config, meta["steps_per_epoch"], evaluated)
     return evaluated.results
@@ -216,24 +254,33 @@ def main(argv):
     logging.get_absl_handler().addFilter(_QuietLibraryInfo())
     config = _CONFIG.value
     if config is None:
-        _fail("--config is required; available configs in experiments/: "
-              f"{', '.join(config_lib.available_configs('experiments'))}", 2)
+        _fail(
+            "--config is required; available configs in experiments/: "
+            f"{', '.join(config_lib.available_configs('experiments'))}",
+            2,
+        )
     try:
-        options = distributed_options(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                                      _DISTRIBUTED_TIMEOUT.value)
+        options = distributed_options(
+            _DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED_TIMEOUT.value
+        )
         if options is not None:
             initialize_distributed(options)
     except UsageError as e:
         _fail(str(e), code=2)
     workdir = _WORKDIR.value or os.path.join(
-        "runs", os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0])
+        "runs", os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0]
+    )
     logging.info("workdir: %s", os.path.abspath(workdir))
     try:
         run(config, workdir, _MODE.value, _CHECKPOINT.value)
     except (UsageError, DataRootError, NonFiniteLossError, ValueError, FileNotFoundError) as e:
         logging.debug("%s", traceback.format_exc())  # shown with -v 1
-        hint = ("\nEvery process of a multi-process run stops when one does; restart them all with the same "
-                "command to resume from the latest checkpoint." if options else "")
+        hint = (
+            "\nEvery process of a multi-process run stops when one does; restart them all with the same "
+            "command to resume from the latest checkpoint."
+            if options
+            else ""
+        )
         _fail(str(e) + hint, code=2 if isinstance(e, UsageError) else 1)
 
 

@@ -1,10 +1,10 @@
 """Scalar metrics to `metrics.jsonl` and to a TensorBoard event file (written by tensorboardX, no TensorFlow), and
 metrics.jsonl read back."""
+
 import json
 import os
 
 import numpy as np
-
 from tensorboardX import FileWriter
 from tensorboardX.proto.summary_pb2 import Summary
 
@@ -66,8 +66,9 @@ def read_metrics(metrics_jsonl_path: str) -> dict:
                 record = json.loads(line)
                 split, step = record.pop("split"), int(record.pop("step"))
             except (ValueError, KeyError) as e:
-                raise ValueError(f"{metrics_jsonl_path} line {number} is not a metrics record "
-                                 f"({{'step', 'split', ...}}): {e}") from e
+                raise ValueError(
+                    f"{metrics_jsonl_path} line {number} is not a metrics record ({{'step', 'split', ...}}): {e}"
+                ) from e
             by_split.setdefault(split, {})[step] = record
     out = {}
     for split, steps in by_split.items():

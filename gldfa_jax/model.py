@@ -11,7 +11,8 @@ Which tensor feeds what (strong-baseline convention):
   logits      [B, C]     classifier (Dense, no bias) on final_feat: the ID loss (eq. 6, label smoothing).
 All outputs are float32 whatever the compute dtype.
 """
-from typing import Any, Optional
+
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -28,10 +29,11 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 @flax.struct.dataclass
 class GLDFAOutput:
     """What `GLDFANet.apply` returns; a field is None when `model.branches` switches its branch off."""
-    global_feat: Optional[jax.Array]  # [B, d]
-    local_feat: Optional[jax.Array]   # [B, k, d]
-    final_feat: jax.Array             # [B, D], after the BN neck when bn_neck
-    logits: jax.Array                 # [B, num_classes]
+
+    global_feat: jax.Array | None  # [B, d]
+    local_feat: jax.Array | None  # [B, k, d]
+    final_feat: jax.Array  # [B, D], after the BN neck when bn_neck
+    logits: jax.Array  # [B, num_classes]
 
 
 def stripe_bins(height: int, num_stripes: int) -> list[tuple[int, int]]:
@@ -51,6 +53,7 @@ def horizontal_pool(x: jax.Array, num_stripes: int, mode: str) -> jax.Array:
 
 class GLDFANet(nn.Module):
     """Images [B, H, W, 3] (normalised, NHWC) -> GLDFAOutput. See the module docstring for the outputs."""
+
     num_classes: int
     depth: int = 50
     last_stride: int = 1
@@ -63,13 +66,14 @@ class GLDFANet(nn.Module):
     local_relu: bool = True  # False: signed stripe features (BN output), as the global feature is
     bn_neck: bool = True
     dtype: Any = jnp.float32
-    axis_name: Optional[str] = None  # pmap axis over which BatchNorm statistics are averaged
+    axis_name: str | None = None  # pmap axis over which BatchNorm statistics are averaged
 
     @nn.compact
     def __call__(self, images, train: bool = False) -> GLDFAOutput:
         bn = lambda name, use_bias=True: batch_norm(train, self.dtype, self.axis_name, name, use_bias)
-        fmap = ResNet(self.depth, self.last_stride, self.width_multiplier, self.dtype, self.axis_name,
-                      name="backbone")(images, train)
+        fmap = ResNet(self.depth, self.last_stride, self.width_multiplier, self.dtype, self.axis_name, name="backbone")(
+            images, train
+        )
         global_feat = local_feat = None
         parts = []
         if self.branches in ("local", "global_local"):
@@ -85,18 +89,34 @@ class GLDFANet(nn.Module):
             pooled = jnp.mean(fmap, axis=(1, 2)) if self.global_pool == "avg" else jnp.max(fmap, axis=(1, 2))
             if self.embed_dim:
                 # A 1×1 conv on a pooled 1×1 map is a Dense layer; BN follows, so no bias.
-                pooled = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                                  kernel_init=conv_init, name="global_fc")(pooled)
+                pooled = nn.Dense(
+                    self.embed_dim,
+                    use_bias=False,
+                    dtype=self.dtype,
+                    param_dtype=jnp.float32,
+                    kernel_init=conv_init,
+                    name="global_fc",
+                )(pooled)
             global_feat = bn("global_bn")(pooled).astype(jnp.float32)
             parts.append(global_feat)
         final = jnp.concatenate(parts, axis=-1)
         if self.bn_neck:
             # Strong-baseline BNNeck: scale only, the shift would be redundant before a bias-free classifier.
             final = bn("neck_bn", use_bias=False)(final)
-        logits = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                          kernel_init=nn.initializers.normal(0.001), name="classifier")(final)
-        return GLDFAOutput(global_feat=global_feat, local_feat=local_feat,
-                           final_feat=final.astype(jnp.float32), logits=logits.astype(jnp.float32))
+        logits = nn.Dense(
+            self.num_classes,
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=nn.initializers.normal(0.001),
+            name="classifier",
+        )(final)
+        return GLDFAOutput(
+            global_feat=global_feat,
+            local_feat=local_feat,
+            final_feat=final.astype(jnp.float32),
+            logits=logits.astype(jnp.float32),
+        )
 
 
 def _choice(name: str, value, options) -> None:
@@ -104,7 +124,7 @@ def _choice(name: str, value, options) -> None:
         raise ValueError(f"model.{name}={value!r} is not supported; set it to one of {list(options)}.")
 
 
-def build_model(model_config, num_classes: int, axis_name: Optional[str] = None) -> GLDFANet:
+def build_model(model_config, num_classes: int, axis_name: str | None = None) -> GLDFANet:
     """GLDFANet from `config.model` (gldfa_jax/config.py); `axis_name` = the trainer's pmap axis, if any."""
     c = model_config
     _choice("branches", c.branches, BRANCHES)
@@ -121,10 +141,21 @@ def build_model(model_config, num_classes: int, axis_name: Optional[str] = None)
         raise ValueError(f"model.width_multiplier={c.width_multiplier} must be > 0 (1.0 = full ResNet).")
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes} must be >= 1 (the number of training identities).")
-    return GLDFANet(num_classes=num_classes, depth=c.depth, last_stride=c.last_stride,
-                    width_multiplier=c.width_multiplier, branches=c.branches, num_stripes=c.num_stripes,
-                    embed_dim=c.embed_dim, global_pool=c.global_pool, local_pool=c.local_pool,
-                    local_relu=c.local_relu, bn_neck=c.bn_neck, dtype=compute_dtype(c.dtype), axis_name=axis_name)
+    return GLDFANet(
+        num_classes=num_classes,
+        depth=c.depth,
+        last_stride=c.last_stride,
+        width_multiplier=c.width_multiplier,
+        branches=c.branches,
+        num_stripes=c.num_stripes,
+        embed_dim=c.embed_dim,
+        global_pool=c.global_pool,
+        local_pool=c.local_pool,
+        local_relu=c.local_relu,
+        bn_neck=c.bn_neck,
+        dtype=compute_dtype(c.dtype),
+        axis_name=axis_name,
+    )
 
 
 def compute_dtype(name: str, device=None):

@@ -7,6 +7,7 @@ BN weight/bias -> params scale/bias, running_mean/var -> batch_stats mean/var; `
 
 Convert a torch checkpoint once, on a machine with torch:  python -m gldfa_jax.pretrained SRC.pth DST.safetensors
 """
+
 import logging
 import os
 import sys
@@ -21,8 +22,12 @@ from safetensors import SafetensorError
 log = logging.getLogger(__name__)
 
 IGNORED_PREFIXES = ("fc.",)  # the ImageNet classifier: GLDFA-Net replaces it (§3.1)
-BN_LEAVES = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-             "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
+BN_LEAVES = {
+    "weight": ("params", "scale"),
+    "bias": ("params", "bias"),
+    "running_mean": ("batch_stats", "mean"),
+    "running_var": ("batch_stats", "var"),
+}
 
 
 def read_safetensors(path: str) -> dict:
@@ -30,11 +35,15 @@ def read_safetensors(path: str) -> dict:
     try:
         tensors = safetensors.numpy.load_file(path)
     except SafetensorError as e:
-        raise ValueError(f"path={path!r} is not a safetensors file ({e}); write it with safetensors' "
-                         "save_file or `python -m gldfa_jax.pretrained SRC.pth DST.safetensors`.") from None
+        raise ValueError(
+            f"path={path!r} is not a safetensors file ({e}); write it with safetensors' "
+            "save_file or `python -m gldfa_jax.pretrained SRC.pth DST.safetensors`."
+        ) from None
     # numpy has no bfloat16: safetensors returns ml_dtypes' extension type; widen it as the .pth path's .float() does.
-    return {name: value.astype(np.float32) if value.dtype == ml_dtypes.bfloat16 else value
-            for name, value in tensors.items()}
+    return {
+        name: value.astype(np.float32) if value.dtype == ml_dtypes.bfloat16 else value
+        for name, value in tensors.items()
+    }
 
 
 def read_state_dict(path: str) -> dict:
@@ -44,15 +53,19 @@ def read_state_dict(path: str) -> dict:
     try:
         import torch
     except ImportError:
-        raise ValueError(f"path={path!r} is a torch checkpoint but torch is not installed; convert it to "
-                         ".safetensors on a machine with torch: python -m gldfa_jax.pretrained SRC.pth "
-                         "DST.safetensors") from None
+        raise ValueError(
+            f"path={path!r} is a torch checkpoint but torch is not installed; convert it to "
+            ".safetensors on a machine with torch: python -m gldfa_jax.pretrained SRC.pth "
+            "DST.safetensors"
+        ) from None
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):  # training checkpoints wrap the weights
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    return {name: value.detach().float().numpy() if value.is_floating_point() else value.numpy()
-            for name, value in state.items()}
+    return {
+        name: value.detach().float().numpy() if value.is_floating_point() else value.numpy()
+        for name, value in state.items()
+    }
 
 
 def flax_location(name: str):
@@ -87,14 +100,16 @@ def load_pretrained(path: str, variables: dict) -> dict:
         log.info("model.pretrained is empty: training from scratch (no ImageNet initialisation).")
         return variables
     if not os.path.isfile(path):
-        raise ValueError(f"model.pretrained={path!r} does not exist; point it at a torchvision/timm ResNet "
-                         ".safetensors or .pth file, or set it to '' to train from scratch.")
+        raise ValueError(
+            f"model.pretrained={path!r} does not exist; point it at a torchvision/timm ResNet "
+            ".safetensors or .pth file, or set it to '' to train from scratch."
+        )
     state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
     flat = traverse_util.flatten_dict(variables)
     prefix = ("backbone",) if any(key[1] == "backbone" for key in flat if key[0] == "params") else ()
-    backbone_keys = {key for key in flat if key[0] in ("params", "batch_stats") and key[1:1 + len(prefix)] == prefix}
+    backbone_keys = {key for key in flat if key[0] in ("params", "batch_stats") and key[1 : 1 + len(prefix)] == prefix}
     located, unexpected = {}, []
-    for name, value in state.items():
+    for name in state:
         location = flax_location(name)
         if location is None:
             continue
@@ -106,18 +121,22 @@ def load_pretrained(path: str, variables: dict) -> dict:
             unexpected.append(name)
     missing = sorted("/".join(key) for key in backbone_keys - set(located))
     if unexpected or missing:
-        raise ValueError(f"{path!r} does not fit this backbone: unexpected tensors {unexpected[:5]}, missing "
-                         f"{missing[:5]} ({len(unexpected)} and {len(missing)} in all); check model.depth "
-                         "matches the checkpoint (ResNet-18/34/50/101, torchvision names).")
+        raise ValueError(
+            f"{path!r} does not fit this backbone: unexpected tensors {unexpected[:5]}, missing "
+            f"{missing[:5]} ({len(unexpected)} and {len(missing)} in all); check model.depth "
+            "matches the checkpoint (ResNet-18/34/50/101, torchvision names)."
+        )
     loaded = {}
     for key, name in located.items():
         value = state[name]
         if value.ndim == 4:
             value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
         if value.shape != flat[key].shape:
-            raise ValueError(f"pretrained tensor {name!r} has shape {value.shape} (after OIHW->HWIO) but "
-                             f"{'/'.join(key)} expects {flat[key].shape}; use weights of the same depth and "
-                             f"model.width_multiplier=1.0, or set model.pretrained=''.")
+            raise ValueError(
+                f"pretrained tensor {name!r} has shape {value.shape} (after OIHW->HWIO) but "
+                f"{'/'.join(key)} expects {flat[key].shape}; use weights of the same depth and "
+                f"model.width_multiplier=1.0, or set model.pretrained=''."
+            )
         loaded[key] = jnp.asarray(value, dtype=flat[key].dtype)
     flat.update(loaded)
     log.info("Loaded %d pretrained tensors from %s into the backbone.", len(loaded), path)

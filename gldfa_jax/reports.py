@@ -4,6 +4,7 @@ Every function takes arrays/paths plus an output path, writes one PNG of a fixed
 (no tight bounding box, so sizes are predictable) and returns what it computed. Figures are built
 with matplotlib's object API on the Agg canvas: no pyplot state, no display needed.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,8 +88,9 @@ def rank_gallery(distmat, q_pids=None, g_pids=None, q_camids=None, g_camids=None
     _check_ids(q_pids, g_pids, q_camids, g_camids)
     removed = np.zeros(distmat.shape, bool)
     if q_pids is not None:
-        removed = ((np.asarray(q_pids)[:, None] == np.asarray(g_pids)[None])
-                   & (np.asarray(q_camids)[:, None] == np.asarray(g_camids)[None]))
+        removed = (np.asarray(q_pids)[:, None] == np.asarray(g_pids)[None]) & (
+            np.asarray(q_camids)[:, None] == np.asarray(g_camids)[None]
+        )
     return [row[row >= 0][:topk] for row in evaluation.ranked_gallery(distmat, removed)]
 
 
@@ -98,10 +100,22 @@ def sample_queries(num_q: int, num_queries: int = 4, seed: int = 0) -> list:
     return [int(q) for q in np.sort(rng.choice(num_q, size=min(num_queries, num_q), replace=False))]
 
 
-def retrieval_grid(distmat, query_images: Sequence, gallery_images: Sequence, out_png: str, *,
-                   q_pids=None, g_pids=None, q_camids=None, g_camids=None,
-                   query_indices: Sequence[int] | None = None, num_queries: int = 4, topk: int = 10,
-                   seed: int = 0, tile: tuple[int, int] = (128, 64)) -> dict:
+def retrieval_grid(
+    distmat,
+    query_images: Sequence,
+    gallery_images: Sequence,
+    out_png: str,
+    *,
+    q_pids=None,
+    g_pids=None,
+    q_camids=None,
+    g_camids=None,
+    query_indices: Sequence[int] | None = None,
+    num_queries: int = 4,
+    topk: int = 10,
+    seed: int = 0,
+    tile: tuple[int, int] = (128, 64),
+) -> dict:
     """Top-`topk` retrievals of sampled queries, one row per query (paper Fig. 8).
 
     distmat [Q, G], or a mapping query index -> its distances [G] (the rows an evaluation keeps,
@@ -128,8 +142,10 @@ def retrieval_grid(distmat, query_images: Sequence, gallery_images: Sequence, ou
         if query_indices is None:
             query_indices = sample_queries(num_q, num_queries, seed)
     if len(gallery_images) != num_g:
-        raise ValueError(f"distances have {num_g} gallery columns but got {len(gallery_images)} gallery images; "
-                         "pass one image per column")
+        raise ValueError(
+            f"distances have {num_g} gallery columns but got {len(gallery_images)} gallery images; "
+            "pass one image per column"
+        )
     query_indices = [int(q) for q in query_indices]
     if not query_indices:
         raise ValueError("query_indices is empty; pass at least one query index")
@@ -210,13 +226,31 @@ def stripe_alignment(local_a, local_b, window: int | None = None) -> dict:
     matches_ba = masked.argmin(axis=0)
     d_ab = float(masked.min(axis=1).sum())
     d_ba = float(masked.min(axis=0).sum())
-    return {"distances": dist, "band": band, "window": window, "matches_ab": matches_ab,
-            "matches_ba": matches_ba, "d_ab": d_ab, "d_ba": d_ba, "lsa": min(d_ab, d_ba),
-            "hard": float(np.trace(dist)), "direction": "ab" if d_ab <= d_ba else "ba"}
+    return {
+        "distances": dist,
+        "band": band,
+        "window": window,
+        "matches_ab": matches_ab,
+        "matches_ba": matches_ba,
+        "d_ab": d_ab,
+        "d_ba": d_ba,
+        "lsa": min(d_ab, d_ba),
+        "hard": float(np.trace(dist)),
+        "direction": "ab" if d_ab <= d_ba else "ba",
+    }
 
 
-def alignment_figure(image_a, image_b, local_a, local_b, out_png: str, *, window: int | None = None,
-                     labels: tuple[str, str] = ("A", "B"), tile: tuple[int, int] = (256, 128)) -> dict:
+def alignment_figure(
+    image_a,
+    image_b,
+    local_a,
+    local_b,
+    out_png: str,
+    *,
+    window: int | None = None,
+    labels: tuple[str, str] = ("A", "B"),
+    tile: tuple[int, int] = (256, 128),
+) -> dict:
     """Stripe alignment of two images (paper Figs. 3 and 7).
 
     image_a, image_b: paths or [H, W, 3] arrays; local_a, local_b: their local features [k, d].
@@ -238,8 +272,15 @@ def alignment_figure(image_a, image_b, local_a, local_b, out_png: str, *, window
         for s in range(1, k):
             ax.axhline(s * th / k, color="white", linewidth=1.0, linestyle="--")
         for s in range(k):
-            ax.text(3, (s + 0.5) * th / k, str(s + 1), color="white", fontsize=7, va="center",
-                    bbox=dict(facecolor="black", alpha=0.6, pad=1, linewidth=0))
+            ax.text(
+                3,
+                (s + 0.5) * th / k,
+                str(s + 1),
+                color="white",
+                fontsize=7,
+                va="center",
+                bbox=dict(facecolor="black", alpha=0.6, pad=1, linewidth=0),
+            )
         _frame(ax, "black", 1.0)
         ax.set_title(name, fontsize=9)
 
@@ -251,7 +292,11 @@ def alignment_figure(image_a, image_b, local_a, local_b, out_png: str, *, window
 
     chosen = info["direction"]
     for src, matches, direction in ((np.arange(k), info["matches_ab"], "ab"), (np.arange(k), info["matches_ba"], "ba")):
-        style = dict(color=CORRECT, linewidth=1.8) if direction == chosen else dict(color="#888888", linewidth=0.8, linestyle=":")
+        style = (
+            dict(color=CORRECT, linewidth=1.8)
+            if direction == chosen
+            else dict(color="#888888", linewidth=0.8, linestyle=":")
+        )
         for s, m in zip(src, matches):
             ya, yb = (y_of(s), y_of(m)) if direction == "ab" else (y_of(m), y_of(s))
             fig.add_artist(Line2D([xa, xb], [ya, yb], transform=fig.transFigure, **style))
@@ -274,8 +319,11 @@ def alignment_figure(image_a, image_b, local_a, local_b, out_png: str, *, window
     ax_m.tick_params(labelsize=7)
     ax_m.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     ax_m.set_title(f"stripe distances, window W={info['window']}", fontsize=9)
-    fig.suptitle(f"k={k}, W={info['window']}:  LSA distance {info['lsa']:.3f}   "
-                 f"hard alignment (W=1) {info['hard']:.3f}", fontsize=10, y=0.98)
+    fig.suptitle(
+        f"k={k}, W={info['window']}:  LSA distance {info['lsa']:.3f}   hard alignment (W=1) {info['hard']:.3f}",
+        fontsize=10,
+        y=0.98,
+    )
     _save(fig, out_png)
     return info
 
@@ -299,8 +347,7 @@ def cmc_curve(curves, out_png: str, *, max_rank: int | None = None, title: str =
         pct = cmc * 100.0
         plotted[label] = pct
         ranks = np.arange(1, len(pct) + 1)
-        ax.plot(ranks, pct, marker="o" if len(pct) <= 20 else None, markersize=3,
-                label=f"{label} (R-1 {pct[0]:.1f}%)")
+        ax.plot(ranks, pct, marker="o" if len(pct) <= 20 else None, markersize=3, label=f"{label} (R-1 {pct[0]:.1f}%)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("rank")
     ax.set_ylabel("matching rate (%)")
@@ -313,16 +360,19 @@ def cmc_curve(curves, out_png: str, *, max_rank: int | None = None, title: str =
     return plotted
 
 
-def parameter_curve(x_values: Sequence, series: Mapping[str, Sequence[float]], out_png: str, *,
-                    x_label: str, title: str = "") -> None:
+def parameter_curve(
+    x_values: Sequence, series: Mapping[str, Sequence[float]], out_png: str, *, x_label: str, title: str = ""
+) -> None:
     """Metrics (percent) against a swept parameter, as in paper Fig. 6; NaN = not run yet. Size 640 x 480."""
     fig = _figure(640, 480)
     ax = fig.add_subplot(1, 1, 1)
     for label, values in series.items():
         values = np.asarray(values, np.float64)
         if values.shape != (len(x_values),):
-            raise ValueError(f"series {label!r} has {values.shape} values for {len(x_values)} x values; "
-                             "pass one value per x (NaN where missing)")
+            raise ValueError(
+                f"series {label!r} has {values.shape} values for {len(x_values)} x values; "
+                "pass one value per x (NaN where missing)"
+            )
         ax.plot(x_values, values, marker="o", label=label)
     ax.set_xticks(list(x_values))
     ax.set_xlabel(x_label)
@@ -379,9 +429,20 @@ def training_curves(metrics_jsonl_path: str, out_png: str, *, steps_per_epoch: i
     return metrics
 
 
-def write_eval_reports(out_dir: str, q_feats: dict, g_feats: dict, query, gallery, config, *,
-                       evaluated=None, metrics_jsonl: str | None = None, steps_per_epoch: int | None = None,
-                       num_queries: int = 4, seed: int = 0) -> dict:
+def write_eval_reports(
+    out_dir: str,
+    q_feats: dict,
+    g_feats: dict,
+    query,
+    gallery,
+    config,
+    *,
+    evaluated=None,
+    metrics_jsonl: str | None = None,
+    steps_per_epoch: int | None = None,
+    num_queries: int = 4,
+    seed: int = 0,
+) -> dict:
     """The PNG reports of one evaluation into `out_dir`; returns {name: path}.
 
     q_feats / g_feats: Features dicts ({"global" [N, d], "local" [N, k, d], "final" [N, D]});
@@ -400,24 +461,40 @@ def write_eval_reports(out_dir: str, q_feats: dict, g_feats: dict, query, galler
     if not modes:
         raise ValueError(f"eval.modes {list(e.modes)} needs features the model does not have ({sorted(q_feats)})")
     if evaluated is None:
-        evaluated = inference.evaluate(q_feats, g_feats, query, gallery, config, with_rerank=False,
-                                       report_queries=sample_queries(len(query.pids), num_queries, seed))
+        evaluated = inference.evaluate(
+            q_feats,
+            g_feats,
+            query,
+            gallery,
+            config,
+            with_rerank=False,
+            report_queries=sample_queries(len(query.pids), num_queries, seed),
+        )
     if not evaluated.rows:
-        raise ValueError("evaluated has no distance rows to draw; pass inference.evaluate(..., "
-                         "report_queries=reports.sample_queries(len(query.pids)))")
+        raise ValueError(
+            "evaluated has no distance rows to draw; pass inference.evaluate(..., "
+            "report_queries=reports.sample_queries(len(query.pids)))"
+        )
     paths = {}
     stats = {**feature_norms(q_feats, g_feats), **evaluated.separation}
     ids = dict(q_pids=query.pids, g_pids=gallery.pids, q_camids=query.camids, g_camids=gallery.camids)
     paths["retrieval_grid"] = os.path.join(out_dir, "retrieval_grid.png")
     grid = retrieval_grid(evaluated.rows, query.images, gallery.images, paths["retrieval_grid"], **ids)
     if "local" in q_feats:
-        pair = next(((q, int(r[c.argmax()])) for q, r, c in zip(grid["queries"], grid["ranked"], grid["correct"])
-                     if c.any()), (grid["queries"][0], int(grid["ranked"][0][0])))
+        pair = next(
+            ((q, int(r[c.argmax()])) for q, r, c in zip(grid["queries"], grid["ranked"], grid["correct"]) if c.any()),
+            (grid["queries"][0], int(grid["ranked"][0][0])),
+        )
         paths["alignment"] = os.path.join(out_dir, "alignment.png")
-        alignment_figure(query.images[pair[0]], gallery.images[pair[1]], q_feats["local"][pair[0]],
-                         g_feats["local"][pair[1]], paths["alignment"], window=inference.lsa_window(config),
-                         labels=(f"query {pair[0]} (id {query.pids[pair[0]]})",
-                                 f"gallery {pair[1]} (id {gallery.pids[pair[1]]})"))
+        alignment_figure(
+            query.images[pair[0]],
+            gallery.images[pair[1]],
+            q_feats["local"][pair[0]],
+            g_feats["local"][pair[1]],
+            paths["alignment"],
+            window=inference.lsa_window(config),
+            labels=(f"query {pair[0]} (id {query.pids[pair[0]]})", f"gallery {pair[1]} (id {gallery.pids[pair[1]]})"),
+        )
     paths["cmc"] = os.path.join(out_dir, "cmc.png")
     cmc_curve(evaluated.cmc, paths["cmc"], max_rank=min(20, e.max_rank, len(gallery.pids)))
     if metrics_jsonl and os.path.exists(metrics_jsonl):
@@ -439,16 +516,26 @@ def feature_norms(q_feats: dict, g_feats: dict) -> dict:
     return out
 
 
-def write_run_reports(workdir: str, q_feats: dict, g_feats: dict, data, config, steps_per_epoch: int,
-                      evaluated) -> dict:
+def write_run_reports(
+    workdir: str, q_feats: dict, g_feats: dict, data, config, steps_per_epoch: int, evaluated
+) -> dict:
     """`write_eval_reports` of a run's evaluation into WORKDIR/reports, with its training curves; process 0 only
     (the others computed the same evaluation)."""
     if jax.process_index() != 0:
         return {}
     out = os.path.join(workdir, "reports")
     os.makedirs(out, exist_ok=True)
-    paths = write_eval_reports(out, q_feats, g_feats, data.query, data.gallery, config, evaluated=evaluated,
-                               metrics_jsonl=os.path.join(workdir, "metrics.jsonl"), steps_per_epoch=steps_per_epoch)
+    paths = write_eval_reports(
+        out,
+        q_feats,
+        g_feats,
+        data.query,
+        data.gallery,
+        config,
+        evaluated=evaluated,
+        metrics_jsonl=os.path.join(workdir, "metrics.jsonl"),
+        steps_per_epoch=steps_per_epoch,
+    )
     logging.info("reports: %s", ", ".join(sorted(paths.values())))
     return paths
 

@@ -21,8 +21,9 @@ the query × gallery part from the evaluation's matrix, and computes the symmetr
 tiles on and above its diagonal, each serving its rows and its columns: about half of the
 (Q+G)² distances of the original, which dominate its time.
 """
+
 import functools
-from typing import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -34,12 +35,12 @@ from gldfa_jax import distances as distances_lib
 from gldfa_jax.checks import check_int
 
 _PAIR_BUDGET = 4_000_000  # (query, gallery) min-pairs expanded at once in the Jaccard step
-_BLOCK_BYTES = 2**29      # budget for one [block, N] slice of distances plus its work arrays
-_KEPT = 128               # nearest neighbours (and distances) the lean path keeps per row: ≫ k1 + 1, so
-                          # the expanded k-reciprocal sets (neighbours of neighbours) rarely reach beyond
-_PAIR_CHUNK = 1024        # expanded-set pairs beyond the kept neighbours, computed at once (one compile)
-_LOOKUP_CHUNK = 2**18     # expanded-set pairs looked up at once in the kept lists ([chunk, _KEPT] booleans)
-_TILE = 2048              # g×g tile of the lean path: big enough that its merges cost little beside its distances
+_BLOCK_BYTES = 2**29  # budget for one [block, N] slice of distances plus its work arrays
+_KEPT = 128  # nearest neighbours (and distances) the lean path keeps per row: ≫ k1 + 1, so
+# the expanded k-reciprocal sets (neighbours of neighbours) rarely reach beyond
+_PAIR_CHUNK = 1024  # expanded-set pairs beyond the kept neighbours, computed at once (one compile)
+_LOOKUP_CHUNK = 2**18  # expanded-set pairs looked up at once in the kept lists ([chunk, _KEPT] booleans)
+_TILE = 2048  # g×g tile of the lean path: big enough that its merges cost little beside its distances
 
 
 def _check_params(k1, k2, lambda_value):
@@ -62,26 +63,30 @@ def _dense_neighbours(normalised: np.ndarray, width: int, block: int, progress: 
     num_all = normalised.shape[0]
     out = np.empty((num_all, width), np.int64)
     for start in tqdm(range(0, num_all, block), desc="re-rank: neighbours", unit="block", disable=not progress):
-        columns, _ = _nearest(jax.device_put(normalised[start:start + block]), width)
-        out[start:start + block] = jax.device_get(columns)
+        columns, _ = _nearest(jax.device_put(normalised[start : start + block]), width)
+        out[start : start + block] = jax.device_get(columns)
     return out
 
 
 def _expanded_sets(ranks: np.ndarray, rows_idx: np.ndarray, k1: int, recip_half: np.ndarray):
     """Expanded k-reciprocal sets of the rows `rows_idx` as (row, column) pairs, sorted, unique."""
-    forward = ranks[rows_idx, :k1 + 1]                          # [b, k1+1]
-    backward = ranks[forward, :k1 + 1]                          # [b, k1+1, k1+1]
-    in_set = (backward == rows_idx[:, None, None]).any(-1)       # k-reciprocal members
-    half = ranks[:, :recip_half.shape[1]]
-    cand = half[forward]                                         # [b, k1+1, k/2+1]
-    cand_ok = recip_half[forward]                                # candidate's own half-size set
+    forward = ranks[rows_idx, : k1 + 1]  # [b, k1+1]
+    backward = ranks[forward, : k1 + 1]  # [b, k1+1, k1+1]
+    in_set = (backward == rows_idx[:, None, None]).any(-1)  # k-reciprocal members
+    half = ranks[:, : recip_half.shape[1]]
+    cand = half[forward]  # [b, k1+1, k/2+1]
+    cand_ok = recip_half[forward]  # candidate's own half-size set
     inside = ((cand[..., None] == forward[:, None, None, :]) & in_set[:, None, None, :]).any(-1)
     overlap = (inside & cand_ok).sum(-1)
     size = cand_ok.sum(-1)
-    take = in_set & (overlap > 2.0 / 3 * size)                   # original: > 2/3 of the candidate set
+    take = in_set & (overlap > 2.0 / 3 * size)  # original: > 2/3 of the candidate set
     added = take[..., None] & cand_ok
-    pair_rows = np.concatenate([np.broadcast_to(rows_idx[:, None], forward.shape)[in_set],
-                                np.broadcast_to(rows_idx[:, None, None], cand.shape)[added]])
+    pair_rows = np.concatenate(
+        [
+            np.broadcast_to(rows_idx[:, None], forward.shape)[in_set],
+            np.broadcast_to(rows_idx[:, None, None], cand.shape)[added],
+        ]
+    )
     pair_cols = np.concatenate([forward[in_set], cand[added]])
     keys = np.unique(pair_rows * ranks.shape[0] + pair_cols)
     return keys // ranks.shape[0], keys % ranks.shape[0]
@@ -89,7 +94,7 @@ def _expanded_sets(ranks: np.ndarray, rows_idx: np.ndarray, k1: int, recip_half:
 
 def _reciprocal_half(ranks: np.ndarray, k_half: int) -> np.ndarray:
     """[N, k_half+1] mask: is column j of row i's k_half+1 neighbours k-reciprocal with i."""
-    half = ranks[:, :k_half + 1]
+    half = ranks[:, : k_half + 1]
     return (half[half] == np.arange(ranks.shape[0])[:, None, None]).any(-1)
 
 
@@ -99,9 +104,12 @@ def _weights(values: Callable, ranks, k1, num_all, block, progress) -> scipy.spa
     values(r, c) -> O[r, c] [P] float32 for the pairs (r, c) [P] of all expanded sets, row-major.
     """
     recip_half = _reciprocal_half(ranks, int(np.around(k1 / 2.0)))
-    pairs = [_expanded_sets(ranks, np.arange(start, min(start + block, num_all)), k1, recip_half)
-             for start in tqdm(range(0, num_all, block), desc="re-rank: k-reciprocal sets", unit="block",
-                               disable=not progress)]
+    pairs = [
+        _expanded_sets(ranks, np.arange(start, min(start + block, num_all)), k1, recip_half)
+        for start in tqdm(
+            range(0, num_all, block), desc="re-rank: k-reciprocal sets", unit="block", disable=not progress
+        )
+    ]
     r, c = (np.concatenate(a) for a in zip(*pairs))
     w = np.exp(-values(r, c))
     starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
@@ -115,8 +123,9 @@ def _query_expansion(v: scipy.sparse.csr_matrix, ranks: np.ndarray, k2: int) -> 
         return v
     num_all, width = ranks.shape[0], min(k2, ranks.shape[1])
     pick = scipy.sparse.csr_matrix(
-        (np.ones(num_all * width, np.float32),
-         (np.repeat(np.arange(num_all), width), ranks[:, :width].ravel())), shape=(num_all, num_all))
+        (np.ones(num_all * width, np.float32), (np.repeat(np.arange(num_all), width), ranks[:, :width].ravel())),
+        shape=(num_all, num_all),
+    )
     v_qe = (pick @ v).tocsr()
     v_qe.data = (v_qe.data / np.float32(width)).astype(np.float32)
     return v_qe
@@ -132,15 +141,14 @@ def _final(original: Callable, v, num_query, lambda_value, block, progress) -> I
     vq = v[:num_query].tocsr()
     cum_pairs = np.r_[0, np.cumsum(col_count[vq.indices])]
     pairs_per_query = cum_pairs[vq.indptr[1:]] - cum_pairs[vq.indptr[:-1]]
-    for start in tqdm(range(0, num_query, block), desc="re-rank: Jaccard", unit="block",
-                      disable=not progress):
+    for start in tqdm(range(0, num_query, block), desc="re-rank: Jaccard", unit="block", disable=not progress):
         stop = min(start + block, num_query)
         temp = np.empty((stop - start, num_gallery), np.float32)
         lo = start
         while lo < stop:  # sub-blocks bounded by the number of expanded pairs
             cum = np.cumsum(pairs_per_query[lo:stop])
             hi = lo + max(1, int(np.searchsorted(cum, _PAIR_BUDGET, side="right")))
-            temp[lo - start:hi - start] = _min_sums(vq[lo:hi], by_column, col_count, num_gallery)
+            temp[lo - start : hi - start] = _min_sums(vq[lo:hi], by_column, col_count, num_gallery)
             lo = hi
         jaccard = 1 - temp / (2.0 - temp)
         yield slice(start, stop), jaccard * (1 - lambda_value) + original(start, stop) * lambda_value
@@ -153,8 +161,9 @@ def _min_sums(sub, by_column, col_count, num_gallery) -> np.ndarray:
     first = np.repeat(by_column.indptr[sub.indices], counts)
     at = first + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     mins = np.minimum(np.repeat(sub.data, counts), by_column.data[at])
-    sums = np.bincount(np.repeat(entry_row, counts) * num_gallery + by_column.indices[at], mins,
-                       minlength=sub.shape[0] * num_gallery)
+    sums = np.bincount(
+        np.repeat(entry_row, counts) * num_gallery + by_column.indices[at], mins, minlength=sub.shape[0] * num_gallery
+    )
     return sums.reshape(sub.shape[0], num_gallery)
 
 
@@ -173,8 +182,7 @@ def _width(k1: int, k2: int, num_all: int) -> int:
     return min(num_all, max(k1 + 1, k2))
 
 
-def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
-               lambda_value: float = 0.3) -> np.ndarray:
+def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> np.ndarray:
     """Re-ranked distances [Q, G] float32 from q_g_dist [Q, G], q_q_dist [Q, Q], g_g_dist [G, G].
 
     Same result as Zhong et al.'s original code (inputs squared, columns divided by their maximum;
@@ -200,8 +208,17 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
     block = _auto_block(num_all)
     ranks = _dense_neighbours(normalised, _width(k1, k2, num_all), block, False)
     out = np.empty((num_q, num_g), np.float32)
-    for rows, final in _rerank(ranks, lambda r, c: normalised[r, c], lambda s, e: normalised[s:e, num_q:],
-                               num_q, k1, k2, lambda_value, block, False):
+    for rows, final in _rerank(
+        ranks,
+        lambda r, c: normalised[r, c],
+        lambda s, e: normalised[s:e, num_q:],
+        num_q,
+        k1,
+        k2,
+        lambda_value,
+        block,
+        False,
+    ):
         out[rows] = final
     return out
 
@@ -245,8 +262,11 @@ def _merge(state, at, squared, columns, row_ok, col_ok):
     cand_v = jnp.concatenate([old[0], -negated], axis=1)
     cand_c = jnp.concatenate([old[1], columns[pos]], axis=1)
     negated, pos = jax.lax.top_k(-cand_v, vals.shape[1])
-    merged = (-negated, jnp.take_along_axis(cand_c, pos, axis=1),
-              jnp.maximum(old[2], jnp.max(jnp.where(col_ok[None, :], squared, 0.0), axis=1)))
+    merged = (
+        -negated,
+        jnp.take_along_axis(cand_c, pos, axis=1),
+        jnp.maximum(old[2], jnp.max(jnp.where(col_ok[None, :], squared, 0.0), axis=1)),
+    )
     merged = [jnp.where(row_ok.reshape((-1,) + (1,) * (m.ndim - 1)), m, o) for m, o in zip(merged, old)]
     return tuple(jax.lax.dynamic_update_slice_in_dim(a, m, at, 0) for a, m in zip(state, merged))
 
@@ -257,9 +277,11 @@ def _merge_known(state, at, known, columns, row_ok):
     return _merge(state, at, jnp.square(known), columns, row_ok, jnp.ones(columns.shape, bool))
 
 
-@functools.partial(jax.jit, static_argnames=("num_query", "size", "transposed", "mode", "window", "normalize",
-                                             "lsa_weight"),
-                   donate_argnums=(0,))
+@functools.partial(
+    jax.jit,
+    static_argnames=("num_query", "size", "transposed", "mode", "window", "normalize", "lsa_weight"),
+    donate_argnums=(0,),
+)
 def _gallery_tile(state, g, at, num_query, size, transposed, mode, window, normalize, lsa_weight):
     """Tile (I, J), I <= J, of the symmetric g×g distances into the lists of rows I and, when `transposed`
     (off the diagonal), of rows J. at = (start of I, start of J, first new row of I, first new row of J): the last
@@ -296,8 +318,12 @@ class _LeanRows:
         q_dev, g_dev = jax.device_put((q_feats, g_feats))
         rows, tile = min(block, num_q), min(tile, num_g)
         starts = range(0, num_g, tile)
-        bar = tqdm(total=-(-num_q // rows) + len(starts) * (len(starts) + 3) // 2, desc="re-rank: neighbours",
-                   unit="block", disable=not progress)
+        bar = tqdm(
+            total=-(-num_q // rows) + len(starts) * (len(starts) + 3) // 2,
+            desc="re-rank: neighbours",
+            unit="block",
+            disable=not progress,
+        )
         # Query rows, whole: [q×q computed | q×g known].
         for start in range(0, num_q, rows):
             stop = min(start + rows, num_q)
@@ -305,26 +331,28 @@ class _LeanRows:
             x = {k: np.pad(v[start:stop], ((0, pad),) + ((0, 0),) * (v.ndim - 1)) for k, v in q_feats.items()}
             known = jax.device_put(np.pad(q_g[start:stop], ((0, pad), (0, 0))))
             out = jax.device_get(_query_rows(jax.device_put(x), q_dev, known, kept=kept, **options))
-            self.columns[start:stop], self.values[start:stop], self.top[start:stop] = (a[:stop - start] for a in out)
+            self.columns[start:stop], self.values[start:stop], self.top[start:stop] = (a[: stop - start] for a in out)
             bar.update(1)
         # Gallery rows: [g×q known | g×g]. g×g is symmetric, so only its tiles on and above the diagonal are
         # computed, each merged into the lists of its rows and (transposed) of its columns; tiles come in
         # ascending column order for every row, which keeps ties in index order.
-        state = jax.device_put((np.full((num_g, kept), np.inf, np.float32), np.zeros((num_g, kept), np.int32),
-                                np.zeros(num_g, np.float32)))
+        state = jax.device_put(
+            (np.full((num_g, kept), np.inf, np.float32), np.zeros((num_g, kept), np.int32), np.zeros(num_g, np.float32))
+        )
         q_columns = jax.device_put(np.arange(num_q, dtype=np.int32))
         clamp = lambda start: min(start, num_g - tile)
         for start in starts:
             at = clamp(start)
-            known = jax.device_put(np.ascontiguousarray(q_g[:, at:at + tile].T))
+            known = jax.device_put(np.ascontiguousarray(q_g[:, at : at + tile].T))
             row_ok = jax.device_put(np.arange(at, at + tile) >= start)
             state = _merge_known(state, jax.device_put(np.int32(at)), known, q_columns, row_ok)
             bar.update(1)
         for i, row_start in enumerate(starts):
             for col_start in starts[i:]:
                 at = jax.device_put(np.array([clamp(row_start), clamp(col_start), row_start, col_start], np.int32))
-                state = _gallery_tile(state, g_dev, at, num_query=num_q, size=tile,
-                                      transposed=col_start != row_start, **options)
+                state = _gallery_tile(
+                    state, g_dev, at, num_query=num_q, size=tile, transposed=col_start != row_start, **options
+                )
             state = jax.block_until_ready(state)  # so the bar counts tiles done, not dispatched
             bar.update(len(starts) - i)
 
@@ -343,10 +371,10 @@ class _LeanRows:
             out[sl] = self.values[r[sl], at.argmax(1)]
         missing = np.flatnonzero(~found)
         for lo in range(0, missing.size, _PAIR_CHUNK):
-            sel = missing[lo:lo + _PAIR_CHUNK]
+            sel = missing[lo : lo + _PAIR_CHUNK]
             idx = np.pad(sel, (0, _PAIR_CHUNK - sel.size))
             x, y = (jax.device_put(_take(self.q, self.g, a[idx])) for a in (r, c))
-            d = jax.device_get(_paired(x, y, **self.options))[:sel.size]
+            d = jax.device_get(_paired(x, y, **self.options))[: sel.size]
             out[sel] = 1.0 * np.square(d) / self.top[r[sel]]
         return out
 
@@ -355,10 +383,20 @@ class _LeanRows:
         return 1.0 * np.square(self.q_g[start:stop]) / self.top[start:stop, None]
 
 
-def re_ranking_blocks(q_feats: Mapping, g_feats: Mapping, mode: str, q_g_dist, k1: int = 20, k2: int = 6,
-                      lambda_value: float = 0.3, window: int | None = None, block_size: int | None = None,
-                      progress: bool = False, normalize: bool = False,
-                      lsa_weight: float = 1.0) -> Iterator[tuple[slice, np.ndarray]]:
+def re_ranking_blocks(
+    q_feats: Mapping,
+    g_feats: Mapping,
+    mode: str,
+    q_g_dist,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    window: int | None = None,
+    block_size: int | None = None,
+    progress: bool = False,
+    normalize: bool = False,
+    lsa_weight: float = 1.0,
+) -> Iterator[tuple[slice, np.ndarray]]:
     """Memory-lean re-ranking from features (a `distances.MODES` mode) and their q_g_dist [Q, G] (that mode's
     `pairwise_distance`): yields (query rows, re-ranked distances [b, G] float32) block by block, so the
     re-ranked matrix need not exist whole (rank each block as it comes).
@@ -372,8 +410,10 @@ def re_ranking_blocks(q_feats: Mapping, g_feats: Mapping, mode: str, q_g_dist, k
     num_q, num_g = distances_lib.validate_features(q_feats, g_feats, mode)
     q_g = np.asarray(q_g_dist)
     if q_g.shape != (num_q, num_g):
-        raise ValueError(f"q_g_dist must be the [Q, G] = {(num_q, num_g)} distances of the features, got shape "
-                         f"{q_g.shape}; pass distances.pairwise_distance(q_feats, g_feats, mode).")
+        raise ValueError(
+            f"q_g_dist must be the [Q, G] = {(num_q, num_g)} distances of the features, got shape "
+            f"{q_g.shape}; pass distances.pairwise_distance(q_feats, g_feats, mode)."
+        )
     keys = distances_lib.required_keys(mode)
     q, g = ({k: np.asarray(f[k], np.float32) for k in keys} for f in (q_feats, g_feats))
     num_all = num_q + num_g
@@ -381,14 +421,24 @@ def re_ranking_blocks(q_feats: Mapping, g_feats: Mapping, mode: str, q_g_dist, k
     options = dict(mode=mode, window=window, normalize=bool(normalize), lsa_weight=float(lsa_weight))
     kept = min(num_all, max(_KEPT, _width(k1, k2, num_all)))
     rows = _LeanRows(q, g, q_g, kept, block, block_size or _TILE, progress, options)
-    ranks = rows.columns[:, :_width(k1, k2, num_all)].astype(np.int64)
+    ranks = rows.columns[:, : _width(k1, k2, num_all)].astype(np.int64)
     return _rerank(ranks, rows.pair_values, rows.original, num_q, k1, k2, lambda_value, block, progress)
 
 
-def re_ranking_features(q_feats: Mapping, g_feats: Mapping, mode: str, k1: int = 20, k2: int = 6,
-                        lambda_value: float = 0.3, window: int | None = None,
-                        block_size: int | None = None, progress: bool = False, normalize: bool = False,
-                        lsa_weight: float = 1.0, q_g_dist=None) -> np.ndarray:
+def re_ranking_features(
+    q_feats: Mapping,
+    g_feats: Mapping,
+    mode: str,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    window: int | None = None,
+    block_size: int | None = None,
+    progress: bool = False,
+    normalize: bool = False,
+    lsa_weight: float = 1.0,
+    q_g_dist=None,
+) -> np.ndarray:
     """Memory-lean re-ranking [Q, G] float32 straight from features (`re_ranking_blocks`, assembled).
 
     q_g_dist: that mode's [Q, G] distances when already computed; otherwise they are computed here, and the
@@ -400,8 +450,9 @@ def re_ranking_features(q_feats: Mapping, g_feats: Mapping, mode: str, k1: int =
     out = None
     if q_g_dist is None:
         q_g_dist = out = distances_lib.pairwise_distance(q_feats, g_feats, mode, progress=progress, **options)
-    blocks = re_ranking_blocks(q_feats, g_feats, mode, q_g_dist, k1, k2, lambda_value, block_size=block_size,
-                               progress=progress, **options)
+    blocks = re_ranking_blocks(
+        q_feats, g_feats, mode, q_g_dist, k1, k2, lambda_value, block_size=block_size, progress=progress, **options
+    )
     if out is None:
         out = np.empty(np.shape(q_g_dist), np.float32)
     for rows, final in blocks:

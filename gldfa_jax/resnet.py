@@ -3,7 +3,8 @@
 Parameter names follow torchvision's state dict (`conv1`, `bn1`, `layer{s}_{b}/conv{i}`,
 `downsample_conv`, `downsample_bn`) so `gldfa_jax.pretrained` maps ImageNet weights one to one.
 """
-from typing import Any, Optional
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -39,24 +40,42 @@ def conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.C
     # Explicit symmetric padding: 'SAME' pads asymmetrically for stride 2 on even sizes,
     # which would not match PyTorch (and its pretrained weights).
     pad = kernel // 2
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                   use_bias=False, dtype=dtype, param_dtype=jnp.float32, kernel_init=conv_init, name=name)
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        use_bias=False,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=conv_init,
+        name=name,
+    )
 
 
-def batch_norm(train: bool, dtype: Any, axis_name: Optional[str], name: str, use_bias: bool = True) -> nn.BatchNorm:
+def batch_norm(train: bool, dtype: Any, axis_name: str | None, name: str, use_bias: bool = True) -> nn.BatchNorm:
     # Flax momentum 0.9 (weight of the old statistic) = PyTorch momentum 0.1; eps as in PyTorch.
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_bias=use_bias,
-                        dtype=dtype, param_dtype=jnp.float32, axis_name=axis_name, name=name)
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        axis_name=axis_name,
+        name=name,
+    )
 
 
 class Block(nn.Module):
     """Basic (two 3×3) or bottleneck (1×1, 3×3, 1×1) residual block; the stride sits on the 3×3."""
+
     kind: str
     planes: int
     stride: int
     downsample: bool
     dtype: Any = jnp.float32
-    axis_name: Optional[str] = None
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -81,8 +100,9 @@ def stem_pool(x: jax.Array) -> jax.Array:
     flax pooling padding as "SAME"/"VALID" only; gldfa_jax.export); the same values and gradients as
     nn.max_pool(..., padding=((1, 1), (1, 1))) (tests/test_resnet.py).
     """
-    return nn.max_pool(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf), window_shape=(3, 3),
-                       strides=(2, 2))
+    return nn.max_pool(
+        jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf), window_shape=(3, 3), strides=(2, 2)
+    )
 
 
 class ResNet(nn.Module):
@@ -91,11 +111,12 @@ class ResNet(nn.Module):
     C = 2048 for depth 50/101 (512 for 18/34) times `width_multiplier`. Params are float32,
     computation runs in `dtype`. `axis_name` synchronises BatchNorm statistics across devices.
     """
+
     depth: int = 50
     last_stride: int = 1
     width_multiplier: float = 1.0
     dtype: Any = jnp.float32
-    axis_name: Optional[str] = None
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -114,7 +135,8 @@ class ResNet(nn.Module):
             for b in range(num_blocks):
                 stride = 1 if b > 0 or stage == 0 else (self.last_stride if stage == 3 else 2)
                 downsample = b == 0 and (stride != 1 or in_channels != planes * EXPANSION[kind])
-                x = Block(kind, planes, stride, downsample, self.dtype, self.axis_name,
-                          name=f"layer{stage + 1}_{b}")(x, train)
+                x = Block(kind, planes, stride, downsample, self.dtype, self.axis_name, name=f"layer{stage + 1}_{b}")(
+                    x, train
+                )
                 in_channels = planes * EXPANSION[kind]
         return x

@@ -11,6 +11,7 @@ gallery folder and the checkpoint stay the same. With --index a persistent FAISS
 galleries, `gldfa_jax.gallery_index`) shortlists by the global feature and re-scores exactly: it is built on first
 use, later runs add the gallery's new images to it, and --gallery may then be left out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,10 @@ def checkpoint_location(path: str) -> tuple[str, int | None]:
         return os.path.join(path, checkpointing.LATEST_DIR), None
     if os.path.isdir(path):
         return path, None
-    raise ValueError(f"--checkpoint {path!r} does not exist; pass a run's workdir, its 'checkpoints' "
-                     "folder or one of its step folders.")
+    raise ValueError(
+        f"--checkpoint {path!r} does not exist; pass a run's workdir, its 'checkpoints' "
+        "folder or one of its step folders."
+    )
 
 
 def load_checkpoint(path: str):
@@ -51,11 +54,14 @@ def load_checkpoint(path: str):
     shape in the checkpoint, so neither the training data nor the config file is needed.
     """
     folder, step = checkpoint_location(path)
-    config_json = (checkpointing.read_config_json(folder)
-                   or checkpointing.read_config_json(os.path.join(os.path.dirname(folder), checkpointing.LATEST_DIR)))
+    config_json = checkpointing.read_config_json(folder) or checkpointing.read_config_json(
+        os.path.join(os.path.dirname(folder), checkpointing.LATEST_DIR)
+    )
     if config_json is None:
-        raise ValueError(f"no {checkpointing.CONFIG_FILE} beside the checkpoint {folder}: it is written by "
-                         "gldfa_jax.main into WORKDIR/checkpoints; pass that run's workdir.")
+        raise ValueError(
+            f"no {checkpointing.CONFIG_FILE} beside the checkpoint {folder}: it is written by "
+            "gldfa_jax.main into WORKDIR/checkpoints; pass that run's workdir."
+        )
     config = config_lib.with_defaults(config_json)
     model, variables, meta = restore_model(config, folder, step)
     return config, model, variables, int(meta["step"])
@@ -103,18 +109,24 @@ def gallery_features(paths, cache: str | None, checkpoint_id: str, config, model
         with np.load(cache) as z:
             stored = [str(p) for p in z["source_paths"]]
             if stored != [os.path.abspath(p) for p in paths] or str(z["checkpoint"]) != checkpoint_id:
-                raise ValueError(f"--gallery-features {cache} was extracted from another gallery folder or "
-                                 f"checkpoint ({z['checkpoint']}); delete it or pass a new file name.")
-            feats = {k[len("feat_"):]: z[k] for k in z.files if k.startswith("feat_")}
+                raise ValueError(
+                    f"--gallery-features {cache} was extracted from another gallery folder or "
+                    f"checkpoint ({z['checkpoint']}); delete it or pass a new file name."
+                )
+            feats = {k[len("feat_") :]: z[k] for k in z.files if k.startswith("feat_")}
             kept = [str(p) for p in z["paths"]]
         print(f"gallery features read from {cache} ({len(kept)} images)")
         return feats, kept
     feats, kept = folder_features(paths, config, model, variables, batch_size, "gallery features")
     if cache:
         os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
-        np.savez(cache, source_paths=np.array([os.path.abspath(p) for p in paths]),
-                 paths=np.array(kept), checkpoint=np.array(checkpoint_id),
-                 **{f"feat_{k}": v for k, v in feats.items()})
+        np.savez(
+            cache,
+            source_paths=np.array([os.path.abspath(p) for p in paths]),
+            paths=np.array(kept),
+            checkpoint=np.array(checkpoint_id),
+            **{f"feat_{k}": v for k, v in feats.items()},
+        )
         print(f"gallery features written to {cache}")
     return feats, kept
 
@@ -131,7 +143,9 @@ def choose_mode(mode: str | None, feats: dict, modes=PREFERRED_MODES) -> str:
 def indexed_gallery(index_dir: str, g_paths: list, q_feats: dict, config, model, variables, batch_size: int):
     """Open the gallery index in `index_dir` (or build it) and add the images of g_paths it does not hold yet."""
     local = q_feats.get("local")
-    fp = gallery_index.fingerprint(variables, q_feats["global"].shape[1], local.shape[1:] if local is not None else None)
+    fp = gallery_index.fingerprint(
+        variables, q_feats["global"].shape[1], local.shape[1:] if local is not None else None
+    )
     exists = os.path.exists(os.path.join(index_dir, gallery_index.MANIFEST))
     if not exists and not g_paths:
         raise ValueError(f"--index {index_dir} holds no gallery index yet; pass --gallery FOLDER to build it.")
@@ -142,9 +156,15 @@ def indexed_gallery(index_dir: str, g_paths: list, q_feats: dict, config, model,
     if new:
         feats, kept = folder_features(new, config, model, variables, batch_size, "gallery features (new)")
         if index is None:
-            sample = np.random.default_rng(0).permutation(len(kept))[:config.retrieval.train_size]
-            index = gallery_index.create(index_dir, config.retrieval, fp, feats["global"][np.sort(sample)],
-                                         None if local is None else local.shape[1:], expected_size=len(kept))
+            sample = np.random.default_rng(0).permutation(len(kept))[: config.retrieval.train_size]
+            index = gallery_index.create(
+                index_dir,
+                config.retrieval,
+                fp,
+                feats["global"][np.sort(sample)],
+                None if local is None else local.shape[1:],
+                expected_size=len(kept),
+            )
         index.add(feats, kept)
         index.save()
         added = len(kept)
@@ -152,9 +172,18 @@ def indexed_gallery(index_dir: str, g_paths: list, q_feats: dict, config, model,
     return index
 
 
-def retrieve(checkpoint: str, query: str, gallery: str | None, out: str, gallery_features_path: str | None = None,
-             topk: int = 10, mode: str | None = None, batch_size: int = 64, grid_queries: int = 8,
-             index_dir: str | None = None) -> dict:
+def retrieve(
+    checkpoint: str,
+    query: str,
+    gallery: str | None,
+    out: str,
+    gallery_features_path: str | None = None,
+    topk: int = 10,
+    mode: str | None = None,
+    batch_size: int = 64,
+    grid_queries: int = 8,
+    index_dir: str | None = None,
+) -> dict:
     """Rank the gallery for every query image; writes matches.csv/json and the PNGs into `out`.
 
     Returns {"mode", "queries" [Q paths], "gallery" [G paths], "ranked" (Q arrays of topk gallery indices),
@@ -183,8 +212,9 @@ def retrieve(checkpoint: str, query: str, gallery: str | None, out: str, gallery
         stripes = lambda g: np.asarray(index.candidate_features(np.array([[g]]))["local"][0, 0], np.float32)
         result["index"] = index
     else:
-        g_feats, g_paths = gallery_features(g_paths, gallery_features_path, checkpoint_id, config, model, variables,
-                                            batch_size)
+        g_feats, g_paths = gallery_features(
+            g_paths, gallery_features_path, checkpoint_id, config, model, variables, batch_size
+        )
         mode = choose_mode(mode, q_feats)
         dist = distances.pairwise_distance(q_feats, g_feats, mode, **lsa)
         ranked = reports.rank_gallery(dist, topk=topk)
@@ -194,24 +224,48 @@ def retrieve(checkpoint: str, query: str, gallery: str | None, out: str, gallery
     result.update(mode=mode, gallery=g_paths, ranked=ranked, ranked_distances=top)
 
     os.makedirs(out, exist_ok=True)
-    rows = [{"query": q_paths[q], "rank": r + 1, "gallery": g_paths[g], "distance": float(top[q][r])}
-            for q in range(len(q_paths)) for r, g in enumerate(ranked[q])]
+    rows = [
+        {"query": q_paths[q], "rank": r + 1, "gallery": g_paths[g], "distance": float(top[q][r])}
+        for q in range(len(q_paths))
+        for r, g in enumerate(ranked[q])
+    ]
     with open(os.path.join(out, "matches.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["query", "rank", "gallery", "distance"])
         writer.writeheader()
         writer.writerows(rows)
     with open(os.path.join(out, "matches.json"), "w") as f:
-        json.dump({"checkpoint": checkpoint_id, "mode": mode,
-                   "matches": {qp: [{k: r[k] for k in ("rank", "gallery", "distance")} for r in rows if r["query"] == qp]
-                               for qp in q_paths}}, f, indent=2)
+        json.dump(
+            {
+                "checkpoint": checkpoint_id,
+                "mode": mode,
+                "matches": {
+                    qp: [{k: r[k] for k in ("rank", "gallery", "distance")} for r in rows if r["query"] == qp]
+                    for qp in q_paths
+                },
+            },
+            f,
+            indent=2,
+        )
     shown = list(range(min(grid_queries, len(q_paths))))
-    reports.retrieval_grid({q: _row(len(g_paths), ranked[q], top[q]) for q in shown}, q_paths, g_paths,
-                           os.path.join(out, "retrieval_grid.png"), query_indices=shown, topk=topk)
+    reports.retrieval_grid(
+        {q: _row(len(g_paths), ranked[q], top[q]) for q in shown},
+        q_paths,
+        g_paths,
+        os.path.join(out, "retrieval_grid.png"),
+        query_indices=shown,
+        topk=topk,
+    )
     if "local" in q_feats and len(ranked[0]):
         best = int(ranked[0][0])
-        reports.alignment_figure(q_paths[0], g_paths[best], q_feats["local"][0], stripes(best),
-                                 os.path.join(out, "alignment_top1.png"), window=inference.lsa_window(config),
-                                 labels=("query", "match #1"))
+        reports.alignment_figure(
+            q_paths[0],
+            g_paths[best],
+            q_feats["local"][0],
+            stripes(best),
+            os.path.join(out, "alignment_top1.png"),
+            window=inference.lsa_window(config),
+            labels=("query", "match #1"),
+        )
     return result
 
 
@@ -228,8 +282,10 @@ def format_matches(result: dict, limit: int = 3) -> str:
     for q, path in enumerate(result["queries"]):
         for r, g in enumerate(result["ranked"][q][:limit]):
             name = os.path.basename(path) if r == 0 else ""
-            lines.append(f"{name:<32} {r + 1:>4}  {result['ranked_distances'][q][r]:9.4f}  "
-                         f"{os.path.basename(result['gallery'][g])}")
+            lines.append(
+                f"{name:<32} {r + 1:>4}  {result['ranked_distances'][q][r]:9.4f}  "
+                f"{os.path.basename(result['gallery'][g])}"
+            )
     return "\n".join(lines)
 
 
@@ -240,21 +296,36 @@ def main(argv=None) -> int:
     parser.add_argument("--gallery", default=None, help="a folder of images (optional with an existing --index)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--gallery-features", default=None, help=".npz cache of the gallery's features")
-    parser.add_argument("--index", default=None, help="gallery index folder (FAISS shortlist + exact re-score; "
-                        "built on first use, new gallery images are added); settings: config retrieval.*")
+    parser.add_argument(
+        "--index",
+        default=None,
+        help="gallery index folder (FAISS shortlist + exact re-score; "
+        "built on first use, new gallery images are added); settings: config retrieval.*",
+    )
     parser.add_argument("--topk", type=int, default=10)
     parser.add_argument("--mode", default=None, help=f"distance mode (default: first available of {PREFERRED_MODES})")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
     try:
-        result = retrieve(args.checkpoint, args.query, args.gallery, args.out, args.gallery_features, args.topk,
-                          args.mode, args.batch_size, index_dir=args.index)
+        result = retrieve(
+            args.checkpoint,
+            args.query,
+            args.gallery,
+            args.out,
+            args.gallery_features,
+            args.topk,
+            args.mode,
+            args.batch_size,
+            index_dir=args.index,
+        )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_matches(result))
-    print(f"ranked matches written to {os.path.join(args.out, 'matches.csv')} and matches.json; "
-          f"grid: {os.path.join(args.out, 'retrieval_grid.png')}")
+    print(
+        f"ranked matches written to {os.path.join(args.out, 'matches.csv')} and matches.json; "
+        f"grid: {os.path.join(args.out, 'retrieval_grid.png')}"
+    )
     return 0
 
 

@@ -9,7 +9,9 @@ gradients are averaged with pmean. One device or N devices therefore give the sa
 With several processes (jax.distributed, one per host) the axis spans every process's devices, host by host: each
 process feeds its local devices its own slice of the global batch, and the update is the same as on one host.
 """
-from typing import Any, Callable
+
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
@@ -52,8 +54,9 @@ def replicate(tree: Any, n: int | None = None) -> Any:
 
     def put(x):
         x = np.asarray(jax.device_get(x))[None]
-        return jax.make_array_from_single_device_arrays((n,) + x.shape[1:], sharding,
-                                                        [jax.device_put(x, d) for d in devices])
+        return jax.make_array_from_single_device_arrays(
+            (n,) + x.shape[1:], sharding, [jax.device_put(x, d) for d in devices]
+        )
 
     return jax.tree.map(put, tree)
 
@@ -94,13 +97,16 @@ def lr_schedule(optim_config, steps_per_epoch: int, xp=jnp) -> Callable[[Any], A
     return schedule
 
 
-def make_optimizer(optim_config, steps_per_epoch: int, loss_scale_init: float | None = None
-                   ) -> optax.GradientTransformation:
+def make_optimizer(
+    optim_config, steps_per_epoch: int, loss_scale_init: float | None = None
+) -> optax.GradientTransformation:
     """Adam with PyTorch's `weight_decay` semantics (§4.1: 1e-5): L2 added to the gradient before Adam.
     `loss_scale_init` (float16 compute, see `loss_scale_for`) puts a dynamic loss scale first in the chain."""
-    adam = (optax.add_decayed_weights(optim_config.weight_decay),
-            optax.scale_by_adam(),
-            optax.scale_by_learning_rate(lr_schedule(optim_config, steps_per_epoch)))
+    adam = (
+        optax.add_decayed_weights(optim_config.weight_decay),
+        optax.scale_by_adam(),
+        optax.scale_by_learning_rate(lr_schedule(optim_config, steps_per_epoch)),
+    )
     return optax.chain(*((loss_scale.holder(loss_scale_init),) if loss_scale_init else ()), *adam)
 
 
@@ -116,12 +122,13 @@ def loss_scale_for(config, model) -> float | None:
 class TrainState:
     """Everything that changes during training. Per-step randomness is fold_in(rng, step), so restoring
     (step, rng) restores the random stream."""
-    step: jax.Array       # [] int32: updates done
+
+    step: jax.Array  # [] int32: updates done
     params: Any
     batch_stats: Any
     opt_state: Any
-    centers: Any          # centre-loss centres (eq. 9), updated by their own SGD rule
-    rng: jax.Array        # [2] uint32: base key of the augmentation stream
+    centers: Any  # centre-loss centres (eq. 9), updated by their own SGD rule
+    rng: jax.Array  # [2] uint32: base key of the augmentation stream
 
 
 def init_variables(model, rng: jax.Array, image_shape) -> dict:
@@ -131,19 +138,26 @@ def init_variables(model, rng: jax.Array, image_shape) -> dict:
 
 def create_train_state(model, tx, variables: dict, num_classes: int, rng: jax.Array, image_shape) -> TrainState:
     """Fresh TrainState from model variables (random or pretrained), built on the default device."""
-    output = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1,) + tuple(image_shape), jnp.float32),
-                                                  train=False), variables)
+    output = jax.eval_shape(
+        lambda v: model.apply(v, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False), variables
+    )
 
     def build(variables, rng):
-        return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                          batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
-                          centers=losses.init_centers(num_classes, output), rng=jnp.asarray(rng, jnp.uint32))
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=variables["params"],
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=tx.init(variables["params"]),
+            centers=losses.init_centers(num_classes, output),
+            rng=jnp.asarray(rng, jnp.uint32),
+        )
 
     return jax.jit(build)(jax.device_put(variables), jax.device_put(rng))
 
 
 def state_template(model, tx, num_classes: int, image_shape) -> TrainState:
     """The TrainState's shapes and dtypes without computing it: what restoring a checkpoint needs."""
+
     def build():
         rng = jax.random.PRNGKey(0)  # traced: no host->device transfer
         return create_train_state(model, tx, init_variables(model, rng, image_shape), num_classes, rng, image_shape)
@@ -171,10 +185,12 @@ def make_train_step(model, tx, config) -> Callable:
     num_stripes = config.model.num_stripes
 
     def loss_fn(params, centers, batch_stats, images, labels, scale):
-        output, new_vars = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
-                                       mutable=["batch_stats"])
-        loss, parts = losses.total_loss(_gather_output(output), jax.lax.all_gather(labels, AXIS, tiled=True),
-                                        centers, loss_config, num_stripes)
+        output, new_vars = model.apply(
+            {"params": params, "batch_stats": batch_stats}, images, train=True, mutable=["batch_stats"]
+        )
+        loss, parts = losses.total_loss(
+            _gather_output(output), jax.lax.all_gather(labels, AXIS, tiled=True), centers, loss_config, num_stripes
+        )
         return loss if scale is None else loss * scale, (loss, parts, new_vars["batch_stats"])
 
     def step(state: TrainState, images, labels):
@@ -182,7 +198,8 @@ def make_train_step(model, tx, config) -> Callable:
         scale = None if scaler is None else scaler.scale
         grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
         (_, (loss, parts, batch_stats)), grads = grad_fn(
-            state.params, state.centers, state.batch_stats, images, labels, scale)
+            state.params, state.centers, state.batch_stats, images, labels, scale
+        )
         # Every device evaluated the same global loss; the all_gather transpose summed the feature gradients
         # over devices, so the mean over devices is the gradient of the global loss.
         g_params, g_centers = jax.lax.pmean(grads, AXIS)
@@ -203,8 +220,9 @@ def make_train_step(model, tx, config) -> Callable:
         grads_finite = loss_scale.all_finite((g_params, g_centers))
         new = jax.tree.map(lambda n, o: jnp.where(finite & grads_finite, n, o), new, state)
         scaler = loss_scale.adjust(scaler, grads_finite, config.train.loss_scale_period)
-        new = new.replace(step=jnp.where(finite, state.step + 1, state.step),
-                          opt_state=loss_scale.with_state(new.opt_state, scaler))
+        new = new.replace(
+            step=jnp.where(finite, state.step + 1, state.step), opt_state=loss_scale.with_state(new.opt_state, scaler)
+        )
         skipped = (finite & ~grads_finite).astype(jnp.float32)
         return new, {**metrics, "skipped": skipped, "loss_scale": scaler.scale}  # the scale of the next step
 
@@ -231,16 +249,18 @@ def make_batch_step(model, tx, config, hosts: int = 1) -> Callable:
         b = idx.shape[0]
         size = b * hosts // jax.lax.axis_size(AXIS)
         first = jax.lax.axis_index(AXIS) * size  # this device's slice of the global batch (pmap orders the axis
-        mine = first - first % b                  # host by host), and where this host's rows start in it
-        rows = jax.lax.dynamic_update_slice_in_dim(jnp.zeros((hosts * b,) + images.shape[1:], images.dtype),
-                                                   images[idx], mine, 0)
+        mine = first - first % b  # host by host), and where this host's rows start in it
+        rows = jax.lax.dynamic_update_slice_in_dim(
+            jnp.zeros((hosts * b,) + images.shape[1:], images.dtype), images[idx], mine, 0
+        )
         batch = augment_batch(jax.random.fold_in(state.rng, state.step), rows, config.data)
-        return step_fn(state, jax.lax.dynamic_slice_in_dim(batch, first, size),
-                       jax.lax.dynamic_slice_in_dim(labels[idx], first - mine, size))
+        return step_fn(
+            state,
+            jax.lax.dynamic_slice_in_dim(batch, first, size),
+            jax.lax.dynamic_slice_in_dim(labels[idx], first - mine, size),
+        )
 
     return step
-
-
 
 
 def scaled_for_devices(config, num_devices: int):

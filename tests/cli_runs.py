@@ -3,6 +3,7 @@
 One trained run is shared by the test modules (`trained_workdir`); a persistent XLA compilation cache in the
 temporary root lets later subprocesses skip recompiling the same tiny network.
 """
+
 import atexit
 import functools
 import os
@@ -23,22 +24,34 @@ DATA_ROOT = CUHK03_SAMPLE if os.path.isdir(CUHK03_SAMPLE) else os.path.join(ROOT
 
 # 3 epochs × 4 steps of P×K = 4×2 at 64×32 on ResNet-18/8; a checkpoint every 2 steps (so also mid-epoch).
 TINY = [
-    "--config", os.path.join(REPO, "experiments", "synthetic.py"),
+    "--config",
+    os.path.join(REPO, "experiments", "synthetic.py"),
     f"--config.data.root={DATA_ROOT}",
-    "--config.data.height=64", "--config.data.width=32",
-    "--config.data.num_identities=4", "--config.data.num_instances=2",
-    "--config.model.depth=18", "--config.model.width_multiplier=0.125",
-    "--config.model.embed_dim=16", "--config.model.num_stripes=4",
-    "--config.train.epochs=3", "--config.train.steps_per_epoch=4", "--config.train.eval_every=0",
-    "--config.train.checkpoint_every=1", "--config.train.checkpoint_every_steps=2",
+    "--config.data.height=64",
+    "--config.data.width=32",
+    "--config.data.num_identities=4",
+    "--config.data.num_instances=2",
+    "--config.model.depth=18",
+    "--config.model.width_multiplier=0.125",
+    "--config.model.embed_dim=16",
+    "--config.model.num_stripes=4",
+    "--config.train.epochs=3",
+    "--config.train.steps_per_epoch=4",
+    "--config.train.eval_every=0",
+    "--config.train.checkpoint_every=1",
+    "--config.train.checkpoint_every_steps=2",
     "--config.eval.batch_size=64",
 ]
 
 # Every CLI run of the tests forbids implicit host<->device transfers, as big_vision runs: a stray float(x) or
 # numpy argument in the loop would stall an accelerator every step.
-ENV = {**os.environ, "JAX_TRANSFER_GUARD": "disallow",
-       "JAX_COMPILATION_CACHE_DIR": os.path.join(ROOT, "jax_cache"),
-       "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+ENV = {
+    **os.environ,
+    "JAX_TRANSFER_GUARD": "disallow",
+    "JAX_COMPILATION_CACHE_DIR": os.path.join(ROOT, "jax_cache"),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
 
 
 def command(*args) -> list:
@@ -58,7 +71,7 @@ def new_workdir(name: str) -> str:
     return os.path.join(ROOT, name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained_workdir() -> tuple:
     """(workdir, CompletedProcess) of one uninterrupted tiny training run."""
     workdir = new_workdir("trained")

@@ -1,4 +1,5 @@
 """Ablation runner: resume, table (mean ± std against a naive computation), bad input."""
+
 import json
 import os
 import subprocess
@@ -7,13 +8,15 @@ import sys
 import numpy as np
 import pytest
 
-from gldfa_jax.ablation import runner, sets, table as tables
+from gldfa_jax.ablation import runner, sets
+from gldfa_jax.ablation import table as tables
 from gldfa_jax.ablation.__main__ import main as ablation_main
 
 
 def run_set(set_name, bases, workdir, seeds, **kw):
     runner.run_set(set_name, bases, workdir, seeds, **kw)
     return tables.write_table(set_name, bases, workdir)
+
 
 ROWS = ["GL+LSA", "GLDFA-Net"]
 
@@ -31,8 +34,10 @@ class FakeTrainer:
         seed = int([f for f in flags if f.startswith("--config.seed=")][0].split("=")[1])
         lsa = "--config.loss.center_weight=0.0" in flags
         value = lambda offset: 40.0 + offset + 3.0 * seed + (0.0 if lsa else 10.0)
-        results = {mode: {"mAP": value(0), "rank1": value(20), "rank5": value(30), "rank10": value(35)}
-                   for mode in ("global", "lsa", "global+lsa")}
+        results = {
+            mode: {"mAP": value(0), "rank1": value(20), "rank5": value(30), "rank10": value(35)}
+            for mode in ("global", "lsa", "global+lsa")
+        }
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f)
 
@@ -80,8 +85,9 @@ def test_paper_numbers_side_by_side_on_market(tmp_path):
     path = tables.write_table("table2", ["experiments/market.py"], str(tmp_path))
     header = open(path).read()
     assert "paper Market-1501 mAP" in header and "not comparable" not in header
-    table3 = tables.write_table("table3", ["experiments/partial_market.py", "experiments/partial_duke.py"],
-                                  str(tmp_path))
+    table3 = tables.write_table(
+        "table3", ["experiments/partial_market.py", "experiments/partial_duke.py"], str(tmp_path)
+    )
     text = open(table3).read()
     assert "paper Partial-Duke R-1" in text
     assert _table_row(table3, "GLDFA-Net")[-2:] == ["54.6", "72.4"]
@@ -101,12 +107,36 @@ def test_cli_bad_input(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "does not exist" in err and "market.py" in err and "experiments/duke.py" in err
     assert "cuhk03_common" not in err  # a helper module, not a config
-    assert ablation_main(["--set", "table2", "--base", "experiments/market.py", "--workdir", str(tmp_path),
-                          "--config.train.epochz=1"]) == 2
+    assert (
+        ablation_main(
+            [
+                "--set",
+                "table2",
+                "--base",
+                "experiments/market.py",
+                "--workdir",
+                str(tmp_path),
+                "--config.train.epochz=1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--config.train.epochz" in err and "Did you mean \"epochs\"" in err
-    assert ablation_main(["--set", "table2", "--base", "experiments/market.py", "--workdir", str(tmp_path),
-                          "--config.train.epochs=many"]) == 2  # config_flags checks the type too
+    assert (
+        ablation_main(
+            [
+                "--set",
+                "table2",
+                "--base",
+                "experiments/market.py",
+                "--workdir",
+                str(tmp_path),
+                "--config.train.epochs=many",
+            ]
+        )
+        == 2
+    )  # config_flags checks the type too
     assert "--config.train.epochs=many" in capsys.readouterr().err
     assert ablation_main(["--set", "table2", "--base", "experiments/market.py", "--rows", "GL+LSB"]) == 2
     with pytest.raises(SystemExit):
@@ -118,12 +148,29 @@ def test_cli_bad_input(capsys, tmp_path):
 def test_one_real_row_through_the_trainer(tmp_path, capsys):
     """One Table 2 row trained for 2 steps by `python -m gldfa_jax.main` in a subprocess: the row's config
     switches are accepted by the trainer's flags and its results land in the table; a rerun trains nothing."""
-    tiny = [f"--config.data.root={tmp_path / 'synthetic'}", "--config.data.generate.identities=12",
-            "--config.data.height=64", "--config.data.width=32", "--config.data.num_identities=4",
-            "--config.model.width_multiplier=0.125", "--config.train.epochs=1", "--config.train.steps_per_epoch=2",
-            "--config.eval.rerank=False", "--config.eval.modes=('lsa',)"]
-    args = ["--set", "table2", "--base", "experiments/synthetic.py", "--workdir", str(tmp_path / "runs"),
-            "--rows", "L(Local+TH)", *tiny]
+    tiny = [
+        f"--config.data.root={tmp_path / 'synthetic'}",
+        "--config.data.generate.identities=12",
+        "--config.data.height=64",
+        "--config.data.width=32",
+        "--config.data.num_identities=4",
+        "--config.model.width_multiplier=0.125",
+        "--config.train.epochs=1",
+        "--config.train.steps_per_epoch=2",
+        "--config.eval.rerank=False",
+        "--config.eval.modes=('lsa',)",
+    ]
+    args = [
+        "--set",
+        "table2",
+        "--base",
+        "experiments/synthetic.py",
+        "--workdir",
+        str(tmp_path / "runs"),
+        "--rows",
+        "L(Local+TH)",
+        *tiny,
+    ]
     assert ablation_main(args) == 0, capsys.readouterr().err
     record = json.load(open(tmp_path / "runs" / "table2" / "l_local_th" / "seed0" / "row.json"))
     assert "--config.loss.use_lsa=False" in record["command"] and "--config.loss.window=1" in record["command"]
@@ -143,10 +190,16 @@ def test_table_warns_when_the_base_config_changed_between_runs(tmp_path):
         def __call__(self, base, workdir, flags, log_path, verbose=False):
             super().__call__(base, workdir, flags, log_path, verbose)
             os.makedirs(os.path.join(workdir, "checkpoints"))
-            overrides = dict(f[len("--config."):].split("=", 1) for f in flags)
+            overrides = dict(f[len("--config.") :].split("=", 1) for f in flags)
             with open(os.path.join(workdir, "checkpoints", "config.json"), "w") as f:
-                json.dump({"seed": int(overrides["seed"]), "train": {"epochs": epochs["value"]},
-                           "loss": {"center_weight": float(overrides.get("loss.center_weight", 0.05))}}, f)
+                json.dump(
+                    {
+                        "seed": int(overrides["seed"]),
+                        "train": {"epochs": epochs["value"]},
+                        "loss": {"center_weight": float(overrides.get("loss.center_weight", 0.05))},
+                    },
+                    f,
+                )
 
     work = str(tmp_path)
     table = run_set("table2", ["experiments/synthetic.py"], work, [0, 1], rows=ROWS, trainer=Trainer())

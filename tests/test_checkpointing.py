@@ -1,4 +1,5 @@
 """Checkpoints: save/restore, keep-last-n + best, shape mismatch, and resume after SIGKILL mid-epoch."""
+
 import json
 import os
 import signal
@@ -6,21 +7,28 @@ import time
 
 import numpy as np
 import pytest
-
 from cli_runs import TINY, new_workdir, popen_cli, run_cli, trained_workdir
+
 from gldfa_jax import checkpointing
 
 
 def fake_state(scale=1.0):
-    return {"step": np.int32(3), "params": {"conv": {"kernel": scale * np.arange(6.0).reshape(2, 3)}},
-            "opt_state": {"mu": {"conv": {"kernel": np.zeros((2, 3))}}}, "rng": np.array([0, 7], np.uint32)}
+    return {
+        "step": np.int32(3),
+        "params": {"conv": {"kernel": scale * np.arange(6.0).reshape(2, 3)}},
+        "opt_state": {"mu": {"conv": {"kernel": np.zeros((2, 3))}}},
+        "rng": np.array([0, 7], np.uint32),
+    }
 
 
 def test_save_restore_keep_last_and_best(tmp_path):
     store = checkpointing.CheckpointStore(str(tmp_path), keep=2)
     for step in (2, 4, 6):
-        store.save(fake_state(step), {"step": step, "epoch": step // 2, "steps_per_epoch": 2},
-                   best_map=50.0 + step if step == 4 else None)
+        store.save(
+            fake_state(step),
+            {"step": step, "epoch": step // 2, "steps_per_epoch": 2},
+            best_map=50.0 + step if step == 4 else None,
+        )
     store.wait()
     assert store.latest.all_steps() == [4, 6]
     assert store.best.all_steps() == [4] and store.best_map() == 54.0

@@ -1,11 +1,20 @@
 """Augmentation: flip / pad-crop / random-erasing statistics, normalisation, determinism at test time."""
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from data_pipelines.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentParams, augment_batch, augment_params, eval_transform, normalize
+from data_pipelines.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AugmentParams,
+    augment_batch,
+    augment_params,
+    eval_transform,
+    normalize,
+)
 from gldfa_jax.config import get_config
 
 MEAN, STD = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
@@ -51,7 +60,7 @@ def test_flip_statistics():
     is_plain = np.abs(y - plain).max(axis=(1, 2, 3)) < 1e-4
     is_mirror = np.abs(y - mirrored).max(axis=(1, 2, 3)) < 1e-4
     assert (is_plain ^ is_mirror).all()
-    assert abs(is_mirror.mean() - 0.5) < 0.04   # 3.5 sigma for n = 2000
+    assert abs(is_mirror.mean() - 0.5) < 0.04  # 3.5 sigma for n = 2000
     # same key → same output; flip_prob 0 → identity
     np.testing.assert_array_equal(y, np.asarray(augment_batch(jax.random.PRNGKey(0), x, p)))
     y0 = np.asarray(augment_batch(jax.random.PRNGKey(1), x, p._replace(flip_prob=0.0)))
@@ -64,7 +73,7 @@ def test_random_erasing_statistics():
     p = AugmentParams(flip_prob=0.0, erase_prob=0.5, erase_value="mean")
     y = np.asarray(augment_batch(jax.random.PRNGKey(3), x, p))
     fill = (np.array(p.mean) * 255 / 255 - MEAN) / STD  # the ImageNet mean normalises to 0
-    erased = np.abs(y - fill).max(axis=-1) < 1e-4       # [n, h, w]
+    erased = np.abs(y - fill).max(axis=-1) < 1e-4  # [n, h, w]
     any_erased = erased.any(axis=(1, 2))
     rate, mean_area = _naive_erase_rate(h, w, 0.5, 0.02, 0.4, 0.3)
     assert abs(any_erased.mean() - rate) < 0.04
@@ -72,13 +81,13 @@ def test_random_erasing_statistics():
     for m in erased[any_erased]:
         rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
         eh, ew = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-        assert m.sum() == eh * ew and eh < h and ew < w          # one axis-aligned box inside the image
-        assert 0.3 - 0.15 < eh / ew < 1 / 0.3 + 0.5              # aspect range (+ rounding)
+        assert m.sum() == eh * ew and eh < h and ew < w  # one axis-aligned box inside the image
+        assert 0.3 - 0.15 < eh / ew < 1 / 0.3 + 0.5  # aspect range (+ rounding)
         areas.append(eh * ew / (h * w))
     assert min(areas) >= 0.02 * 0.5 and max(areas) <= 0.4 * 1.2
     assert abs(np.mean(areas) - mean_area) < 0.015
     # boxes land everywhere: both image halves get erased
-    assert erased[:, : h // 2].any() and erased[:, h // 2:].any()
+    assert erased[:, : h // 2].any() and erased[:, h // 2 :].any()
 
 
 def test_random_fill_is_uniform_noise():
@@ -98,8 +107,12 @@ def test_pad_crop_offsets():
     padded = np.pad(x[0], ((pad, pad), (pad, pad), (0, 0)))
     offsets = set()
     for img in y:
-        found = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
-                 if np.abs(_naive_normalize(padded[dy:dy + h, dx:dx + w]) - img).max() < 1e-4]
+        found = [
+            (dy, dx)
+            for dy in range(2 * pad + 1)
+            for dx in range(2 * pad + 1)
+            if np.abs(_naive_normalize(padded[dy : dy + h, dx : dx + w]) - img).max() < 1e-4
+        ]
         assert found
         offsets.update(found)
     assert len(offsets) == (2 * pad + 1) ** 2
@@ -123,5 +136,4 @@ def test_config_reading_validation_and_jit():
     f = jax.jit(lambda key, imgs: augment_batch(key, imgs, p))  # traceable inside a caller's jit
     out = f(jax.random.PRNGKey(0), jnp.asarray(x))
     assert out.shape == (4, 16, 8, 3) and out.dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(out), np.asarray(augment_batch(jax.random.PRNGKey(0), x, cfg)),
-                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(augment_batch(jax.random.PRNGKey(0), x, cfg)), atol=1e-5)

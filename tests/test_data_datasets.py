@@ -1,14 +1,22 @@
 """Dataset readers on fixture folders per dataset and on the real CUHK03 sample."""
+
 import os
 import warnings
 
 import numpy as np
 import pytest
-
 from conftest import CUHK03_SAMPLE
-from data_pipelines.datasets import (PUBLISHED_STATS, DatasetNotFoundError, Record, ReIDDataset,
-                                     available_datasets, check_published, get_dataset)
 from test_data_fixtures import market_tree, small_market, write_image
+
+from data_pipelines.datasets import (
+    PUBLISHED_STATS,
+    DatasetNotFoundError,
+    Record,
+    ReIDDataset,
+    available_datasets,
+    check_published,
+    get_dataset,
+)
 
 
 def _naive_relabel(pids):
@@ -16,8 +24,7 @@ def _naive_relabel(pids):
 
 
 def test_registry_names():
-    assert set(available_datasets()) >= {"market1501", "dukemtmcreid", "cuhk03", "cuhk03_np", "msmt17",
-                                         "market_layout"}
+    assert set(available_datasets()) >= {"market1501", "dukemtmcreid", "cuhk03", "cuhk03_np", "msmt17", "market_layout"}
     with pytest.raises(ValueError, match="not a known dataset"):
         get_dataset("market", "/nowhere")
     with pytest.raises(ValueError, match="variant"):
@@ -27,24 +34,27 @@ def test_registry_names():
 def test_market1501_junk_distractors_relabel(tmp_path):
     root = tmp_path / "Market-1501-v15.09.15"
     small_market(str(root))
-    (root / "bounding_box_train" / "Thumbs.db").write_bytes(b"x")        # not an image: ignored
-    write_image(str(root / "query" / "badname.jpg"))                      # an image that does not parse
+    (root / "bounding_box_train" / "Thumbs.db").write_bytes(b"x")  # not an image: ignored
+    write_image(str(root / "query" / "badname.jpg"))  # an image that does not parse
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = get_dataset("market1501", str(tmp_path))
     messages = " ".join(str(w.message) for w in caught)
-    assert "badname.jpg" in messages                     # listed, not silently dropped
-    assert "published statistics" in messages           # a 7-image "Market-1501" is not the real one
+    assert "badname.jpg" in messages  # listed, not silently dropped
+    assert "published statistics" in messages  # a 7-image "Market-1501" is not the real one
     assert isinstance(ds, ReIDDataset) and all(isinstance(r, Record) for r in ds.train)
     assert [os.path.basename(p) for p in ds.unparsed] == ["badname.jpg"]
     # train: junk dropped, pids 2, 7, 9 → 0, 1, 2; camera c1 → 0
     mapping = _naive_relabel([2, 7, 9])
-    expected = sorted((f, mapping[int(f[:4])], int(f.split("_c")[1][0]) - 1)
-                      for f in os.listdir(root / "bounding_box_train") if f.endswith(".jpg") and not f.startswith("-1"))
+    expected = sorted(
+        (f, mapping[int(f[:4])], int(f.split("_c")[1][0]) - 1)
+        for f in os.listdir(root / "bounding_box_train")
+        if f.endswith(".jpg") and not f.startswith("-1")
+    )
     got = sorted((os.path.basename(r.path), r.pid, r.camid) for r in ds.train)
     assert got == expected and ds.num_train_pids == 3 and ds.num_train_cams == 3
     assert sorted({r.pid for r in ds.query}) == [11, 12]
-    assert sorted(r.pid for r in ds.gallery) == [0, 0, 11, 11, 12]   # distractors kept, junk gone
+    assert sorted(r.pid for r in ds.gallery) == [0, 0, 11, 11, 12]  # distractors kept, junk gone
     assert ds.stats()["gallery"] == {"images": 5, "identities": 3, "cameras": 2}
     assert "train" in ds.summary() and "badname.jpg" in ds.summary()
 
@@ -76,13 +86,21 @@ def test_missing_and_wrong_layout(tmp_path):
 
 
 def test_empty_split_and_unmatched_query(tmp_path):
-    market_tree(str(tmp_path / "a"), {"bounding_box_train": ["0001_c1_00.jpg"], "query": [],
-                                      "bounding_box_test": ["0002_c2_00.jpg"]})
+    market_tree(
+        str(tmp_path / "a"),
+        {"bounding_box_train": ["0001_c1_00.jpg"], "query": [], "bounding_box_test": ["0002_c2_00.jpg"]},
+    )
     (tmp_path / "a" / "query").mkdir()
     with pytest.raises(ValueError, match="query split .* is empty"):
         get_dataset("market_layout", str(tmp_path / "a"))
-    market_tree(str(tmp_path / "b"), {"bounding_box_train": ["0001_c1_00.jpg"], "query": ["0003_c1_00.jpg"],
-                                      "bounding_box_test": ["0002_c2_00.jpg"]})
+    market_tree(
+        str(tmp_path / "b"),
+        {
+            "bounding_box_train": ["0001_c1_00.jpg"],
+            "query": ["0003_c1_00.jpg"],
+            "bounding_box_test": ["0002_c2_00.jpg"],
+        },
+    )
     with pytest.warns(UserWarning, match="no image in the gallery.*3"):
         get_dataset("market_layout", str(tmp_path / "b"))
 
@@ -91,6 +109,7 @@ def test_check_published_compares_counts():
     def fake(split_counts):
         recs = {s: [Record(f"{s}{i}", i % ids, 0) for i in range(n)] for s, (ids, n) in split_counts.items()}
         return ReIDDataset("market1501", "/x", recs["train"], recs["query"], recs["gallery"])
+
     good = fake(PUBLISHED_STATS["market1501"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -156,9 +175,16 @@ def test_cuhk03_mat_new_and_classic(tmp_path):
     train = idx[labels <= 3]
     query = idx[(labels > 3) & np.isin([int(f[-6:-4]) for f in files], [1, 6])]
     gallery = np.setdiff1d(idx[labels > 3], query)
-    scipy_io.savemat(str(tmp_path / "cuhk03_new_protocol_config_labeled.mat"), {
-        "filelist": np.array(files, dtype=object)[:, None], "labels": labels[:, None],
-        "train_idx": train[:, None], "query_idx": query[:, None], "gallery_idx": gallery[:, None]})
+    scipy_io.savemat(
+        str(tmp_path / "cuhk03_new_protocol_config_labeled.mat"),
+        {
+            "filelist": np.array(files, dtype=object)[:, None],
+            "labels": labels[:, None],
+            "train_idx": train[:, None],
+            "query_idx": query[:, None],
+            "gallery_idx": gallery[:, None],
+        },
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = get_dataset("cuhk03", str(tmp_path), variant="labeled")
@@ -168,6 +194,7 @@ def test_cuhk03_mat_new_and_classic(tmp_path):
     assert {r.camid for r in ds.query} == {2, 3}  # pair 2 → cameras 2 (view 1) and 3 (view 2)
     # the extracted crop is the MATLAB image, transposed back to [H, W, 3]
     from PIL import Image
+
     rec = next(r for r in ds.query if os.path.basename(r.path) == "2_001_2_06.png")
     arr = np.asarray(Image.open(rec.path))
     assert arr.shape == (12, 6, 3) and (arr == 40 * 1 + 10 * 0 + 5).all()
@@ -183,10 +210,12 @@ def test_cuhk03_mat_new_and_classic(tmp_path):
 
 
 def _msmt_tree(base, train_dir, test_dir):
-    lists = {"list_train.txt": [(train_dir, 0, 1, 2), (train_dir, 1, 3, 2)],
-             "list_val.txt": [(train_dir, 1, 3, 1)],
-             "list_query.txt": [(test_dir, 0, 2, 1), (test_dir, 1, 5, 1)],
-             "list_gallery.txt": [(test_dir, 0, 4, 2), (test_dir, 1, 15, 1)]}
+    lists = {
+        "list_train.txt": [(train_dir, 0, 1, 2), (train_dir, 1, 3, 2)],
+        "list_val.txt": [(train_dir, 1, 3, 1)],
+        "list_query.txt": [(test_dir, 0, 2, 1), (test_dir, 1, 5, 1)],
+        "list_gallery.txt": [(test_dir, 0, 4, 2), (test_dir, 1, 15, 1)],
+    }
     for list_name, entries in lists.items():
         lines, k = [], 0
         for folder, label, cam, count in entries:

@@ -1,4 +1,5 @@
 """Tiny on-disk dataset fixtures for the data-pipeline tests (helpers only; no tests here)."""
+
 import os
 
 import numpy as np
@@ -30,15 +31,21 @@ def market_names(pids_cams, pattern="{pid:04d}_c{cam}s1_{idx:06d}_00.jpg"):
     out = []
     for pid, cam, count in pids_cams:
         for k in range(count):
-            out.append(pattern.format(pid=pid, cam=cam, idx=k) if pid >= 0 else
-                       pattern.replace("{pid:04d}", "-1").format(pid=pid, cam=cam, idx=k))
+            out.append(
+                pattern.format(pid=pid, cam=cam, idx=k)
+                if pid >= 0
+                else pattern.replace("{pid:04d}", "-1").format(pid=pid, cam=cam, idx=k)
+            )
     return out
 
 
 def small_market(root, pattern="{pid:04d}_c{cam}s1_{idx:06d}_00.jpg"):
     """3 train ids (pids 2, 7, 9), junk -1 everywhere, distractors 0 in the gallery; 2 test ids (11, 12)."""
-    return market_tree(root, {
-        "bounding_box_train": market_names([(2, 1, 2), (7, 2, 3), (9, 1, 1), (9, 3, 1), (-1, 1, 2)], pattern),
-        "query": market_names([(11, 1, 1), (12, 2, 1)], pattern),
-        "bounding_box_test": market_names([(11, 2, 2), (12, 1, 1), (0, 1, 2), (-1, 4, 3)], pattern),
-    })
+    return market_tree(
+        root,
+        {
+            "bounding_box_train": market_names([(2, 1, 2), (7, 2, 3), (9, 1, 1), (9, 3, 1), (-1, 1, 2)], pattern),
+            "query": market_names([(11, 1, 1), (12, 2, 1)], pattern),
+            "bounding_box_test": market_names([(11, 2, 2), (12, 1, 1), (0, 1, 2), (-1, 4, 3)], pattern),
+        },
+    )

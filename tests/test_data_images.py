@@ -1,4 +1,5 @@
 """Decode-once image loading: colour modes, resizing, unreadable files, the real CUHK03 sample, the on-disk cache."""
+
 import logging
 import os
 import warnings
@@ -6,14 +7,14 @@ import warnings
 import jax
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import CUHK03_SAMPLE
+from PIL import Image
+from test_data_fixtures import write_image
+
 from data_pipelines.augment import augment_batch, eval_transform
 from data_pipelines.datasets import Record, get_dataset
 from data_pipelines.images import CachedImages, cache_images, decode_image, load_images
 from gldfa_jax.config import get_config
-from test_data_fixtures import write_image
 
 
 def _save(path, arr, mode=None, **kw):
@@ -35,15 +36,15 @@ def test_colour_modes_become_rgb(tmp_path):
         "palette": _save(tmp_path / "e.png", flat, "P"),
         "gray16": str(tmp_path / "f.png"),
     }
-    Image.fromarray((np.full((10, 6), 40000, np.uint16))).save(paths["gray16"])
+    Image.fromarray(np.full((10, 6), 40000, np.uint16)).save(paths["gray16"])
     imgs, kept = load_images([Record(p, 0, 0) for p in paths.values()], 20, 12, progress=False)
     assert imgs.shape == (6, 20, 12, 3) and imgs.dtype == np.uint8 and len(kept) == 6
     gray_value = 0.299 * 200 + 0.587 * 40 + 0.114 * 90  # ITU-R 601 luma, PIL's "L"
-    np.testing.assert_allclose(imgs[0], np.broadcast_to(colour, (20, 12, 3)), atol=1)     # resize keeps a flat colour
+    np.testing.assert_allclose(imgs[0], np.broadcast_to(colour, (20, 12, 3)), atol=1)  # resize keeps a flat colour
     np.testing.assert_allclose(imgs[1], gray_value, atol=1.5)
-    np.testing.assert_allclose(imgs[2].reshape(-1, 3).mean(0), colour, atol=6)           # CMYK JPEG round trip
+    np.testing.assert_allclose(imgs[2].reshape(-1, 3).mean(0), colour, atol=6)  # CMYK JPEG round trip
     np.testing.assert_allclose(imgs[3], np.broadcast_to(colour, (20, 12, 3)), atol=1)
-    assert (np.abs(imgs[4].astype(int) - colour).max() <= 40)                            # palette quantisation
+    assert np.abs(imgs[4].astype(int) - colour).max() <= 40  # palette quantisation
     np.testing.assert_allclose(imgs[5], 40000 / 256, atol=1)
 
 
@@ -95,8 +96,10 @@ def test_real_images_through_the_pipeline():
 
 def _cached_world(tmp_path, n=12):
     """n small random images of varying sizes + their Records."""
-    return [Record(write_image(str(tmp_path / "src" / f"{i:02d}.png"), seed=i, size=(10 + i, 6 + i % 3)), i, i % 2)
-            for i in range(n)]
+    return [
+        Record(write_image(str(tmp_path / "src" / f"{i:02d}.png"), seed=i, size=(10 + i, 6 + i % 3)), i, i % 2)
+        for i in range(n)
+    ]
 
 
 def test_cache_matches_load_images_for_every_index(tmp_path):
@@ -104,11 +107,29 @@ def test_cache_matches_load_images_for_every_index(tmp_path):
     ref, kept_ref = load_images(recs, 16, 8, progress=False)
     cache, kept = cache_images(recs, 16, 8, str(tmp_path / "c" / "train"), num_workers=3, progress=False)
     assert isinstance(cache, CachedImages) and kept == kept_ref == recs
-    assert (cache.shape, cache.dtype, cache.ndim, cache.nbytes, len(cache)) == (ref.shape, ref.dtype, ref.ndim,
-                                                                               ref.nbytes, len(ref))
+    assert (cache.shape, cache.dtype, cache.ndim, cache.nbytes, len(cache)) == (
+        ref.shape,
+        ref.dtype,
+        ref.ndim,
+        ref.nbytes,
+        len(ref),
+    )
     assert os.path.getsize(tmp_path / "c" / "train.u8") == ref.nbytes
-    for key in (0, 5, -1, np.int64(7), slice(2, 9), slice(None), slice(10, 40), slice(8, 3), slice(1, 11, 3),
-                np.array([11, 0, 0, 4, 11, 3]), np.array([[1, 2], [2, -2]]), [3, 1], np.array([], np.int64)):
+    for key in (
+        0,
+        5,
+        -1,
+        np.int64(7),
+        slice(2, 9),
+        slice(None),
+        slice(10, 40),
+        slice(8, 3),
+        slice(1, 11, 3),
+        np.array([11, 0, 0, 4, 11, 3]),
+        np.array([[1, 2], [2, -2]]),
+        [3, 1],
+        np.array([], np.int64),
+    ):
         np.testing.assert_array_equal(cache[key], ref[key], err_msg=f"key {key!r}")
         assert cache[key].dtype == np.uint8
     np.testing.assert_array_equal(np.asarray(cache), ref)

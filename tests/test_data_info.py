@@ -1,11 +1,11 @@
 """``python -m data_pipelines.info``: summary table, --json object, layout recognition, clear errors."""
+
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-
 from conftest import CUHK03_SAMPLE
 from test_data_fixtures import small_market
 
@@ -13,17 +13,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _info(*args):
-    return subprocess.run([sys.executable, "-m", "data_pipelines.info", *args], cwd=ROOT, capture_output=True,
-                          text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "data_pipelines.info", *args], cwd=ROOT, capture_output=True, text=True
+    )
 
 
 def test_info_json_and_table(tmp_path):
     small_market(str(tmp_path / "Market-1501-v15.09.15"))
     r = _info(str(tmp_path), "--json")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {"train": {"images": 7, "identities": 3, "cameras": 3},
-                                    "query": {"images": 2, "identities": 2, "cameras": 2},
-                                    "gallery": {"images": 5, "identities": 3, "cameras": 2}}
+    assert json.loads(r.stdout) == {
+        "train": {"images": 7, "identities": 3, "cameras": 3},
+        "query": {"images": 2, "identities": 2, "cameras": 2},
+        "gallery": {"images": 5, "identities": 3, "cameras": 2},
+    }
     assert "published statistics" in r.stderr  # recognised as Market-1501 and compared with its numbers
     r = _info(str(tmp_path / "Market-1501-v15.09.15"))
     assert r.returncode == 0 and "gallery" in r.stdout and "# ids" in r.stdout

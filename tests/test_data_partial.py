@@ -1,4 +1,5 @@
 """Partial-Market/Duke generator: exact fractions, band/crop geometry, reproducibility, manifest, CLI."""
+
 import json
 import os
 import subprocess
@@ -7,18 +8,19 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from test_data_fixtures import market_tree
 
 from data_pipelines.datasets import get_dataset
 from data_pipelines.partial import MANIFEST, crop_vertical, make_partial, occlude
-from test_data_fixtures import market_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _src(tmp_path, n=20):
     names = [f"{1 + i // 4:04d}_c{1 + i % 2}s1_{i:06d}_00.png" for i in range(n)]  # PNG: lossless checks
-    return market_tree(str(tmp_path / "src"), {"bounding_box_train": names, "query": names[4:6],
-                                               "bounding_box_test": names[6:]})
+    return market_tree(
+        str(tmp_path / "src"), {"bounding_box_train": names, "query": names[4:6], "bounding_box_test": names[6:]}
+    )
 
 
 def test_occlude_band_geometry():
@@ -28,7 +30,7 @@ def test_occlude_band_geometry():
         out, info = occlude(img, rng, (0.1, 0.3), fill="black")
         changed = np.flatnonzero((out != img).any(axis=(1, 2)))
         assert 10 <= info["rows"] <= 30 and changed[0] == info["top"] and len(changed) == info["rows"]
-        assert (out[info["top"]:info["top"] + info["rows"]] == 0).all()
+        assert (out[info["top"] : info["top"] + info["rows"]] == 0).all()
 
 
 def test_crop_is_restretched_window():
@@ -42,8 +44,15 @@ def test_crop_is_restretched_window():
 
 def test_fractions_reproducibility_and_manifest(tmp_path):
     src = _src(tmp_path)
-    a = make_partial(src, str(tmp_path / "a"), seed=4, splits=("train", "gallery"), occlude_fraction=0.25,
-                     crop_fraction=0.35, progress=False)
+    a = make_partial(
+        src,
+        str(tmp_path / "a"),
+        seed=4,
+        splits=("train", "gallery"),
+        occlude_fraction=0.25,
+        crop_fraction=0.35,
+        progress=False,
+    )
     man = json.load(open(os.path.join(a, MANIFEST)))
     assert man["seed"] == 4 and man["splits"] == ["train", "gallery"]
     ops = {}
@@ -61,10 +70,24 @@ def test_fractions_reproducibility_and_manifest(tmp_path):
             d = np.asarray(Image.open(os.path.join(a, folder, f)))
             assert s.shape == d.shape
             assert (f"{folder}/{f}" in man["images"]) == (not np.array_equal(s, d))
-    b = make_partial(src, str(tmp_path / "b"), seed=4, splits=("train", "gallery"), occlude_fraction=0.25,
-                     crop_fraction=0.35, progress=False)
-    c = make_partial(src, str(tmp_path / "c"), seed=5, splits=("train", "gallery"), occlude_fraction=0.25,
-                     crop_fraction=0.35, progress=False)
+    b = make_partial(
+        src,
+        str(tmp_path / "b"),
+        seed=4,
+        splits=("train", "gallery"),
+        occlude_fraction=0.25,
+        crop_fraction=0.35,
+        progress=False,
+    )
+    c = make_partial(
+        src,
+        str(tmp_path / "c"),
+        seed=5,
+        splits=("train", "gallery"),
+        occlude_fraction=0.25,
+        crop_fraction=0.35,
+        progress=False,
+    )
     for folder in ("bounding_box_train", "bounding_box_test"):
         for f in os.listdir(os.path.join(a, folder)):
             assert open(os.path.join(a, folder, f), "rb").read() == open(os.path.join(b, folder, f), "rb").read()
@@ -87,8 +110,9 @@ def test_bad_arguments(tmp_path):
 
 def test_cli(tmp_path):
     src = _src(tmp_path, 8)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "data_pipelines.partial", *a], cwd=ROOT,
-                                    capture_output=True, text=True)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "data_pipelines.partial", *a], cwd=ROOT, capture_output=True, text=True
+    )
     r = run("--src", src, "--out", str(tmp_path / "p"), "--seed", "3")
     assert r.returncode == 0, r.stderr
     assert json.load(open(tmp_path / "p" / MANIFEST))["seed"] == 3 and "# ids" in r.stdout

@@ -1,4 +1,5 @@
 """P×K sampler: structure, epoch length, determinism, resume and device sharding."""
+
 import numpy as np
 import pytest
 
@@ -19,9 +20,14 @@ def _pids(counts):
     return np.random.default_rng(0).permutation(pids)
 
 
-@pytest.mark.parametrize("counts,p,k", [([1, 2, 3, 4, 5, 8, 9, 13, 4, 4, 7, 2], 4, 4),
-                                        ([30, 2, 2, 2, 3], 3, 2),  # one dominant identity is capped
-                                        ([6] * 10, 8, 4)])
+@pytest.mark.parametrize(
+    "counts,p,k",
+    [
+        ([1, 2, 3, 4, 5, 8, 9, 13, 4, 4, 7, 2], 4, 4),
+        ([30, 2, 2, 2, 3], 3, 2),  # one dominant identity is capped
+        ([6] * 10, 8, 4),
+    ],
+)
 def test_pk_structure_and_length(counts, p, k):
     pids = _pids(counts)
     s = PKSampler(pids, p, k, seed=3)
@@ -30,8 +36,8 @@ def test_pk_structure_and_length(counts, p, k):
     assert e.shape == (s.num_batches, p * k) and e.dtype == np.int64
     for row in e:
         ids = pids[row].reshape(p, k)
-        assert (ids == ids[:, :1]).all()             # K images of one identity per group
-        assert len(set(ids[:, 0])) == p              # P different identities per batch
+        assert (ids == ids[:, :1]).all()  # K images of one identity per group
+        assert len(set(ids[:, 0])) == p  # P different identities per batch
     # an identity with n >= K images never repeats an image inside an epoch
     used = np.bincount(e.ravel(), minlength=len(pids))
     big = np.isin(pids, [pid for pid, n in zip(np.arange(len(counts)) * 3 + 5, counts) if n >= k])
@@ -84,6 +90,8 @@ def test_shard_batch():
     with pytest.raises(ValueError, match="not divisible"):
         shard_batch(np.arange(30), 4)
     images = np.arange(8 * 3 * 2).reshape(8, 3, 2)  # [B, ...] batches keep their trailing axes
-    np.testing.assert_array_equal(shard_batch(images, 2, process_index=1, process_count=2), images[4:].reshape(2, 2, 3, 2))
+    np.testing.assert_array_equal(
+        shard_batch(images, 2, process_index=1, process_count=2), images[4:].reshape(2, 2, 3, 2)
+    )
     with pytest.raises(ValueError, match=r"\[B, \.\.\.\]"):
         shard_batch(np.float32(1.0), 1)

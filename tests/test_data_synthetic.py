@@ -1,6 +1,7 @@
 """The synthetic re-ID world: layout, protocol, determinism (for any number of render processes), the msmt17
 preset's exact sizes, two-digit cameras, part sharing, views, and that it is a re-ID problem in which hard stripe
 alignment suffers from misaligned boxes and sliding alignment helps."""
+
 import json
 import os
 import subprocess
@@ -12,8 +13,15 @@ import pytest
 from data_pipelines.datasets import get_dataset
 from data_pipelines.datasets.common import SPLITS
 from data_pipelines.images import load_images
-from data_pipelines.synthetic import (MANIFEST, WorldConfig, ensure_world, generate, make_identities, plan_world,
-                                      world_config)
+from data_pipelines.synthetic import (
+    MANIFEST,
+    WorldConfig,
+    ensure_world,
+    generate,
+    make_identities,
+    plan_world,
+    world_config,
+)
 from data_pipelines.synthetic.render import CLOTH, _draw_person, _Painter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +39,7 @@ def test_default_world_layout_and_protocol(default_world):
     st = ds.stats()
     assert st["train"]["identities"] == d.identities // 2 and st["query"]["identities"] == d.identities // 2
     assert all(st[s]["cameras"] == d.cameras for s in st)
-    assert 1000 < sum(v["images"] for v in st.values()) < 3000   # "a few thousand" at most: CPU-sized
+    assert 1000 < sum(v["images"] for v in st.values()) < 3000  # "a few thousand" at most: CPU-sized
     gallery = {(r.pid, r.camid) for r in ds.gallery}
     for q in ds.query:  # every query has a cross-camera match in the gallery
         assert any(pid == q.pid and cam != q.camid for pid, cam in gallery)
@@ -48,8 +56,11 @@ def test_default_world_layout_and_protocol(default_world):
 
 
 def test_deterministic_from_seed(tmp_path):
-    read = lambda d: {f: open(os.path.join(d, s, f), "rb").read() for s in ("bounding_box_train", "query")
-                      for f in os.listdir(os.path.join(d, s))}
+    read = lambda d: {
+        f: open(os.path.join(d, s, f), "rb").read()
+        for s in ("bounding_box_train", "query")
+        for f in os.listdir(os.path.join(d, s))
+    }
     a = read(generate(str(tmp_path / "a"), identities=6, seed=1, height=H, width=W, progress=False))
     b = read(generate(str(tmp_path / "b"), identities=6, seed=1, height=H, width=W, progress=False))
     c = read(generate(str(tmp_path / "c"), identities=6, seed=2, height=H, width=W, progress=False))
@@ -70,7 +81,7 @@ def test_parts_shared_combinations_distinct():
         assert counts.min() >= 2  # no part prototype identifies a person by itself
     diff = (parts[:, None, :] != parts[None, :, :]).sum(-1)
     np.fill_diagonal(diff, 4)
-    assert diff.min() >= 2     # any two people differ in at least two parts
+    assert diff.min() >= 2  # any two people differ in at least two parts
 
 
 def test_view_changes_visible_details():
@@ -82,7 +93,7 @@ def test_view_changes_visible_details():
         _draw_person(_Painter(canvas, 10.0, 40.0, 180.0), person, view, 1.0, 0.0)
         centre[view] = canvas[10 + int(0.28 * 180), 40]
     np.testing.assert_allclose(centre["front"], CLOTH[3], atol=2)  # logo on the chest, front only
-    np.testing.assert_allclose(centre["back"], CLOTH[4], atol=2)   # backpack covers the back
+    np.testing.assert_allclose(centre["back"], CLOTH[4], atol=2)  # backpack covers the back
 
 
 def _stripe_rank1(root, windows):
@@ -95,9 +106,10 @@ def _stripe_rank1(root, windows):
     same_cam = np.array([r.camid for r in ds.query])[:, None] == np.array([r.camid for r in ds.gallery])[None]
 
     def stripes(x):
-        x = x.astype(np.float32)[:, :, W // 2 - 6:W // 2 + 6]
+        x = x.astype(np.float32)[:, :, W // 2 - 6 : W // 2 + 6]
         x = x / x.mean(axis=(1, 2), keepdims=True)
         return x.reshape(len(x), 8, -1, 12, 3).mean(axis=(2, 3))
+
     fq, fg = stripes(q), stripes(g)
     sd = np.sqrt(((fq[:, None, :, None] - fg[None, :, None, :]) ** 2).sum(-1))  # [Q, G, 8, 8]
     i, j = np.meshgrid(range(8), range(8), indexing="ij")
@@ -111,13 +123,15 @@ def _stripe_rank1(root, windows):
 
 
 def test_a_real_reid_problem_where_alignment_matters(tmp_path):
-    aligned, chance = _stripe_rank1(generate(str(tmp_path / "a"), height=H, width=W, misalign_rate=0.0,
-                                             occlusion_rate=0.0, progress=False), (0,))
-    shifted, _ = _stripe_rank1(generate(str(tmp_path / "m"), height=H, width=W, misalign_rate=0.8,
-                                        occlusion_rate=0.0, progress=False), (0, 1))
+    aligned, chance = _stripe_rank1(
+        generate(str(tmp_path / "a"), height=H, width=W, misalign_rate=0.0, occlusion_rate=0.0, progress=False), (0,)
+    )
+    shifted, _ = _stripe_rank1(
+        generate(str(tmp_path / "m"), height=H, width=W, misalign_rate=0.8, occlusion_rate=0.0, progress=False), (0, 1)
+    )
     assert 0.1 < aligned[0] < 0.6 and aligned[0] > 5 * chance  # learnable, far from solved by colour stripes
-    assert shifted[0] < aligned[0] - 0.05                        # misaligned boxes hurt hard alignment
-    assert shifted[1] > shifted[0]                               # sliding alignment recovers part of it
+    assert shifted[0] < aligned[0] - 0.05  # misaligned boxes hurt hard alignment
+    assert shifted[1] > shifted[0]  # sliding alignment recovers part of it
 
 
 def test_bad_arguments_and_cli(tmp_path):
@@ -127,8 +141,9 @@ def test_bad_arguments_and_cli(tmp_path):
         generate(str(tmp_path / "x"), identities=6, max_shift=0.5)
     with pytest.raises(ValueError, match="unknown option"):
         generate(str(tmp_path / "x"), identities=6, colour="red")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "data_pipelines.synthetic", *a], cwd=ROOT,
-                                    capture_output=True, text=True)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "data_pipelines.synthetic", *a], cwd=ROOT, capture_output=True, text=True
+    )
     r = run("--out", str(tmp_path / "cli"), "--identities", "6", "--seed", "3", "--height", "32", "--width", "16")
     assert r.returncode == 0, r.stderr
     assert "query" in r.stdout and os.path.exists(tmp_path / "cli" / MANIFEST)
@@ -148,27 +163,41 @@ def test_msmt17_preset_plans_exact_sizes():
     """MSMT17's split sizes and 15 cameras, from the plan alone (nothing rendered)."""
     people, cams, shots = plan_world(world_config("msmt17"), seed=0)
     assert len(people) == 1041 + 3060 and len(cams) == 15
-    got = {s: (len({x.pid for x in shots if x.split == s}), sum(x.split == s for x in shots), {x.cam for x in shots
-                                                                                                 if x.split == s})
-           for s in SPLITS}
-    assert {s: v[:2] for s, v in got.items()} == {"train": (1041, 32621), "query": (3060, 11659),
-                                                  "gallery": (3060, 82161)}
+    got = {
+        s: (
+            len({x.pid for x in shots if x.split == s}),
+            sum(x.split == s for x in shots),
+            {x.cam for x in shots if x.split == s},
+        )
+        for s in SPLITS
+    }
+    assert {s: v[:2] for s, v in got.items()} == {
+        "train": (1041, 32621),
+        "query": (3060, 11659),
+        "gallery": (3060, 82161),
+    }
     assert all(v[2] == set(range(15)) for v in got.values())
     assert len({x.file for x in shots}) == len(shots)  # planned frame numbers keep every name unique
     gallery = {(x.pid, x.cam) for x in shots if x.split == "gallery"}
     query = [(x.pid, x.cam) for x in shots if x.split == "query"]
     assert len(set(query)) == len(query)  # one query per identity and camera ...
-    assert set(query) <= gallery          # ... with gallery boxes from that camera and from another one
+    assert set(query) <= gallery  # ... with gallery boxes from that camera and from another one
     assert all(any((pid, c) in gallery for c in range(15) if c != cam) for pid, cam in query)
 
 
 def test_parallel_rendering_identical_and_two_digit_cameras(tmp_path):
     """1 or 2 render processes write byte-identical worlds; cameras 10-12 read back as camids 9-11."""
+
     def read(d):
-        return {os.path.relpath(os.path.join(r, f), d): open(os.path.join(r, f), "rb").read()
-                for r, _, files in os.walk(d) for f in files}
-    kw = dict(identities=8, seed=4, cameras=12, min_cameras=12, images_per_camera=(2, 2), height=H, width=W,
-              progress=False)
+        return {
+            os.path.relpath(os.path.join(r, f), d): open(os.path.join(r, f), "rb").read()
+            for r, _, files in os.walk(d)
+            for f in files
+        }
+
+    kw = dict(
+        identities=8, seed=4, cameras=12, min_cameras=12, images_per_camera=(2, 2), height=H, width=W, progress=False
+    )
     one = generate(str(tmp_path / "one"), workers=1, **kw)
     two = generate(str(tmp_path / "two"), workers=2, **kw)
     files = read(one)

@@ -1,4 +1,5 @@
 """TFDS builders: build (array_record, no TensorFlow) and read back on a tiny fixture."""
+
 import io
 import os
 import warnings
@@ -10,10 +11,11 @@ from PIL import Image
 tfds = pytest.importorskip("tensorflow_datasets")
 pytest.importorskip("array_record")
 
+from test_data_fixtures import small_market, write_image  # noqa: E402
+
 from data_pipelines import tfds_builders  # noqa: E402
 from data_pipelines.datasets import get_dataset  # noqa: E402
 from data_pipelines.images import load_images  # noqa: E402
-from test_data_fixtures import small_market, write_image  # noqa: E402
 
 
 def test_build_and_read_back(tmp_path):
@@ -24,8 +26,9 @@ def test_build_and_read_back(tmp_path):
         warnings.simplefilter("ignore")
         ds = get_dataset("market_layout", manual)
         builder = tfds_builders.build("market_layout", manual, str(tmp_path / "tfds"))
-    assert {s: builder.info.splits[s].num_examples for s in ("train", "query", "gallery")} == \
-        {s: len(ds.split(s)) for s in ("train", "query", "gallery")}
+    assert {s: builder.info.splits[s].num_examples for s in ("train", "query", "gallery")} == {
+        s: len(ds.split(s)) for s in ("train", "query", "gallery")
+    }
     assert any(f.endswith(".array_record-00000-of-00001") for f in os.listdir(builder.data_dir))
     expected = {os.path.basename(r.path): (r.pid, r.camid) for r in ds.train}
     src = tfds_builders.data_source("market_layout", str(tmp_path / "tfds"))["train"]
@@ -38,15 +41,20 @@ def test_build_and_read_back(tmp_path):
             assert Image.open(io.BytesIO(ex["image"])).mode == "RGB"
     assert got == expected
     imgs, pids, camids, names = tfds_builders.load_split("market_layout", "train", str(tmp_path / "tfds"), 16, 8)
-    direct, kept = load_images([next(r for r in ds.train if r.path.endswith(n)) for n in names], 16, 8,
-                               progress=False)
+    direct, kept = load_images([next(r for r in ds.train if r.path.endswith(n)) for n in names], 16, 8, progress=False)
     np.testing.assert_array_equal(imgs, direct)  # same pixels as the folder pipeline
     assert [expected[n] for n in names] == list(zip(pids.tolist(), camids.tolist()))
 
 
 def test_builder_catalogue_and_errors(tmp_path):
-    assert set(tfds_builders.BUILDERS) == {"market1501", "dukemtmcreid", "cuhk03", "cuhk03_np", "msmt17",
-                                           "market_layout"}
+    assert set(tfds_builders.BUILDERS) == {
+        "market1501",
+        "dukemtmcreid",
+        "cuhk03",
+        "cuhk03_np",
+        "msmt17",
+        "market_layout",
+    }
     for cls in tfds_builders.BUILDERS.values():
         assert cls.MANUAL_DOWNLOAD_INSTRUCTIONS
     assert [c.name for c in tfds_builders.Cuhk03.BUILDER_CONFIGS] == ["labeled", "detected"]

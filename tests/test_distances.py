@@ -1,4 +1,5 @@
 """Test-time distance modes and their blocked computation."""
+
 import chex
 import numpy as np
 import pytest
@@ -7,9 +8,11 @@ from gldfa_jax import distances, lsa
 
 
 def feats(rng, n, k=4, d=6):
-    return {"global": rng.normal(size=(n, d)).astype(np.float32),
-            "local": rng.normal(size=(n, k, d)).astype(np.float32),
-            "final": rng.normal(size=(n, 2 * d)).astype(np.float32)}
+    return {
+        "global": rng.normal(size=(n, d)).astype(np.float32),
+        "local": rng.normal(size=(n, k, d)).astype(np.float32),
+        "final": rng.normal(size=(n, 2 * d)).astype(np.float32),
+    }
 
 
 def euclid(a, b):
@@ -24,11 +27,12 @@ def test_modes_match_definitions_and_blocking(mode):
     got = distances.pairwise_distance(q, g, mode, block_size=4)
     chex.assert_shape(got, (11, 9))
     assert isinstance(got, np.ndarray) and got.dtype == np.float32
-    expected = {"global": lambda: euclid(q["global"], g["global"]),
-                "final": lambda: euclid(q["final"], g["final"]),
-                "lsa": lambda: np.asarray(lsa.lsa_distance(q["local"], g["local"])),
-                "global+lsa": lambda: euclid(q["global"], g["global"])
-                + np.asarray(lsa.lsa_distance(q["local"], g["local"]))}[mode]()
+    expected = {
+        "global": lambda: euclid(q["global"], g["global"]),
+        "final": lambda: euclid(q["final"], g["final"]),
+        "lsa": lambda: np.asarray(lsa.lsa_distance(q["local"], g["local"])),
+        "global+lsa": lambda: euclid(q["global"], g["global"]) + np.asarray(lsa.lsa_distance(q["local"], g["local"])),
+    }[mode]()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
     blocks = list(distances.iter_distance_blocks(q, g, mode, block_size=4))
     assert [b.shape for _, b in blocks] == [(4, 9), (4, 9), (3, 9)]
@@ -84,8 +88,12 @@ def test_mode_blocks_share_one_pass():
     assert [(r.start, r.stop) for r, _ in blocks] == [(0, 3), (3, 6), (6, 9), (9, 10)]  # 9 // 3 queries a block
     for mode in modes:
         chex.assert_shape(blocks[0][1][mode], (3, 6))
-        np.testing.assert_allclose(np.concatenate([b[mode] for _, b in blocks]),
-                                   distances.pairwise_distance(q, g, mode, window=2), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            np.concatenate([b[mode] for _, b in blocks]),
+            distances.pairwise_distance(q, g, mode, window=2),
+            rtol=1e-6,
+            atol=1e-6,
+        )
     with pytest.raises(ValueError, match="modes"):
         list(distances.iter_mode_blocks(q, g, ()))
     with pytest.raises(ValueError, match="disagree on the number of images"):

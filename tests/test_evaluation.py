@@ -1,4 +1,5 @@
 """Ranking evaluation against a per-query loop written from the protocol's definition."""
+
 import itertools
 
 import chex
@@ -76,14 +77,25 @@ def test_no_valid_query_raises():
         evaluation.rank_metrics(np.ones((1, 2), np.float32), [1], [1, 1], [0], [0, 0])
 
 
-@pytest.mark.parametrize("bad, name", [
-    (dict(q_pids=np.zeros(3, int)), "q_pids"), (dict(g_camids=np.zeros(9, int)), "g_camids"),
-    (dict(distmat=np.ones((2, 5, 1), np.float32)), "distmat"), (dict(max_rank=0), "max_rank"),
-    (dict(distmat=np.full((2, 5), np.nan, np.float32)), "distmat"),
-    (dict(distmat=np.ones((2, 0), np.float32), g_pids=np.zeros(0, int), g_camids=np.zeros(0, int)), "distmat")])
+@pytest.mark.parametrize(
+    "bad, name",
+    [
+        (dict(q_pids=np.zeros(3, int)), "q_pids"),
+        (dict(g_camids=np.zeros(9, int)), "g_camids"),
+        (dict(distmat=np.ones((2, 5, 1), np.float32)), "distmat"),
+        (dict(max_rank=0), "max_rank"),
+        (dict(distmat=np.full((2, 5), np.nan, np.float32)), "distmat"),
+        (dict(distmat=np.ones((2, 0), np.float32), g_pids=np.zeros(0, int), g_camids=np.zeros(0, int)), "distmat"),
+    ],
+)
 def test_bad_input_raises(bad, name):
-    args = dict(distmat=np.ones((2, 5), np.float32), q_pids=np.zeros(2, int), g_pids=np.zeros(5, int),
-                q_camids=np.zeros(2, int), g_camids=np.ones(5, int))
+    args = dict(
+        distmat=np.ones((2, 5), np.float32),
+        q_pids=np.zeros(2, int),
+        g_pids=np.zeros(5, int),
+        q_camids=np.zeros(2, int),
+        g_camids=np.ones(5, int),
+    )
     args.update(bad)
     with pytest.raises(ValueError, match=name):
         evaluation.rank_metrics(**args)
@@ -110,10 +122,12 @@ def test_cuhk03_single_shot_matches_exact_expectation():
     g_camids = np.array([0, 1, 1, 0, 1, 0, 1, 1, 0])
     dist = rng.random((2, 9)).astype(np.float32)
     q_pids, q_camids = np.array([1, 3]), np.array([0, 1])
-    expected = np.mean([expected_single_shot_cmc(dist[i], q_pids[i], q_camids[i], g_pids, g_camids, 4)
-                        for i in range(2)], axis=0)
-    result = evaluation.rank_metrics(dist, q_pids, g_pids, q_camids, g_camids, max_rank=4,
-                                     cuhk03_single_shot=True, repeats=4000, seed=0)
+    expected = np.mean(
+        [expected_single_shot_cmc(dist[i], q_pids[i], q_camids[i], g_pids, g_camids, 4) for i in range(2)], axis=0
+    )
+    result = evaluation.rank_metrics(
+        dist, q_pids, g_pids, q_camids, g_camids, max_rank=4, cuhk03_single_shot=True, repeats=4000, seed=0
+    )
     np.testing.assert_allclose(result["cmc"], expected, atol=0.02)
     full = evaluation.rank_metrics(dist, q_pids, g_pids, q_camids, g_camids, max_rank=4)
     assert result["mAP"] == pytest.approx(full["mAP"])  # AP uses the whole gallery in both protocols
@@ -131,16 +145,19 @@ def test_cuhk03_single_shot_with_one_image_per_identity_equals_market():
 @pytest.mark.parametrize("mode", ["global", "lsa", "global+lsa", "final"])
 def test_evaluate_features_equals_dense(mode):
     rng = np.random.default_rng(3)
+
     def feats(n):
-        return {"global": rng.normal(size=(n, 8)).astype(np.float32),
-                "local": rng.normal(size=(n, 4, 6)).astype(np.float32),
-                "final": rng.normal(size=(n, 12)).astype(np.float32)}
+        return {
+            "global": rng.normal(size=(n, 8)).astype(np.float32),
+            "local": rng.normal(size=(n, 4, 6)).astype(np.float32),
+            "final": rng.normal(size=(n, 12)).astype(np.float32),
+        }
+
     q, g = feats(23), feats(57)
     _, q_pids, g_pids, q_camids, g_camids = random_problem(rng, 23, 57, 6)
     dense = distances.pairwise_distance(q, g, mode, block_size=5)
     expected = evaluation.rank_metrics(dense, q_pids, g_pids, q_camids, g_camids, max_rank=10)
-    got = evaluation.evaluate_features(q, g, q_pids, g_pids, q_camids, g_camids, mode, block_size=4,
-                                       max_rank=10)
+    got = evaluation.evaluate_features(q, g, q_pids, g_pids, q_camids, g_camids, mode, block_size=4, max_rank=10)
     np.testing.assert_allclose(got["cmc"], expected["cmc"], atol=1e-12)
     assert got["mAP"] == pytest.approx(expected["mAP"], abs=1e-12)
     assert got["mINP"] == pytest.approx(expected["mINP"], abs=1e-12)
@@ -153,8 +170,7 @@ def test_evaluate_features_label_length_checked():
 
 
 def test_separation_hand_computed_under_the_protocol_filter():
-    dist = np.array([[1.0, 2.0, 4.0, 9.0],
-                     [3.0, 5.0, 1.0, 7.0]])
+    dist = np.array([[1.0, 2.0, 4.0, 9.0], [3.0, 5.0, 1.0, 7.0]])
     q_pids, g_pids = np.array([1, 2]), np.array([1, 1, 2, 3])
     q_cams, g_cams = np.array([0, 0]), np.array([0, 1, 1, 1])  # gallery 0 is query 0's own camera: removed
     got = evaluation.separation(dist, q_pids, g_pids, q_cams, g_cams)
@@ -166,7 +182,7 @@ def test_separation_hand_computed_under_the_protocol_filter():
         evaluation.separation(dist[:, 2:], q_pids, g_pids[2:] + 10, q_cams, g_cams[2:])
     blocks = evaluation.Separation(q_pids, g_pids, q_cams, g_cams)  # fed one query at a time, in reverse
     for q in (1, 0):
-        blocks.add(slice(q, q + 1), dist[q:q + 1])
+        blocks.add(slice(q, q + 1), dist[q : q + 1])
     assert blocks.result() == pytest.approx(got)
 
 
@@ -176,10 +192,10 @@ def test_device_ranking_equals_host(ties):
     queries without a true match; sub-blocks of 7 rows (the last one moved back), inputs on the device."""
     rng = np.random.default_rng(4)
     dist, q_pids, g_pids, q_camids, g_camids = random_problem(rng, 60, 300, 25, ties=ties)
-    g_pids[:30] = 0                      # distractors
-    q_pids[:3] = 99                      # identities absent from the gallery: skipped
+    g_pids[:30] = 0  # distractors
+    q_pids[:3] = 99  # identities absent from the gallery: skipped
     g_pids[-2:], g_camids[-2:] = 98, q_camids[3]
-    q_pids[3] = 98                       # only same-camera images of its identity: skipped
+    q_pids[3] = 98  # only same-camera images of its identity: skipped
     dist[5, :40] = np.where(rng.random(40) < 0.5, -0.0, 0.0)
     labels = (q_pids, g_pids, q_camids, g_camids)
     host = evaluation.rank_metrics(dist, *labels, max_rank=50)
@@ -187,7 +203,7 @@ def test_device_ranking_equals_host(ties):
         device = evaluation.rank_metrics(jax.device_put(dist), *labels, max_rank=50, block_size=7, on_device=True)
         rankers = [evaluation.Ranker(*labels, max_rank=50, on_device=on, block_rows=16) for on in (True, False)]
         for start in range(0, 60, 25):  # blocks not multiples of the sub-block
-            rows, block = slice(start, min(start + 25, 60)), dist[start:start + 25]
+            rows, block = slice(start, min(start + 25, 60)), dist[start : start + 25]
             rankers[0].add(rows, jax.device_put(block))
             rankers[1].add(rows, block)
     results = [device] + [r.result() for r in rankers]

@@ -1,13 +1,14 @@
 """load_experiment_data: the in-RAM splits and the on-disk cache (data.cache_dir) hold the same pixels."""
+
 import logging
 import os
 
 import numpy as np
+from test_data_fixtures import small_market
 
 from data_pipelines.images import CachedImages
-from gldfa_jax.config import get_config
 from gldfa_jax import experiment_data
-from test_data_fixtures import small_market
+from gldfa_jax.config import get_config
 
 
 def _data_config(root, cache_dir=""):
@@ -29,8 +30,9 @@ def test_cache_dir_gives_the_in_ram_splits(tmp_path, caplog):
         np.testing.assert_array_equal(b.camids, a.camids)
     assert len([f for f in os.listdir(tmp_path / "cache") if f.endswith(".u8")]) == 3
     with caplog.at_level(logging.INFO):  # evaluation reuses the query and gallery caches, reads no train images
-        evaluation = experiment_data.load_experiment_data(_data_config(tmp_path / "world", tmp_path / "cache"),
-                                                          need_train=False)
+        evaluation = experiment_data.load_experiment_data(
+            _data_config(tmp_path / "world", tmp_path / "cache"), need_train=False
+        )
     assert caplog.text.count("reusing") == 2 and len(evaluation.train.images) == 0
     np.testing.assert_array_equal(evaluation.gallery.images[np.array([3, 0, 3])], ram.gallery.images[[3, 0, 3]])
 

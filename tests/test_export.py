@@ -1,5 +1,6 @@
 """Export of a tiny checkpoint: the ONNX model and the jax.export program, each run in a process without gldfa_jax,
 give inference's features; the manifest; bad --checkpoint."""
+
 import json
 import os
 import subprocess
@@ -89,8 +90,13 @@ def checkpoint(tmp_path_factory):
 
 def test_exports_give_inference_features_without_gldfa_jax(checkpoint, tmp_path):
     out = tmp_path / "exported"
-    proc = subprocess.run([sys.executable, "-m", "gldfa_jax.export", "--checkpoint", checkpoint, "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gldfa_jax.export", "--checkpoint", checkpoint, "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     files = [export.ONNX_FILE, export.JAX_FILE, export.MANIFEST]
     lines = proc.stdout.splitlines()
@@ -101,8 +107,14 @@ def test_exports_give_inference_features_without_gldfa_jax(checkpoint, tmp_path)
     images = np.random.default_rng(1).integers(0, 256, (3, config.data.height, config.data.width, 3), np.uint8)
     expected = inference.extract_features(model, variables, images, config.data, batch_size=4)
     np.save(out / "images.npy", images)
-    run = subprocess.run([sys.executable, "-c", RUN_ARTEFACTS], cwd=out, capture_output=True, text=True, timeout=300,
-                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    run = subprocess.run(
+        [sys.executable, "-c", RUN_ARTEFACTS],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "gldfa_jax imported: False" in run.stdout
     with np.load(out / "outputs.npz") as got:
@@ -111,8 +123,13 @@ def test_exports_give_inference_features_without_gldfa_jax(checkpoint, tmp_path)
                 for batch in (3, 1):
                     want = expected[name][:batch]
                     # float32 rounding grows with the feature's magnitude: 1e-4 relative to its largest value
-                    np.testing.assert_allclose(got[f"{kind}_{name}_{batch}"], want, rtol=0,
-                                               atol=1e-4 * np.abs(want).max(), err_msg=f"{kind} {name} B={batch}")
+                    np.testing.assert_allclose(
+                        got[f"{kind}_{name}_{batch}"],
+                        want,
+                        rtol=0,
+                        atol=1e-4 * np.abs(want).max(),
+                        err_msg=f"{kind} {name} B={batch}",
+                    )
 
     with open(out / export.MANIFEST) as f:
         manifest = json.load(f)
@@ -120,18 +137,23 @@ def test_exports_give_inference_features_without_gldfa_jax(checkpoint, tmp_path)
     assert manifest["step"] == step == STEP
     assert manifest["fingerprint"] == gallery_index.fingerprint(variables, d, (k, d))
     assert manifest["input"]["shape"] == [export.BATCH, 64, 32, 3] and manifest["input"]["dtype"] == "uint8"
-    assert manifest["outputs"] == [{"name": "global", "shape": [export.BATCH, d], "dtype": "float32"},
-                                   {"name": "local", "shape": [export.BATCH, k, d], "dtype": "float32"}]
+    assert manifest["outputs"] == [
+        {"name": "global", "shape": [export.BATCH, d], "dtype": "float32"},
+        {"name": "local", "shape": [export.BATCH, k, d], "dtype": "float32"},
+    ]
     assert manifest["data"]["test_flip"] is True and manifest["compute_dtype"] == "float32"
     assert manifest["jax_export"]["platforms"] == list(export.PLATFORMS)
     assert set(manifest["versions"]) >= {"jax", "jax2onnx", "onnx"}
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--checkpoint", "{tmp}/nowhere"], "--checkpoint '{tmp}/nowhere' does not exist; pass a run's workdir"),
-    (["--checkpoint", "{tmp}"], "no config.json beside the checkpoint {tmp}"),
-    (["--checkpoint", "{tmp}", "--platforms", "gpu"], "--platforms 'gpu' names ['gpu']; pass a comma-separated"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--checkpoint", "{tmp}/nowhere"], "--checkpoint '{tmp}/nowhere' does not exist; pass a run's workdir"),
+        (["--checkpoint", "{tmp}"], "no config.json beside the checkpoint {tmp}"),
+        (["--checkpoint", "{tmp}", "--platforms", "gpu"], "--platforms 'gpu' names ['gpu']; pass a comma-separated"),
+    ],
+)
 def test_bad_arguments_give_one_line_error(argv, message, tmp_path, capsys):
     argv = [a.format(tmp=tmp_path) for a in argv]
     assert export.main(argv + ["--out", str(tmp_path / "out")]) == 2

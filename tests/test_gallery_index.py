@@ -1,5 +1,6 @@
 """Gallery index: FAISS shortlist + exact re-score against the dense distances, persistence, adding images,
 refusing foreign indexes; the shortlist distance against the dense one."""
+
 import json
 import os
 
@@ -8,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from gldfa_jax.config import get_config
 from gldfa_jax import distances, gallery_index, lsa
+from gldfa_jax.config import get_config
 
 K_STRIPES, DIM = 4, 16
 
@@ -19,8 +20,10 @@ def clustered(rng, n, ids):
     pids = rng.integers(ids, size=n)
     centre_g = np.random.default_rng(7).normal(size=(ids, 32))
     centre_l = np.random.default_rng(8).normal(size=(ids, K_STRIPES, DIM))
-    return {"global": (centre_g[pids] + 0.3 * rng.normal(size=(n, 32))).astype(np.float32),
-            "local": (centre_l[pids] + 0.3 * rng.normal(size=(n, K_STRIPES, DIM))).astype(np.float32)}
+    return {
+        "global": (centre_g[pids] + 0.3 * rng.normal(size=(n, 32))).astype(np.float32),
+        "local": (centre_l[pids] + 0.3 * rng.normal(size=(n, K_STRIPES, DIM))).astype(np.float32),
+    }
 
 
 def retrieval_config(**overrides):
@@ -41,9 +44,12 @@ def test_candidate_distance_equals_the_dense_distance(mode, window, normalize):
     got = one({k: q[k] for k in keys}, {k: g[k] for k in keys}, mode, window, normalize, 0.7)
     chex.assert_shape(got, (3, 40))
     np.testing.assert_allclose(got, dense, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(lsa.candidate_distance(q["local"][0], g["local"], window, normalize),
-                               lsa.lsa_distance(q["local"][:1], g["local"], window, normalize=normalize)[0],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        lsa.candidate_distance(q["local"][0], g["local"], window, normalize),
+        lsa.lsa_distance(q["local"][:1], g["local"], window, normalize=normalize)[0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf_flat", "hnsw"])
@@ -121,6 +127,6 @@ def test_ivf_lists_follow_the_gallery_size():
     assert gallery_index.ivf_lists(config, 1000) == 25  # at least 39 training points a list
     assert gallery_index.ivf_lists(config, 10) == 1
     assert gallery_index.ivf_lists(config, 1_000_000, num_train=262_144) == 4000  # sized for the gallery
-    assert gallery_index.ivf_lists(config, 1_000_000, num_train=39_000) == 1000   # ... as its sample allows
+    assert gallery_index.ivf_lists(config, 1_000_000, num_train=39_000) == 1000  # ... as its sample allows
     config.nlist = 64
     assert gallery_index.ivf_lists(config, 100_000) == 64

@@ -1,4 +1,5 @@
 """Inference: batched feature extraction (padding, flip averaging) and the results dict."""
+
 import chex
 import jax
 import ml_collections
@@ -29,8 +30,8 @@ def test_extract_features_shapes_padding_and_flip(tiny):
     chex.assert_shape([feats["global"], feats["local"], feats["final"]], [(5, 8), (5, 4, 8), (5, 8 * 5)])
     # Naive reference: each image through the network on its own.
     x = np.asarray(normalize(images, c.data.mean, c.data.std))
-    ref = [test_features(model.apply(variables, x[i:i + 1], train=False)) for i in range(5)]
-    mirrored = [test_features(model.apply(variables, x[i:i + 1, :, ::-1], train=False)) for i in range(5)]
+    ref = [test_features(model.apply(variables, x[i : i + 1], train=False)) for i in range(5)]
+    mirrored = [test_features(model.apply(variables, x[i : i + 1, :, ::-1], train=False)) for i in range(5)]
     for key in feats:
         np.testing.assert_allclose(feats[key], np.concatenate([r[key] for r in ref]), rtol=1e-4, atol=1e-5)
     flipped = inference.extract_features(model, variables, images, c.data, batch_size=4, flip=True)
@@ -53,13 +54,25 @@ def test_evaluate_features_reports_percent_per_mode_and_rerank():
     query = Split(np.zeros((6, 1, 1, 3), np.uint8), ids, np.zeros(6, np.int64))
     gallery = Split(np.zeros((12, 1, 1, 3), np.uint8), g_ids, np.ones(12, np.int64))
     results = inference.evaluate_features(q, g, query, gallery, c)
-    assert list(results) == ["global", "lsa", "global+lsa", "final", "global+rerank", "lsa+rerank",
-                             "global+lsa+rerank", "final+rerank"]
+    assert list(results) == [
+        "global",
+        "lsa",
+        "global+lsa",
+        "final",
+        "global+rerank",
+        "lsa+rerank",
+        "global+lsa+rerank",
+        "final+rerank",
+    ]
     for r in results.values():  # every query's two true matches are its nearest neighbours
         assert r == {"mAP": 100.0, "rank1": 100.0, "rank5": 100.0, "rank10": 100.0}
     del q["local"]  # a model without the local branch: modes needing it are skipped
-    assert list(inference.evaluate_features(q, g, query, gallery, c)) == ["global", "final", "global+rerank",
-                                                                         "final+rerank"]
+    assert list(inference.evaluate_features(q, g, query, gallery, c)) == [
+        "global",
+        "final",
+        "global+rerank",
+        "final+rerank",
+    ]
     assert "mAP" in inference.format_table(results) and "global+lsa+rerank" in inference.format_table(results)
 
 
@@ -86,8 +99,11 @@ def test_rerank_of_a_large_gallery_goes_lean_with_the_same_results():
 def _noisy_world(seed=2, num_ids=8):
     rng = np.random.default_rng(seed)
     g_ids = np.repeat(np.arange(num_ids), 3)
-    centres = {"global": rng.normal(size=(num_ids, 4)), "local": rng.normal(size=(num_ids, 6, 4)),
-               "final": rng.normal(size=(num_ids, 7))}
+    centres = {
+        "global": rng.normal(size=(num_ids, 4)),
+        "local": rng.normal(size=(num_ids, 6, 4)),
+        "final": rng.normal(size=(num_ids, 7)),
+    }
     g = {k: (v[g_ids] + 0.8 * rng.normal(size=v[g_ids].shape)).astype(np.float32) for k, v in centres.items()}
     q = {k: (v + 0.8 * rng.normal(size=v.shape)).astype(np.float32) for k, v in centres.items()}
     query = Split(np.zeros((num_ids, 1, 1, 3), np.uint8), np.arange(num_ids), np.zeros(num_ids, np.int64))
@@ -97,7 +113,7 @@ def _noisy_world(seed=2, num_ids=8):
 
 @pytest.mark.parametrize("dense_max", [30000, 0])  # dense and lean re-ranking
 def test_evaluate_computes_each_distance_once_and_keeps_what_reports_draw(dense_max, monkeypatch):
-    from gldfa_jax import distances, evaluation
+    from gldfa_jax import evaluation
 
     c = base.get_config()
     c.eval.k1, c.eval.k2, c.eval.max_rank, c.eval.rerank_dense_max = 4, 2, 10, dense_max
@@ -140,14 +156,15 @@ def test_rank_on_device_and_rerank_modes():
             assert device[mode][metric] == pytest.approx(value, abs=1e-4), (mode, metric)
     c.eval.rank_on, c.eval.rerank_modes = "host", ("global+lsa",)
     assert inference.evaluate_features(q, g, query, gallery, c) == {
-        k: v for k, v in host.items() if "+rerank" not in k or k == "global+lsa+rerank"}
+        k: v for k, v in host.items() if "+rerank" not in k or k == "global+lsa+rerank"
+    }
     c.eval.rerank_modes = ("cosine",)
     with pytest.raises(ValueError, match="eval.rerank_modes"):
         inference.evaluate_features(q, g, query, gallery, c)
 
 
 def test_eval_metrics_add_minp_to_every_mode_and_the_table():
-    from gldfa_jax import distances, evaluation
+    from gldfa_jax import evaluation
 
     c = base.get_config()
     c.eval.k1, c.eval.k2, c.eval.max_rank, c.eval.rerank_modes = 4, 2, 10, ("global+lsa",)
@@ -170,7 +187,7 @@ def test_eval_metrics_add_minp_to_every_mode_and_the_table():
 
 
 def test_cuhk03_single_shot_protocol_through_the_driver(monkeypatch):
-    from gldfa_jax import distances, evaluation
+    from gldfa_jax import evaluation
 
     c = base.get_config()
     c.eval.rerank, c.eval.max_rank, c.eval.metrics = False, 10, ("cmc", "mAP", "mINP")
@@ -199,14 +216,18 @@ def test_cuhk03_single_shot_protocol_through_the_driver(monkeypatch):
         inference.evaluate(q, g, query, gallery, c)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("metrics", ("cmc", "mAP", "mINP", "NDCG"), "eval.metrics must be .*'NDCG'"),
-    ("metrics", "mINP", "eval.metrics must be"),
-    ("metrics", ("mAP", "mINP"), r"eval.metrics=.*lacks \['cmc'\]"),
-    ("protocol", "cuhk03", "eval.protocol must be one of .*'market1501'.*got 'cuhk03'"),
-    ("single_shot_repeats", 0, "eval.single_shot_repeats must be an integer >= 1, got 0"),
-    ("single_shot_seed", -1, "eval.single_shot_seed must be an integer >= 0, got -1"),
-    ("rank_on", "gpu", "eval.rank_on")])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("metrics", ("cmc", "mAP", "mINP", "NDCG"), "eval.metrics must be .*'NDCG'"),
+        ("metrics", "mINP", "eval.metrics must be"),
+        ("metrics", ("mAP", "mINP"), r"eval.metrics=.*lacks \['cmc'\]"),
+        ("protocol", "cuhk03", "eval.protocol must be one of .*'market1501'.*got 'cuhk03'"),
+        ("single_shot_repeats", 0, "eval.single_shot_repeats must be an integer >= 1, got 0"),
+        ("single_shot_seed", -1, "eval.single_shot_seed must be an integer >= 0, got -1"),
+        ("rank_on", "gpu", "eval.rank_on"),
+    ],
+)
 def test_bad_eval_options_name_the_field_and_value(field, value, message):
     e = ml_collections.ConfigDict({**base.get_config().eval.to_dict(), field: value})  # any type, as JSON could give
     with pytest.raises(ValueError, match=message):

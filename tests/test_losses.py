@@ -1,4 +1,5 @@
 """Losses (§3.3) against hand-computed values and naive loops written from the definitions."""
+
 import itertools
 
 import jax
@@ -8,8 +9,15 @@ import pytest
 
 from gldfa_jax.config import get_config
 from gldfa_jax.distances import euclidean_distance
-from gldfa_jax.losses import (center_loss, cross_entropy_label_smooth, hard_triplet_loss,
-                              init_centers, soft_triplet_loss, total_loss, update_centers)
+from gldfa_jax.losses import (
+    center_loss,
+    cross_entropy_label_smooth,
+    hard_triplet_loss,
+    init_centers,
+    soft_triplet_loss,
+    total_loss,
+    update_centers,
+)
 from gldfa_jax.lsa import lsa_distance, stripe_distances
 from gldfa_jax.model import GLDFAOutput
 
@@ -24,8 +32,10 @@ def naive_triplet(dist, labels, margin, soft):
         if not pos or not neg:
             continue
         if soft:
-            wp = np.exp([dist[a, p] for p in pos]); wp /= wp.sum()
-            wn = np.exp([-dist[a, n] for n in neg]); wn /= wn.sum()
+            wp = np.exp([dist[a, p] for p in pos])
+            wp /= wp.sum()
+            wn = np.exp([-dist[a, n] for n in neg])
+            wn /= wn.sum()
             dp = sum(w * dist[a, p] for w, p in zip(wp, pos))
             dn = sum(w * dist[a, n] for w, n in zip(wn, neg))
         else:
@@ -38,15 +48,13 @@ def test_label_smoothed_cross_entropy():
     # Uniform logits: every target distribution gives log C.
     assert np.isclose(cross_entropy_label_smooth(jnp.zeros((3, 4)), jnp.array([0, 1, 3]), 0.1), np.log(4))
     # ε = 0 is plain cross-entropy: -log softmax([2, 0])[0] = log(1 + e^-2).
-    assert np.isclose(cross_entropy_label_smooth(jnp.array([[2.0, 0.0]]), jnp.array([0]), 0.0),
-                      np.log1p(np.exp(-2.0)))
+    assert np.isclose(cross_entropy_label_smooth(jnp.array([[2.0, 0.0]]), jnp.array([0]), 0.0), np.log1p(np.exp(-2.0)))
     logits, labels, eps = RNG.normal(size=(5, 7)), np.array([0, 6, 2, 2, 4]), 0.1
     expected = 0.0
     for row, y in zip(logits, labels):
         logp = row - np.log(np.sum(np.exp(row)))
         expected += -sum(((1 - eps) * (c == y) + eps / 7) * logp[c] for c in range(7)) / 5
-    assert np.isclose(cross_entropy_label_smooth(jnp.asarray(logits), jnp.asarray(labels), eps), expected,
-                      rtol=1e-5)
+    assert np.isclose(cross_entropy_label_smooth(jnp.asarray(logits), jnp.asarray(labels), eps), expected, rtol=1e-5)
 
 
 def test_soft_triplet_hand_computed():
@@ -102,8 +110,9 @@ def fake_output(branches="global_local", batch=8, k=4, d=6, classes=4):
     g = jax.random.normal(keys[0], (batch, d)) if "global" in branches else None
     loc = jax.nn.relu(jax.random.normal(keys[1], (batch, k, d))) if "local" in branches else None
     final = jnp.concatenate([x.reshape(batch, -1) for x in (loc, g) if x is not None], axis=-1)
-    return GLDFAOutput(global_feat=g, local_feat=loc, final_feat=final,
-                       logits=jax.random.normal(keys[2], (batch, classes)))
+    return GLDFAOutput(
+        global_feat=g, local_feat=loc, final_feat=final, logits=jax.random.normal(keys[2], (batch, classes))
+    )
 
 
 def test_total_loss_is_eq12_with_paper_weights():
@@ -115,8 +124,10 @@ def test_total_loss_is_eq12_with_paper_weights():
         "id": cross_entropy_label_smooth(out.logits, labels, 0.1),
         "triplet_global": soft_triplet_loss(euclidean_distance(out.global_feat, out.global_feat), labels, 0.3),
         "triplet_local": soft_triplet_loss(lsa_distance(out.local_feat, out.local_feat, window), labels, 0.3),
-        "center": (center_loss(out.global_feat, labels, centers["global"])
-                   + center_loss(out.local_feat.reshape(8, -1), labels, centers["local"])),
+        "center": (
+            center_loss(out.global_feat, labels, centers["global"])
+            + center_loss(out.local_feat.reshape(8, -1), labels, centers["local"])
+        ),
     }
     for name, value in expected.items():
         assert np.isclose(parts[name], value, rtol=1e-5), name
@@ -132,14 +143,17 @@ def test_hard_alignment_is_sum_of_stripe_distances():
     loc = np.asarray(out.local_feat)
     naive = np.array([[sum(np.linalg.norm(a[i] - b[i]) for i in range(4)) for b in loc] for a in loc])
     off_diagonal = ~np.eye(8, dtype=bool)  # self-distances are never used by the triplets (clamped sqrt)
-    np.testing.assert_allclose(np.asarray(lsa_distance(out.local_feat, out.local_feat, 1))[off_diagonal],
-                               naive[off_diagonal], rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(lsa_distance(out.local_feat, out.local_feat, 1))[off_diagonal], naive[off_diagonal], rtol=1e-5
+    )
     _, parts = total_loss(out, labels, init_centers(4, out), cfg, 4)
     assert np.isclose(parts["triplet_local"], naive_triplet(naive, np.asarray(labels), 0.3, True), rtol=1e-5)
 
 
-@pytest.mark.parametrize("branches,triplet,use_lsa", itertools.product(
-    ["global", "local", "global_local"], ["soft", "hard", "none"], [True, False]))
+@pytest.mark.parametrize(
+    "branches,triplet,use_lsa",
+    itertools.product(["global", "local", "global_local"], ["soft", "hard", "none"], [True, False]),
+)
 def test_table2_switches(branches, triplet, use_lsa):
     out, labels, cfg = fake_output(branches), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), get_config().loss
     cfg.triplet, cfg.use_lsa = triplet, use_lsa

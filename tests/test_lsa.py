@@ -1,4 +1,5 @@
 """LSA distance against Algorithm 1 written literally with Python loops."""
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -34,8 +35,10 @@ def stripes(rng, n, k, d, dtype=np.float32):
     return rng.normal(size=(n, k, d)).astype(dtype)
 
 
-@pytest.mark.parametrize("k, window", [(8, None), (8, 1), (8, 2), (8, 3), (8, 4), (8, 6), (8, 8), (8, 15),
-                                       (6, 4), (1, None), (1, 5), (3, 100)])
+@pytest.mark.parametrize(
+    "k, window",
+    [(8, None), (8, 1), (8, 2), (8, 3), (8, 4), (8, 6), (8, 8), (8, 15), (6, 4), (1, None), (1, 5), (3, 100)],
+)
 def test_matches_algorithm_1(k, window):
     rng = np.random.default_rng(k * 100 + (window or 0))
     x, y = stripes(rng, 5, k, 12), stripes(rng, 7, k, 12)
@@ -104,8 +107,9 @@ def test_finite_gradients_with_coincident_stripes_under_jit_and_vmap():
     chex.assert_tree_all_finite(grads)
     assert float(jnp.abs(grads).sum()) > 0
     pairwise = jax.vmap(lambda a, b: lsa.lsa_distance(a[None], b[None])[0, 0])(x, x[::-1])
-    np.testing.assert_allclose(np.asarray(pairwise), np.diag(np.asarray(lsa.lsa_distance(x, x[::-1]))),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(pairwise), np.diag(np.asarray(lsa.lsa_distance(x, x[::-1]))), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
@@ -118,11 +122,19 @@ def test_low_precision_inputs_computed_in_float32(dtype):
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("x_shape, y_shape, kwargs, name", [
-    ((2, 8, 4), (3, 6, 4), {}, "stripes k"), ((2, 8, 4), (3, 8, 5), {}, "dimension d"),
-    ((2, 8), (3, 8, 4), {}, "x must"), ((2, 8, 4), (3, 4), {}, "y must"),
-    ((2, 8, 4), (3, 8, 4), dict(window=0), "window"), ((2, 8, 4), (3, 8, 4), dict(window=-2), "window"),
-    ((2, 8, 4), (3, 8, 4), dict(window=2.5), "window"), ((2, 8, 4), (3, 8, 4), dict(block_size=0), "block_size")])
+@pytest.mark.parametrize(
+    "x_shape, y_shape, kwargs, name",
+    [
+        ((2, 8, 4), (3, 6, 4), {}, "stripes k"),
+        ((2, 8, 4), (3, 8, 5), {}, "dimension d"),
+        ((2, 8), (3, 8, 4), {}, "x must"),
+        ((2, 8, 4), (3, 4), {}, "y must"),
+        ((2, 8, 4), (3, 8, 4), dict(window=0), "window"),
+        ((2, 8, 4), (3, 8, 4), dict(window=-2), "window"),
+        ((2, 8, 4), (3, 8, 4), dict(window=2.5), "window"),
+        ((2, 8, 4), (3, 8, 4), dict(block_size=0), "block_size"),
+    ],
+)
 def test_bad_input_raises(x_shape, y_shape, kwargs, name):
     with pytest.raises(ValueError, match=name):
         lsa.lsa_distance(np.ones(x_shape, np.float32), np.ones(y_shape, np.float32), **kwargs)

@@ -1,4 +1,5 @@
 """CLI end to end on the tiny CUHK03-sample config: outputs, eval reproducing training, and bad input."""
+
 import json
 import os
 import shutil
@@ -44,8 +45,7 @@ def test_train_writes_results_metrics_events_and_checkpoints():
 def test_eval_of_the_checkpoint_reproduces_training_numbers():
     workdir, _ = trained_workdir()
     eval_dir = new_workdir("eval")
-    proc = run_cli(*TINY, "--workdir", eval_dir, "--mode", "eval",
-                   "--checkpoint", os.path.join(workdir, "checkpoints"))
+    proc = run_cli(*TINY, "--workdir", eval_dir, "--mode", "eval", "--checkpoint", os.path.join(workdir, "checkpoints"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(workdir, "results.json")) as f, open(os.path.join(eval_dir, "results.json")) as g:
         assert json.load(f) == json.load(g)
@@ -64,8 +64,9 @@ def test_cross_domain_eval_on_a_test_only_dataset():
         for name in sorted(os.listdir(os.path.join(DATA_ROOT, folder)))[:keep]:
             shutil.copy(os.path.join(DATA_ROOT, folder, name), os.path.join(other, folder, name))
     eval_dir = new_workdir("cross_domain")
-    proc = run_cli(*TINY, "--workdir", eval_dir, "--mode", "eval", "--checkpoint", workdir,
-                   f"--config.data.root={other}")
+    proc = run_cli(
+        *TINY, "--workdir", eval_dir, "--mode", "eval", "--checkpoint", workdir, f"--config.data.root={other}"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(eval_dir, "results.json")) as f, open(os.path.join(workdir, "results.json")) as g:
         results, trained = json.load(f), json.load(g)
@@ -93,8 +94,13 @@ def test_missing_config_file_lists_available_configs():
 
 
 def test_missing_data_root_explains_the_layout():
-    proc = run_cli("--config", "experiments/market.py", "--workdir", new_workdir("nodata"),
-                   "--config.data.root=/nonexistent/market1501")
+    proc = run_cli(
+        "--config",
+        "experiments/market.py",
+        "--workdir",
+        new_workdir("nodata"),
+        "--config.data.root=/nonexistent/market1501",
+    )
     _assert_clean_failure(proc, "bounding_box_train", "experiments/synthetic.py")
 
 
@@ -108,8 +114,16 @@ def test_unwritable_workdir_fails_before_training():
 
 def test_checkpoint_of_another_model_names_the_parameter():
     workdir, _ = trained_workdir()
-    proc = run_cli(*TINY, "--config.model.embed_dim=32", "--workdir", new_workdir("mismatch"), "--mode", "eval",
-                   "--checkpoint", os.path.join(workdir, "checkpoints"))
+    proc = run_cli(
+        *TINY,
+        "--config.model.embed_dim=32",
+        "--workdir",
+        new_workdir("mismatch"),
+        "--mode",
+        "eval",
+        "--checkpoint",
+        os.path.join(workdir, "checkpoints"),
+    )
     _assert_clean_failure(proc, "params/", "shape")
 
 

@@ -1,4 +1,5 @@
 """MetricWriter: metrics.jsonl lines, and event files that TensorBoard's own schema decodes."""
+
 import json
 import os
 import struct
@@ -17,11 +18,11 @@ def read_events(path) -> list:
         data = f.read()
     events, pos = [], 0
     while pos < len(data):
-        header = data[pos:pos + 8]
+        header = data[pos : pos + 8]
         (length,) = struct.unpack("<Q", header)
-        payload = data[pos + 12:pos + 12 + length]
-        assert struct.unpack("<I", data[pos + 8:pos + 12])[0] == masked_crc32c(header), f"record at {pos}"
-        assert struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])[0] == masked_crc32c(payload), pos
+        payload = data[pos + 12 : pos + 12 + length]
+        assert struct.unpack("<I", data[pos + 8 : pos + 12])[0] == masked_crc32c(header), f"record at {pos}"
+        assert struct.unpack("<I", data[pos + 12 + length : pos + 16 + length])[0] == masked_crc32c(payload), pos
         events.append(Event.FromString(payload))
         pos += 16 + length
     return events
@@ -37,8 +38,10 @@ def test_scalars_reach_metrics_jsonl_and_a_tensorboard_event_file(tmp_path):
     writer.write(20, "eval/global+lsa", {"mAP": 41.25})
     writer.flush()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert lines == [{"step": 10, "split": "train", "total": 2.5, "lr": 3.5e-4},
-                     {"step": 20, "split": "eval/global+lsa", "mAP": 41.25}]
+    assert lines == [
+        {"step": 10, "split": "train", "total": 2.5, "lr": 3.5e-4},
+        {"step": 20, "split": "eval/global+lsa", "mAP": 41.25},
+    ]
     writer.close()
     (name,) = event_files(tmp_path)
     assert name.endswith(f".{os.getpid()}")  # one file per launch, told apart by the process id
@@ -46,8 +49,11 @@ def test_scalars_reach_metrics_jsonl_and_a_tensorboard_event_file(tmp_path):
     assert events[0].file_version == "brain.Event:2"
     scalars = [(e.step, v.tag, v.simple_value) for e in events[1:] for v in e.summary.value]
     # simple_value is a float32 field: 3.5e-4 comes back rounded to it.
-    assert scalars == [(10, "train/total", 2.5), (10, "train/lr", float(np.float32(3.5e-4))),
-                       (20, "eval/global+lsa/mAP", 41.25)]  # tags exactly as in metrics.jsonl
+    assert scalars == [
+        (10, "train/total", 2.5),
+        (10, "train/lr", float(np.float32(3.5e-4))),
+        (20, "eval/global+lsa/mAP", 41.25),
+    ]  # tags exactly as in metrics.jsonl
     assert all(e.wall_time > 0 for e in events)
 
 

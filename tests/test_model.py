@@ -1,4 +1,5 @@
 """GLDFA head (§3.1): shapes at the paper's size, stripe pooling, branch switches, outputs for test."""
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -36,14 +37,19 @@ def test_paper_shapes_at_384x128():
     model = build_model(config, num_classes=751)
 
     def init_and_run():
-        return model.init_with_output(jax.random.PRNGKey(0), jnp.zeros((2, 384, 128, 3)), train=False,
-                                      capture_intermediates=lambda mdl, _: mdl.name == "backbone")
+        return model.init_with_output(
+            jax.random.PRNGKey(0),
+            jnp.zeros((2, 384, 128, 3)),
+            train=False,
+            capture_intermediates=lambda mdl, _: mdl.name == "backbone",
+        )
 
     out, variables = jax.eval_shape(init_and_run)
     fmap = variables["intermediates"]["backbone"]["__call__"][0]
     chex.assert_shape(fmap, (2, 24, 8, output_channels(50, 0.25)))
-    chex.assert_shape([out.global_feat, out.local_feat, out.final_feat, out.logits],
-                      [(2, 256), (2, 8, 256), (2, 256 * 9), (2, 751)])
+    chex.assert_shape(
+        [out.global_feat, out.local_feat, out.final_feat, out.logits], [(2, 256), (2, 8, 256), (2, 256 * 9), (2, 751)]
+    )
 
 
 @pytest.mark.parametrize("height,k", [(24, 8), (4, 8), (7, 3), (5, 4), (1, 3)])
@@ -69,14 +75,17 @@ def test_stripes_when_map_is_shorter_than_k():
 
 def test_tiny_forward_final_is_local_then_global():
     out, variables, _ = run(tiny_config(bn_neck=False))
-    chex.assert_shape([out.global_feat, out.local_feat, out.final_feat, out.logits],
-                      [(4, 16), (4, 8, 16), (4, 16 * 9), (4, 5)])
+    chex.assert_shape(
+        [out.global_feat, out.local_feat, out.final_feat, out.logits], [(4, 16), (4, 8, 16), (4, 16 * 9), (4, 5)]
+    )
     chex.assert_tree_all_finite(out)
-    np.testing.assert_array_equal(out.final_feat,
-                                  jnp.concatenate([out.local_feat.reshape(4, -1), out.global_feat], axis=-1))
+    np.testing.assert_array_equal(
+        out.final_feat, jnp.concatenate([out.local_feat.reshape(4, -1), out.global_feat], axis=-1)
+    )
     assert float(out.local_feat.min()) >= 0.0  # ReLU after the local BN
-    np.testing.assert_allclose(out.logits, out.final_feat @ variables["params"]["classifier"]["kernel"],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        out.logits, out.final_feat @ variables["params"]["classifier"]["kernel"], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_bn_neck_and_train_mode_statistics():
@@ -89,8 +98,9 @@ def test_bn_neck_and_train_mode_statistics():
     assert set(state["batch_stats"]) == set(variables["batch_stats"])
 
 
-@pytest.mark.parametrize("branches,keys,final_dim", [("global", {"global", "final"}, 16),
-                                                      ("local", {"local", "final"}, 16 * 8)])
+@pytest.mark.parametrize(
+    "branches,keys,final_dim", [("global", {"global", "final"}, 16), ("local", {"local", "final"}, 16 * 8)]
+)
 def test_single_branch_rows_of_table2(branches, keys, final_dim):
     out, variables, _ = run(tiny_config(branches=branches, bn_neck=False))
     assert isinstance(out, GLDFAOutput)
@@ -104,18 +114,29 @@ def test_single_branch_rows_of_table2(branches, keys, final_dim):
 
 def test_plain_resnet_head_and_max_pooling_and_bfloat16():
     """embed_dim 0 keeps the backbone channels (plain ResNet rows of Table 2); bf16 outputs come back float32."""
-    out, variables, _ = run(tiny_config(embed_dim=0, global_pool="max", local_pool="max", dtype="bfloat16",
-                                        num_stripes=3))
+    out, variables, _ = run(
+        tiny_config(embed_dim=0, global_pool="max", local_pool="max", dtype="bfloat16", num_stripes=3)
+    )
     channels = output_channels(18, 0.125)
-    chex.assert_shape([out.global_feat, out.local_feat, out.final_feat], [(4, channels), (4, 3, channels),
-                                                                            (4, 4 * channels)])
+    chex.assert_shape(
+        [out.global_feat, out.local_feat, out.final_feat], [(4, channels), (4, 3, channels), (4, 4 * channels)]
+    )
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(out))
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(variables))
     assert "global_fc" not in variables["params"] and "local_conv" not in variables["params"]
 
 
-@pytest.mark.parametrize("field,value", [("branches", "both"), ("global_pool", "mean"), ("dtype", "float64"),
-                                         ("depth", 152), ("num_stripes", 0), ("width_multiplier", 0.0)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("branches", "both"),
+        ("global_pool", "mean"),
+        ("dtype", "float64"),
+        ("depth", 152),
+        ("num_stripes", 0),
+        ("width_multiplier", 0.0),
+    ],
+)
 def test_build_model_rejects_bad_config(field, value):
     with pytest.raises(ValueError, match=f"model.{field}"):
         build_model(tiny_config(**{field: value}), num_classes=5)
@@ -124,7 +145,8 @@ def test_build_model_rejects_bad_config(field, value):
 def test_local_relu_switch_gives_signed_stripes():
     with_relu, variables, _ = run(tiny_config(bn_neck=False))
     signed = build_model(tiny_config(bn_neck=False, local_relu=False), 5).apply(
-        variables, jax.random.normal(jax.random.PRNGKey(1), (4, 64, 32, 3)), train=False)
+        variables, jax.random.normal(jax.random.PRNGKey(1), (4, 64, 32, 3)), train=False
+    )
     assert float(with_relu.local_feat.min()) >= 0.0
     assert float(signed.local_feat.min()) < 0.0  # the BN output, like the global feature
     np.testing.assert_array_equal(with_relu.global_feat, signed.global_feat)  # the switch touches local only
@@ -135,9 +157,16 @@ class _Device:
         self.platform, self.compute_capability = platform, compute_capability
 
 
-@pytest.mark.parametrize("device, want", [
-    (_Device("cpu"), jnp.float32), (_Device("gpu", "7.5"), jnp.float32),  # T4: bfloat16 is emulated
-    (_Device("gpu", "8.0"), jnp.bfloat16), (_Device("gpu", "9.0"), jnp.bfloat16), (_Device("tpu"), jnp.bfloat16)])
+@pytest.mark.parametrize(
+    "device, want",
+    [
+        (_Device("cpu"), jnp.float32),
+        (_Device("gpu", "7.5"), jnp.float32),  # T4: bfloat16 is emulated
+        (_Device("gpu", "8.0"), jnp.bfloat16),
+        (_Device("gpu", "9.0"), jnp.bfloat16),
+        (_Device("tpu"), jnp.bfloat16),
+    ],
+)
 def test_auto_dtype_is_bfloat16_only_where_native(device, want):
     assert compute_dtype("auto", device) == want
     assert compute_dtype("float32", device) == jnp.float32

@@ -1,4 +1,5 @@
 """The Colab notebooks run top to bottom, headless, with their tiny CPU settings."""
+
 import os
 
 import nbformat

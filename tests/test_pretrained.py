@@ -1,4 +1,5 @@
 """Pretrained ResNet loading: safetensors parsing, name/layout mapping, and equivalence with PyTorch."""
+
 import functools
 import json
 import logging
@@ -35,8 +36,11 @@ def torchvision_shapes(depth, base):
     """{torchvision name: shape} for a width-scaled ResNet (channels base, 2·base, 4·base, 8·base)."""
     bottleneck = depth >= 50
     blocks = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3)}[depth]
-    shapes = {"conv1.weight": (base, 3, 7, 7), "fc.weight": (1000, 8 * base * (4 if bottleneck else 1)),
-              "fc.bias": (1000,)}
+    shapes = {
+        "conv1.weight": (base, 3, 7, 7),
+        "fc.weight": (1000, 8 * base * (4 if bottleneck else 1)),
+        "fc.bias": (1000,),
+    }
 
     def bn(prefix, c):
         shapes.update({f"{prefix}.{leaf}": (c,) for leaf in ("weight", "bias", "running_mean", "running_var")})
@@ -45,11 +49,14 @@ def torchvision_shapes(depth, base):
     bn("bn1", base)
     cin = base
     for s, n in enumerate(blocks):
-        planes = base * 2 ** s
+        planes = base * 2**s
         for b in range(n):
             p = f"layer{s + 1}.{b}"
-            kernels = [(planes, cin, 1, 1), (planes, planes, 3, 3), (4 * planes, planes, 1, 1)] if bottleneck \
+            kernels = (
+                [(planes, cin, 1, 1), (planes, planes, 3, 3), (4 * planes, planes, 1, 1)]
+                if bottleneck
                 else [(planes, cin, 3, 3), (planes, planes, 3, 3)]
+            )
             for i, k in enumerate(kernels, 1):
                 shapes[f"{p}.conv{i}.weight"] = k
                 bn(f"{p}.bn{i}", k[0])
@@ -70,8 +77,10 @@ def tiny_gldfa_variables():
 
 
 def random_state(shapes):
-    return {k: (np.array(7, np.int64) if k.endswith("tracked") else RNG.uniform(0.5, 1.5, s).astype(np.float32))
-            for k, s in shapes.items()}
+    return {
+        k: (np.array(7, np.int64) if k.endswith("tracked") else RNG.uniform(0.5, 1.5, s).astype(np.float32))
+        for k, s in shapes.items()
+    }
 
 
 def test_safetensors_values_land_in_flax_leaves(tmp_path, caplog):
@@ -84,10 +93,12 @@ def test_safetensors_values_land_in_flax_leaves(tmp_path, caplog):
     assert "Loaded" in caplog.text
     params, stats = after["params"]["backbone"], after["batch_stats"]["backbone"]
     np.testing.assert_array_equal(params["conv1"]["kernel"], state["conv1.weight"].transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(params["layer3_1"]["conv2"]["kernel"][1, 2, 5, 7],
-                                  state["layer3.1.conv2.weight"][7, 5, 1, 2])
-    np.testing.assert_array_equal(params["layer2_0"]["downsample_conv"]["kernel"][0, 0],
-                                  state["layer2.0.downsample.0.weight"][:, :, 0, 0].T)
+    np.testing.assert_array_equal(
+        params["layer3_1"]["conv2"]["kernel"][1, 2, 5, 7], state["layer3.1.conv2.weight"][7, 5, 1, 2]
+    )
+    np.testing.assert_array_equal(
+        params["layer2_0"]["downsample_conv"]["kernel"][0, 0], state["layer2.0.downsample.0.weight"][:, :, 0, 0].T
+    )
     np.testing.assert_array_equal(params["layer4_0"]["bn2"]["scale"], state["layer4.0.bn2.weight"])
     np.testing.assert_array_equal(params["layer4_0"]["downsample_bn"]["bias"], state["layer4.0.downsample.1.bias"])
     np.testing.assert_array_equal(stats["bn1"]["mean"], state["bn1.running_mean"])
@@ -102,8 +113,14 @@ def test_safetensors_dtypes_and_bad_file(tmp_path):
     values = np.array([1.5, -2.0, 0.15625], np.float32)  # exact in bfloat16
     bf16 = (values.view(np.uint32) >> 16).astype("<u2").tobytes()  # bfloat16 = the upper half of a float32
     path = tmp_path / "t.safetensors"
-    handmade_safetensors(path, {"a": ("BF16", (3,), bf16), "b": ("F16", (1, 3), values.astype("<f2").tobytes()),
-                                "n": ("I64", (2,), np.array([7, -1], "<i8").tobytes())})
+    handmade_safetensors(
+        path,
+        {
+            "a": ("BF16", (3,), bf16),
+            "b": ("F16", (1, 3), values.astype("<f2").tobytes()),
+            "n": ("I64", (2,), np.array([7, -1], "<i8").tobytes()),
+        },
+    )
     read = read_safetensors(str(path))
     assert read["a"].dtype == np.float32 and read["b"].dtype == np.float16 and read["n"].dtype == np.int64
     np.testing.assert_array_equal(read["a"], values)
@@ -120,8 +137,11 @@ def test_converter_output_reads_with_safetensors_and_torch_files_read_with_ours(
     torch = pytest.importorskip("torch")
     from safetensors.torch import save_file as torch_save_file
 
-    state = {"conv1.weight": torch.randn(4, 3, 7, 7), "bn1.weight": torch.randn(4).bfloat16(),
-             "bn1.num_batches_tracked": torch.tensor(7)}
+    state = {
+        "conv1.weight": torch.randn(4, 3, 7, 7),
+        "bn1.weight": torch.randn(4).bfloat16(),
+        "bn1.num_batches_tracked": torch.tensor(7),
+    }
     torch.save(state, tmp_path / "r.pth")
     pretrained.main(["convert", str(tmp_path / "r.pth"), str(tmp_path / "r.safetensors")])
     torch_save_file(state, str(tmp_path / "t.safetensors"))
@@ -162,6 +182,7 @@ def test_errors_name_the_tensor(tmp_path, caplog):
 # ---- equivalence with a PyTorch ResNet (torchvision names, built by hand in benchmarks/torch_reference.py:
 # torchvision is not a dependency) ----
 
+
 def torch_resnet(depth, base, last_stride):
     torch = pytest.importorskip("torch")
     from benchmarks.torch_reference import ResNet as TorchResNet
@@ -179,8 +200,9 @@ def torch_resnet(depth, base, last_stride):
     return net.eval()
 
 
-@pytest.mark.parametrize("depth,width,last_stride,size,fmt", [(18, 0.25, 1, (64, 32), "safetensors"),
-                                                              (50, 0.125, 2, (67, 35), "pth")])
+@pytest.mark.parametrize(
+    "depth,width,last_stride,size,fmt", [(18, 0.25, 1, (64, 32), "safetensors"), (50, 0.125, 2, (67, 35), "pth")]
+)
 def test_flax_matches_pytorch_with_converted_weights(tmp_path, depth, width, last_stride, size, fmt):
     torch = pytest.importorskip("torch")
     net = torch_resnet(depth, int(64 * width), last_stride)

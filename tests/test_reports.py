@@ -1,4 +1,5 @@
 """Visual reports: PNGs exist with the documented size, and what they show matches naive computations."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -24,23 +25,34 @@ def _naive_ranking(dist, q_pid, q_cam, g_pids, g_cams, topk):
 @pytest.fixture
 def world():
     rng = np.random.default_rng(3)
-    q_pids = np.array([1, 2, 3, 9])          # identity 9 is not in the gallery
+    q_pids = np.array([1, 2, 3, 9])  # identity 9 is not in the gallery
     q_cams = np.array([0, 0, 0, 0])
     g_pids = np.array([1, 1, 2, 2, 3, 3, 4])  # 7 gallery images: fewer than 10
     g_cams = np.array([0, 1, 1, 0, 1, 1, 0])
     dist = rng.random((4, 7)).astype(np.float32)
-    dist[0, 3] = dist[0, 5]                   # a tie: order must follow gallery index
+    dist[0, 3] = dist[0, 5]  # a tie: order must follow gallery index
     images = lambda n: [rng.integers(0, 256, (32, 16, 3), dtype=np.uint8) for _ in range(n)]
-    return dict(dist=dist, q_pids=q_pids, q_cams=q_cams, g_pids=g_pids, g_cams=g_cams,
-                q_imgs=images(4), g_imgs=images(7))
+    return dict(
+        dist=dist, q_pids=q_pids, q_cams=q_cams, g_pids=g_pids, g_cams=g_cams, q_imgs=images(4), g_imgs=images(7)
+    )
 
 
 def test_retrieval_grid_ranks_marks_and_size(world, tmp_path):
     w = world
     out_png = tmp_path / "sub" / "grid.png"
-    out = reports.retrieval_grid(w["dist"], w["q_imgs"], w["g_imgs"], str(out_png), q_pids=w["q_pids"],
-                                 g_pids=w["g_pids"], q_camids=w["q_cams"], g_camids=w["g_cams"],
-                                 query_indices=[0, 2, 3], topk=10, tile=(40, 20))
+    out = reports.retrieval_grid(
+        w["dist"],
+        w["q_imgs"],
+        w["g_imgs"],
+        str(out_png),
+        q_pids=w["q_pids"],
+        g_pids=w["g_pids"],
+        q_camids=w["q_cams"],
+        g_camids=w["g_cams"],
+        query_indices=[0, 2, 3],
+        topk=10,
+        tile=(40, 20),
+    )
     assert _png_size(out_png) == (11 * (20 + 16) + 16, 3 * (40 + 36) + 10)
     assert out["queries"] == [0, 2, 3]
     for q, ranked, correct, has_match in zip(out["queries"], out["ranked"], out["correct"], out["has_match"]):
@@ -54,8 +66,9 @@ def test_retrieval_grid_ranks_marks_and_size(world, tmp_path):
 
 def test_retrieval_grid_without_labels_and_sampling(world, tmp_path):
     w = world
-    out = reports.retrieval_grid(w["dist"], w["q_imgs"], w["g_imgs"], str(tmp_path / "g.png"),
-                                 num_queries=2, topk=3, seed=1, tile=(40, 20))
+    out = reports.retrieval_grid(
+        w["dist"], w["q_imgs"], w["g_imgs"], str(tmp_path / "g.png"), num_queries=2, topk=3, seed=1, tile=(40, 20)
+    )
     assert _png_size(tmp_path / "g.png") == (4 * 36 + 16, 2 * 76 + 10)
     assert len(set(out["queries"])) == 2 and out["correct"] == [None, None]
     for q, ranked in zip(out["queries"], out["ranked"]):
@@ -126,12 +139,23 @@ def test_training_curves_reads_metrics_jsonl(tmp_path):
     lines = []
     for step in (0, 10, 20, 30, 20, 30, 40):
         resumed = len(lines) >= 4
-        lines.append({"step": step, "split": "train", "id": 5.0 - step / 10 - (0.5 if resumed else 0.0),
-                      "triplet_global": 0.3, "total": 6.0 - step / 10, "lr": 3.5e-4, "images_per_s": 30.0})
-    lines += [{"step": s, "split": "eval/global+lsa", "mAP": m, "rank1": m + 10, "rank5": 90.0, "rank10": 95.0}
-              for s, m in ((20, 30.0), (40, 55.0))]
+        lines.append(
+            {
+                "step": step,
+                "split": "train",
+                "id": 5.0 - step / 10 - (0.5 if resumed else 0.0),
+                "triplet_global": 0.3,
+                "total": 6.0 - step / 10,
+                "lr": 3.5e-4,
+                "images_per_s": 30.0,
+            }
+        )
+    lines += [
+        {"step": s, "split": "eval/global+lsa", "mAP": m, "rank1": m + 10, "rank5": 90.0, "rank10": 95.0}
+        for s, m in ((20, 30.0), (40, 55.0))
+    ]
     path = tmp_path / "metrics.jsonl"
-    path.write_text("\n".join(__import__("json").dumps(l) for l in lines) + "\n")
+    path.write_text("\n".join(__import__("json").dumps(line) for line in lines) + "\n")
     metrics = reports.training_curves(str(path), str(tmp_path / "curves.png"), steps_per_epoch=10)
     assert _png_size(tmp_path / "curves.png") == (1500, 450)
     np.testing.assert_array_equal(metrics["train"]["step"], [0, 10, 20, 30, 40])
@@ -146,8 +170,9 @@ def test_retrieval_grid_from_the_rows_an_evaluation_keeps(world, tmp_path):
     """A mapping query index -> distance row draws the same grid as the full matrix, from those rows alone."""
     w = world
     ids = dict(q_pids=w["q_pids"], g_pids=w["g_pids"], q_camids=w["q_cams"], g_camids=w["g_cams"])
-    full = reports.retrieval_grid(w["dist"], w["q_imgs"], w["g_imgs"], str(tmp_path / "a.png"), **ids, seed=2,
-                                  num_queries=3)
+    full = reports.retrieval_grid(
+        w["dist"], w["q_imgs"], w["g_imgs"], str(tmp_path / "a.png"), **ids, seed=2, num_queries=3
+    )
     assert full["queries"] == reports.sample_queries(4, 3, seed=2)
     rows = {q: w["dist"][q] for q in full["queries"]}
     drawn = reports.retrieval_grid(rows, w["q_imgs"], w["g_imgs"], str(tmp_path / "b.png"), **ids)
@@ -156,8 +181,14 @@ def test_retrieval_grid_from_the_rows_an_evaluation_keeps(world, tmp_path):
         for a, b in zip(drawn[key], full[key]):
             np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="query_indices"):
-        reports.retrieval_grid(rows, w["q_imgs"], w["g_imgs"], str(tmp_path / "c.png"),
-                               query_indices=[q for q in range(4) if q not in rows], **ids)
+        reports.retrieval_grid(
+            rows,
+            w["q_imgs"],
+            w["g_imgs"],
+            str(tmp_path / "c.png"),
+            query_indices=[q for q in range(4) if q not in rows],
+            **ids,
+        )
 
 
 def test_write_eval_reports_draws_from_the_evaluation(tmp_path, monkeypatch):
@@ -170,8 +201,10 @@ def test_write_eval_reports_draws_from_the_evaluation(tmp_path, monkeypatch):
 
     rng = np.random.default_rng(5)
     g_ids = np.repeat(np.arange(5), 3)
-    feats = lambda ids: {"global": (ids[:, None] + rng.normal(size=(ids.size, 4))).astype(np.float32),
-                         "local": (ids[:, None, None] + rng.normal(size=(ids.size, 4, 3))).astype(np.float32)}
+    feats = lambda ids: {
+        "global": (ids[:, None] + rng.normal(size=(ids.size, 4))).astype(np.float32),
+        "local": (ids[:, None, None] + rng.normal(size=(ids.size, 4, 3))).astype(np.float32),
+    }
     q, g = feats(np.arange(5)), feats(g_ids)
     image = lambda n: rng.integers(0, 256, (n, 32, 16, 3), dtype=np.uint8)
     query, gallery = Split(image(5), np.arange(5), np.zeros(5, int)), Split(image(15), g_ids, np.ones(15, int))

@@ -1,4 +1,5 @@
 """k-reciprocal re-ranking against the original algorithm written densely from its definition."""
+
 import chex
 import numpy as np
 import pytest
@@ -10,13 +11,18 @@ from gldfa_jax import distances, rerank
 def features(rng, n, clusters=None):
     centres = rng.normal(size=(7, 16)) * 2
     own = centres[rng.integers(0, 7, n)]
-    return {"global": (own + rng.normal(size=(n, 16))).astype(np.float32),
-            "local": (own[:, None, :8] + rng.normal(size=(n, 4, 8))).astype(np.float32)}
+    return {
+        "global": (own + rng.normal(size=(n, 16))).astype(np.float32),
+        "local": (own[:, None, :8] + rng.normal(size=(n, 4, 8))).astype(np.float32),
+    }
 
 
 def dense_inputs(q, g, mode="global"):
-    return (distances.pairwise_distance(q, g, mode), distances.pairwise_distance(q, q, mode),
-            distances.pairwise_distance(g, g, mode))
+    return (
+        distances.pairwise_distance(q, g, mode),
+        distances.pairwise_distance(q, q, mode),
+        distances.pairwise_distance(g, g, mode),
+    )
 
 
 @pytest.mark.parametrize("k1, k2, lam", [(20, 6, 0.3), (6, 3, 0.5), (4, 1, 0.0), (30, 1, 1.0)])
@@ -47,14 +53,20 @@ def test_rerank_changes_and_keeps_order_sensible():
     q_g, q_q, g_g = dense_inputs(q, g)
     out = rerank.re_ranking(q_g, q_q, g_g, k1=6, k2=3, lambda_value=1.0)
     # λ = 1 leaves only the normalised squared distance: same ranking as the input.
-    np.testing.assert_array_equal(np.argsort(out, 1, kind="stable")[:, :5],
-                                  np.argsort(q_g, 1, kind="stable")[:, :5])
+    np.testing.assert_array_equal(np.argsort(out, 1, kind="stable")[:, :5], np.argsort(q_g, 1, kind="stable")[:, :5])
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    (dict(k1=0), "k1"), (dict(k2=-1), "k2"), (dict(lambda_value=1.5), "lambda_value"),
-    (dict(q_q_dist=np.zeros((3, 3))), "q_q_dist"), (dict(g_g_dist=np.zeros((4, 5))), "g_g_dist"),
-    (dict(q_g_dist=np.full((2, 4), np.nan)), "q_g_dist")])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(k1=0), "k1"),
+        (dict(k2=-1), "k2"),
+        (dict(lambda_value=1.5), "lambda_value"),
+        (dict(q_q_dist=np.zeros((3, 3))), "q_q_dist"),
+        (dict(g_g_dist=np.zeros((4, 5))), "g_g_dist"),
+        (dict(q_g_dist=np.full((2, 4), np.nan)), "q_g_dist"),
+    ],
+)
 def test_bad_input_raises(kwargs, name):
     args = dict(q_g_dist=np.ones((2, 4)), q_q_dist=np.ones((2, 2)), g_g_dist=np.ones((4, 4)))
     args.update(kwargs)
@@ -67,8 +79,7 @@ def test_tiny_sets_with_k1_larger_than_n():
     q, g = features(rng, 2), features(rng, 1)  # one gallery item, k1 + 1 > N
     q_g, q_q, g_g = dense_inputs(q, g)
     np.testing.assert_allclose(rerank.re_ranking(q_g, q_q, g_g), reference_re_ranking(q_g, q_q, g_g), atol=1e-6)
-    np.testing.assert_allclose(rerank.re_ranking_features(q, g, "global"), rerank.re_ranking(q_g, q_q, g_g),
-                               atol=1e-5)
+    np.testing.assert_allclose(rerank.re_ranking_features(q, g, "global"), rerank.re_ranking(q_g, q_q, g_g), atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["global", "global+lsa"])

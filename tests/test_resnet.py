@@ -1,4 +1,5 @@
 """ResNet backbone: torchvision shapes and parameter counts, stride/padding arithmetic, BN conventions."""
+
 import chex
 import jax
 import jax.numpy as jnp

@@ -1,5 +1,6 @@
 """Retrieval on a folder with a tiny trained checkpoint: rankings against a naive global + LSA distance,
 the gallery feature cache, bad input."""
+
 import csv
 import json
 import os
@@ -58,8 +59,20 @@ def test_retrieve_cli_ranks_caches_and_draws(tiny_run, tmp_path, capsys):
     for name in sorted(os.listdir(os.path.join(config.data.root, "query")))[:3]:
         shutil.copy(os.path.join(config.data.root, "query", name), query / name)
     cache, out = str(tmp_path / "gallery.npz"), str(tmp_path / "out")
-    args = ["--checkpoint", run, "--query", str(query), "--gallery", gallery, "--out", out,
-            "--gallery-features", cache, "--topk", "5"]
+    args = [
+        "--checkpoint",
+        run,
+        "--query",
+        str(query),
+        "--gallery",
+        gallery,
+        "--out",
+        out,
+        "--gallery-features",
+        cache,
+        "--topk",
+        "5",
+    ]
     assert retrieve.main(args) == 0
     assert "gallery features written" in capsys.readouterr().out
 
@@ -69,8 +82,9 @@ def test_retrieve_cli_ranks_caches_and_draws(tiny_run, tmp_path, capsys):
     qf, gf = result["query_features"], result["gallery_features"]
     num_g = len(result["gallery"])
     assert num_g == len(os.listdir(gallery)) and len(result["queries"]) == 3
-    naive = np.array([[_naive_global_lsa(qf, gf, q, g, config.model.num_stripes // 2) for g in range(num_g)]
-                      for q in range(3)])
+    naive = np.array(
+        [[_naive_global_lsa(qf, gf, q, g, config.model.num_stripes // 2) for g in range(num_g)] for q in range(3)]
+    )
     np.testing.assert_allclose(result["distances"], naive, rtol=1e-4, atol=1e-4)
     with open(os.path.join(out, "matches.csv")) as f:
         rows = list(csv.DictReader(f))
@@ -88,8 +102,7 @@ def test_retrieve_cli_ranks_caches_and_draws(tiny_run, tmp_path, capsys):
     assert os.path.getsize(os.path.join(out, "alignment_top1.png")) > 0
 
     # One image as the query; the cache belongs to the full gallery, so a different gallery is refused.
-    single = retrieve.retrieve(run, str(query / sorted(os.listdir(query))[0]), gallery, str(tmp_path / "one"),
-                               topk=3)
+    single = retrieve.retrieve(run, str(query / sorted(os.listdir(query))[0]), gallery, str(tmp_path / "one"), topk=3)
     np.testing.assert_allclose(single["distances"][0], naive[0], rtol=1e-4, atol=1e-4)
     smaller = tmp_path / "smaller"
     shutil.copytree(gallery, smaller)
@@ -117,8 +130,9 @@ def test_retrieve_with_a_gallery_index_builds_adds_and_refuses(tiny_run, tmp_pat
     dense = retrieve.retrieve(run, query, str(gallery), str(tmp_path / "dense"), topk=5)
     indexed = retrieve.retrieve(run, query, None, str(tmp_path / "indexed"), topk=5, index_dir=index)
     assert indexed["mode"] == dense["mode"] == "global+lsa"
-    assert [indexed["gallery"][g] for g in indexed["ranked"][0]] == [os.path.abspath(dense["gallery"][g])
-                                                                      for g in dense["ranked"][0]]
+    assert [indexed["gallery"][g] for g in indexed["ranked"][0]] == [
+        os.path.abspath(dense["gallery"][g]) for g in dense["ranked"][0]
+    ]
     np.testing.assert_allclose(indexed["ranked_distances"][0], dense["ranked_distances"][0], rtol=2e-3)
     with open(os.path.join(str(tmp_path / "indexed"), "matches.csv")) as f:
         assert len(list(csv.DictReader(f))) == 5
@@ -151,13 +165,19 @@ def test_retrieve_with_a_gallery_index_builds_adds_and_refuses(tiny_run, tmp_pat
 
 def test_retrieve_bad_input(tiny_run, tmp_path, capsys):
     _, run = tiny_run
-    assert retrieve.main(["--checkpoint", str(tmp_path / "nope"), "--query", "x", "--gallery", "y",
-                          "--out", str(tmp_path)]) == 2
+    assert (
+        retrieve.main(
+            ["--checkpoint", str(tmp_path / "nope"), "--query", "x", "--gallery", "y", "--out", str(tmp_path)]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert retrieve.main(["--checkpoint", run, "--query", str(empty), "--gallery", str(empty),
-                          "--out", str(tmp_path)]) == 2
+    assert (
+        retrieve.main(["--checkpoint", run, "--query", str(empty), "--gallery", str(empty), "--out", str(tmp_path)])
+        == 2
+    )
     assert "holds no images" in capsys.readouterr().err
 
 
@@ -170,8 +190,16 @@ def test_eval_reports_of_a_checkpoint(tiny_run, tmp_path):
     data = load_experiment_data(config.data)
     q = inference.extract_features(model, variables, data.query.images, config.data)
     g = inference.extract_features(model, variables, data.gallery.images, config.data)
-    paths = reports.write_eval_reports(str(tmp_path), q, g, data.query, data.gallery, config,
-                                       metrics_jsonl=os.path.join(run, "metrics.jsonl"), steps_per_epoch=2)
+    paths = reports.write_eval_reports(
+        str(tmp_path),
+        q,
+        g,
+        data.query,
+        data.gallery,
+        config,
+        metrics_jsonl=os.path.join(run, "metrics.jsonl"),
+        steps_per_epoch=2,
+    )
     assert sorted(paths) == ["alignment", "cmc", "feature_stats", "retrieval_grid", "training_curves"]
     with open(paths.pop("feature_stats")) as f:
         stats = json.load(f)
@@ -186,8 +214,8 @@ def test_misalignment_analysis_of_a_run(tiny_run):
     """gldfa_jax/ablation/misalignment.py: query groups from the manifest; W = 1 'lsa' = sum of stripe-by-stripe
     distances (hard alignment), evaluated on each group."""
     from data_pipelines import datasets
-    from gldfa_jax.ablation import misalignment
     from gldfa_jax import evaluation, inference
+    from gldfa_jax.ablation import misalignment
 
     config, run = tiny_run
     out = misalignment.evaluate_run(run, [1, 4])
@@ -198,14 +226,21 @@ def test_misalignment_analysis_of_a_run(tiny_run):
 
     cfg, model, variables, _ = retrieve.load_checkpoint(run)
     from gldfa_jax.experiment_data import load_experiment_data
+
     data = load_experiment_data(cfg.data)
     q = inference.extract_features(model, variables, data.query.images, cfg.data)["local"]
     g = inference.extract_features(model, variables, data.gallery.images, cfg.data)["local"]
     hard = np.linalg.norm(q[:, None] - g[None], axis=-1).sum(-1)  # [Q, G]: stripe i against stripe i only
     for name, mask in (("all", np.ones_like(shifted)), ("misaligned", shifted), ("aligned", ~shifted)):
         if mask.any():
-            _, mean_ap = evaluation.evaluate_rank(hard[mask], data.query.pids[mask], data.gallery.pids,
-                                                  data.query.camids[mask], data.gallery.camids, max_rank=10)
+            _, mean_ap = evaluation.evaluate_rank(
+                hard[mask],
+                data.query.pids[mask],
+                data.gallery.pids,
+                data.query.camids[mask],
+                data.gallery.camids,
+                max_rank=10,
+            )
             np.testing.assert_allclose(out[("lsa", 1, name)]["mAP"], 100 * mean_ap, rtol=1e-4, atol=1e-3)
     text = misalignment.table({"tiny": [out]}, [1, 4])
     assert "| tiny | 1 | lsa | 1 (hard) |" in text

@@ -1,5 +1,6 @@
 """The independent PyTorch reference (benchmarks/torch_reference.py) agrees with gldfa_jax on the losses and the
 LSA distance for the same features, and its trainer runs end to end with the project's evaluation."""
+
 import json
 import os
 
@@ -7,10 +8,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-
 from conftest import CUHK03_SAMPLE
-from gldfa_jax.config import get_config
+
 from gldfa_jax import losses, lsa
+from gldfa_jax.config import get_config
 from gldfa_jax.model import GLDFAOutput
 
 torch = pytest.importorskip("torch")
@@ -33,18 +34,33 @@ def test_lsa_matches(window, normalize):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("triplet,local_triplet,normalize,branches,joint", [
-    ("soft", "", False, ("global", "local"), "separate"), ("soft", "hard", True, ("global",), "separate"),
-    ("hard", "", False, ("local",), "separate"), ("soft", "", False, ("global", "local"), "sum")])
+@pytest.mark.parametrize(
+    "triplet,local_triplet,normalize,branches,joint",
+    [
+        ("soft", "", False, ("global", "local"), "separate"),
+        ("soft", "hard", True, ("global",), "separate"),
+        ("hard", "", False, ("local",), "separate"),
+        ("soft", "", False, ("global", "local"), "sum"),
+    ],
+)
 def test_total_loss_matches(triplet, local_triplet, normalize, branches, joint):
     g, loc, logits = features()
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     cfg = get_config().loss
     cfg.triplet, cfg.local_triplet, cfg.normalize_stripes, cfg.center_branches, cfg.triplet_distance = (
-        triplet, local_triplet, normalize, branches, joint)
+        triplet,
+        local_triplet,
+        normalize,
+        branches,
+        joint,
+    )
     centers = {"global": np.full((4, 6), 0.3, np.float32), "local": np.full((4, 24), 0.2, np.float32)}
-    out = GLDFAOutput(global_feat=jnp.asarray(g), local_feat=jnp.asarray(loc), final_feat=jnp.zeros((8, 30)),
-                      logits=jnp.asarray(logits))
+    out = GLDFAOutput(
+        global_feat=jnp.asarray(g),
+        local_feat=jnp.asarray(loc),
+        final_feat=jnp.zeros((8, 30)),
+        logits=jnp.asarray(logits),
+    )
     _, want = losses.total_loss(out, jnp.asarray(labels), jax_centers(centers), cfg, 4)
     t = lambda a: torch.from_numpy(a)
     _, got = ref.total_loss((t(g), t(loc), None, t(logits)), t(labels), {k: t(v) for k, v in centers.items()}, cfg, 4)

@@ -1,4 +1,5 @@
 """Trainer: step-decay schedule, the data-parallel step (2 devices == 1 device == plain gradient), non-finite loss."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,8 +26,14 @@ def test_schedule_boundaries_in_epochs(xp):
     o = base.get_config().optim  # §4.1: 3.5e-3, ×0.1 at 100 and 200
     spe = 7
     lr = train.lr_schedule(o, spe, xp=xp)
-    expect = {0: 3.5e-3, 100 * spe - 1: 3.5e-3, 100 * spe: 3.5e-4, 200 * spe - 1: 3.5e-4, 200 * spe: 3.5e-5,
-              300 * spe - 1: 3.5e-5}
+    expect = {
+        0: 3.5e-3,
+        100 * spe - 1: 3.5e-3,
+        100 * spe: 3.5e-4,
+        200 * spe - 1: 3.5e-4,
+        200 * spe: 3.5e-5,
+        300 * spe - 1: 3.5e-5,
+    }
     for step, value in expect.items():
         assert float(lr(step)) == pytest.approx(value, rel=1e-6), step
 
@@ -50,8 +57,8 @@ def test_optimizer_is_adam_with_l2_added_to_gradient():
     params = {"w": jnp.array([1.0, -2.0])}
     zero = {"w": jnp.zeros(2)}
     updates, _ = tx.update(zero, tx.init(params), params)
-    # With a zero loss gradient Adam sees only g = wd·w, so its first step is -lr·g/(|g| + eps) ≈ -lr·sign(w) (PyTorch Adam's
-    # weight_decay); decoupled AdamW would instead move by -lr·wd·w ≈ 0.
+    # With a zero loss gradient Adam sees only g = wd·w, so its first step is -lr·g/(|g| + eps) ≈ -lr·sign(w)
+    # (PyTorch Adam's weight_decay); decoupled AdamW would instead move by -lr·wd·w ≈ 0.
     g = 1e-5 * np.array([1.0, -2.0])
     np.testing.assert_allclose(updates["w"], -3.5e-3 * g / (np.abs(g) + 1e-8), rtol=1e-4)
 
@@ -74,8 +81,9 @@ def setup():
 
 def _run(setup, n, state=None):
     c, model, tx, state0, images, labels, step = setup
-    new, metrics = step(train.replicate(state if state is not None else state0, n),
-                        shard_batch(images, n), shard_batch(labels, n))
+    new, metrics = step(
+        train.replicate(state if state is not None else state0, n), shard_batch(images, n), shard_batch(labels, n)
+    )
     return train.unreplicate(new), train.unreplicate(metrics)
 
 
@@ -85,12 +93,15 @@ def _reference(setup):
     model = build_model(c.model, 4)
 
     def loss_fn(params, centers):
-        out, new_vars = model.apply({"params": params, "batch_stats": state.batch_stats}, images, train=True,
-                                    mutable=["batch_stats"])
+        out, new_vars = model.apply(
+            {"params": params, "batch_stats": state.batch_stats}, images, train=True, mutable=["batch_stats"]
+        )
         loss, parts = losses.total_loss(out, labels, centers, c.loss, c.model.num_stripes)
         return loss, new_vars["batch_stats"]
 
-    (loss, stats), (gp, gc) = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True))(state.params, state.centers)
+    (loss, stats), (gp, gc) = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True))(
+        state.params, state.centers
+    )
     updates, _ = tx.update(gp, state.opt_state, state.params)
     centers = jax.tree.map(lambda x, g: x - c.loss.center_lr * g / c.loss.center_weight, state.centers, gc)
     return optax.apply_updates(state.params, updates), stats, centers, float(loss)
@@ -148,33 +159,43 @@ def _float16_run(setup, init_scale):
 
 
 def test_float16_step_tracks_float32_within_tolerance(setup):
-    _, new, metrics = _float16_run(setup, 2.0 ** 10)  # 2^15 overflows this tiny net's stem gradient (~2.8)
+    _, new, metrics = _float16_run(setup, 2.0**10)  # 2^15 overflows this tiny net's stem gradient (~2.8)
     params32, _, _, loss32 = _reference(setup)
     assert metrics["finite"] == 1.0 and metrics["skipped"] == 0.0 and int(new.step) == 1
     # float16 keeps 11 significant bits: the loss to 1 %; the SGD update (= -gradient), which goes through batch-8
-    # BatchNorm in float16, points the same way (cosine >= 0.97; the measured norm of the difference is 15 % of the update's).
+    # BatchNorm in float16, points the same way (cosine >= 0.97; the measured norm of the difference is 15 % of the
+    # update's).
     assert metrics["total"] == pytest.approx(loss32, rel=0.01)
-    flat = lambda p: np.concatenate([np.ravel(a - b) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(setup[3].params))])
+    flat = lambda p: np.concatenate(
+        [np.ravel(a - b) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(setup[3].params))]
+    )
     d16, d32 = flat(new.params), flat(params32)
     assert d16 @ d32 >= 0.97 * np.linalg.norm(d16) * np.linalg.norm(d32)
     assert {x.dtype for x in jax.tree.leaves(new.params)} == {np.dtype(np.float32)}
-    assert float(loss_scale.find(new.opt_state).scale) == 2.0 ** 10  # unchanged until loss_scale_period steps
+    assert float(loss_scale.find(new.opt_state).scale) == 2.0**10  # unchanged until loss_scale_period steps
 
 
 def test_float16_overflow_skips_the_step_and_halves_the_scale(setup):
-    before, new, metrics = _float16_run(setup, 2.0 ** 100)  # loss × 2^100 overflows float16 in the backward pass
+    before, new, metrics = _float16_run(setup, 2.0**100)  # loss × 2^100 overflows float16 in the backward pass
     assert metrics["finite"] == 1.0 and metrics["skipped"] == 1.0
     assert int(new.step) == 1  # the step counts: the data stream moves on
     for field in ("params", "batch_stats", "centers"):
         jax.tree.map(np.testing.assert_array_equal, getattr(new, field), getattr(before, field))
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(new))
-    assert float(loss_scale.find(new.opt_state).scale) == 2.0 ** 99
+    assert float(loss_scale.find(new.opt_state).scale) == 2.0**99
 
 
 def test_loss_scale_grows_after_period_and_never_drops_below_one():
     s = loss_scale.holder(4.0).init(None)
-    for finite, want, good in [(True, 4.0, 1), (True, 8.0, 0), (False, 4.0, 0), (False, 2.0, 0), (False, 1.0, 0),
-                               (False, 1.0, 0), (True, 1.0, 1)]:
+    for finite, want, good in [
+        (True, 4.0, 1),
+        (True, 8.0, 0),
+        (False, 4.0, 0),
+        (False, 2.0, 0),
+        (False, 1.0, 0),
+        (False, 1.0, 0),
+        (True, 1.0, 1),
+    ]:
         s = loss_scale.adjust(s, jnp.asarray(finite), period=2)
         assert (float(s.scale), int(s.good_steps)) == (want, good)
     with pytest.raises(ValueError, match="loss_scale_init"):
@@ -184,11 +205,11 @@ def test_loss_scale_grows_after_period_and_never_drops_below_one():
 def test_optimizer_with_loss_scale_gives_the_same_updates():
     o = base.get_config().optim
     params, grads = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.3, 0.1])}
-    plain, scaled = train.make_optimizer(o, 10), train.make_optimizer(o, 10, 2.0 ** 15)
+    plain, scaled = train.make_optimizer(o, 10), train.make_optimizer(o, 10, 2.0**15)
     want, _ = plain.update(grads, plain.init(params), params)
     got, state = scaled.update(grads, scaled.init(params), params)
     np.testing.assert_array_equal(got["w"], want["w"])
-    assert loss_scale.find(state).scale == 2.0 ** 15 and loss_scale.find(plain.init(params)) is None
+    assert loss_scale.find(state).scale == 2.0**15 and loss_scale.find(plain.init(params)) is None
 
 
 def test_device_schedule_is_optax_step_decay():
@@ -255,6 +276,7 @@ def test_scaled_for_devices_keeps_pk_per_device():
 
 def test_device_data_copies_in_chunks_equal_to_one_copy(monkeypatch):
     from types import SimpleNamespace
+
     images = np.random.default_rng(0).integers(0, 256, (12, 4, 2, 3), dtype=np.uint8)
     data = SimpleNamespace(train=SimpleNamespace(images=images, pids=np.arange(12)))
     monkeypatch.setattr(loop, "_CHUNK", 5)  # 5 + 5 + 2
@@ -270,7 +292,7 @@ def test_image_store_choice():
     c = tiny_config()
     assert not loop.images_on_device(c, 10)  # "auto" on a CPU: host memory is the device memory
     c.train.image_store = "device"
-    assert loop.images_on_device(c, 10 ** 12)
+    assert loop.images_on_device(c, 10**12)
     c.train.image_store = "gpu"
     with pytest.raises(ValueError, match="image_store='gpu'"):
         loop.images_on_device(c, 10)

@@ -3,12 +3,12 @@
 Names: market1501, dukemtmcreid, cuhk03 (variant, split, split_id, extract_dir), cuhk03_np (variant),
 msmt17 (include_val), market_layout (any folder in Market-1501 layout; synthetic and partial sets).
 """
+
 from __future__ import annotations
 
 import inspect
 
-from data_pipelines.datasets.common import (PUBLISHED_STATS, DatasetNotFoundError, Record, ReIDDataset,
-                                            check_published)
+from data_pipelines.datasets.common import PUBLISHED_STATS, DatasetNotFoundError, Record, ReIDDataset, check_published
 from data_pipelines.datasets.cuhk03 import read_cuhk03, read_cuhk03_np
 from data_pipelines.datasets.dukemtmc import read_dukemtmcreid
 from data_pipelines.datasets.market1501 import read_market1501, read_market_layout
@@ -23,8 +23,15 @@ _READERS = {
     "market_layout": lambda root: read_market_layout(root),
 }
 
-__all__ = ["Record", "ReIDDataset", "DatasetNotFoundError", "PUBLISHED_STATS", "get_dataset",
-           "available_datasets", "check_published"]
+__all__ = [
+    "Record",
+    "ReIDDataset",
+    "DatasetNotFoundError",
+    "PUBLISHED_STATS",
+    "get_dataset",
+    "available_datasets",
+    "check_published",
+]
 
 
 def available_datasets() -> tuple:

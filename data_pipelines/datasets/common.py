@@ -1,11 +1,13 @@
 """Records, the dataset container and the checks every reader shares."""
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
 import warnings
-from typing import Iterable, NamedTuple, Sequence
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 SPLITS = ("train", "query", "gallery")
@@ -77,13 +79,17 @@ class ReIDDataset:
         return out
 
     def summary(self) -> str:
-        lines = [f"Dataset {self.name} ({self.root})", "  split    | # ids | # images | # cameras",
-                 "  ---------+-------+----------+----------"]
+        lines = [
+            f"Dataset {self.name} ({self.root})",
+            "  split    | # ids | # images | # cameras",
+            "  ---------+-------+----------+----------",
+        ]
         for s, st in self.stats().items():
             lines.append(f"  {s:<8} | {st['identities']:5d} | {st['images']:8d} | {st['cameras']:9d}")
         if self.unparsed:
-            lines.append(f"  skipped {len(self.unparsed)} file(s) whose names did not parse: "
-                         + _short_list(self.unparsed))
+            lines.append(
+                f"  skipped {len(self.unparsed)} file(s) whose names did not parse: " + _short_list(self.unparsed)
+            )
         return "\n".join(lines)
 
 
@@ -106,8 +112,9 @@ def describe_folder(path: str, limit: int = 12) -> str:
     return "it holds " + ", ".join(entries[:limit]) + more
 
 
-def find_dataset_dir(root: str, required: Sequence[str], candidates: Sequence[str] = (),
-                     layout: Sequence[str] | None = None) -> str:
+def find_dataset_dir(
+    root: str, required: Sequence[str], candidates: Sequence[str] = (), layout: Sequence[str] | None = None
+) -> str:
     """The folder holding all of ``required``: ``root`` itself or ``root/<candidate>``. ``layout`` (default
     ``required``) is what the error message asks for."""
     root = os.path.expanduser(str(root))
@@ -118,15 +125,19 @@ def find_dataset_dir(root: str, required: Sequence[str], candidates: Sequence[st
     raise DatasetNotFoundError(
         f"Expected a folder holding {', '.join(layout or required)} at {where}; found that {root}: "
         f"{describe_folder(root)}. Unpack the dataset as distributed (see 'Where to put each dataset' in "
-        f"docs/datasets.md) or point root at the folder that holds {(layout or required)[0]}.")
+        f"docs/datasets.md) or point root at the folder that holds {(layout or required)[0]}."
+    )
 
 
 def list_images(folder: str) -> list:
     """Image files in ``folder`` (sorted; other files such as Thumbs.db ignored)."""
     if not os.path.isdir(folder):
         raise DatasetNotFoundError(f"Expected the image folder {folder}; {describe_folder(folder)}.")
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+    return sorted(
+        os.path.join(folder, f)
+        for f in os.listdir(folder)
+        if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
+    )
 
 
 def parse_market_folder(folder: str, pattern: re.Pattern = MARKET_NAME):
@@ -148,29 +159,51 @@ def relabel(items: Iterable[tuple]) -> list:
     return [Record(path, mapping[pid], camid) for path, pid, camid in items]
 
 
-def make_dataset(name: str, root: str, train, query, gallery, unparsed=(), stats_key: str | None = None,
-                 where: dict | None = None, optional: tuple = ()) -> ReIDDataset:
+def make_dataset(
+    name: str,
+    root: str,
+    train,
+    query,
+    gallery,
+    unparsed=(),
+    stats_key: str | None = None,
+    where: dict | None = None,
+    optional: tuple = (),
+) -> ReIDDataset:
     """Relabels train, validates the splits and compares the counts with the published ones.
 
     ``where`` maps split → folder/file for error messages; ``stats_key`` selects the PUBLISHED_STATS row;
     splits named in ``optional`` may be empty (a test-only copy has no train split).
     """
     where = where or {}
-    ds = ReIDDataset(name=name, root=str(root), train=relabel(train),
-                     query=[Record(*q) for q in query], gallery=[Record(*g) for g in gallery],
-                     unparsed=tuple(unparsed))
+    ds = ReIDDataset(
+        name=name,
+        root=str(root),
+        train=relabel(train),
+        query=[Record(*q) for q in query],
+        gallery=[Record(*g) for g in gallery],
+        unparsed=tuple(unparsed),
+    )
     for s in SPLITS:
         if not ds.split(s) and s not in optional:
-            raise ValueError(f"The {s} split of {name} is empty (read from {where.get(s, root)}): "
-                             f"check that the folder holds images named like 0001_c1_....jpg.")
+            raise ValueError(
+                f"The {s} split of {name} is empty (read from {where.get(s, root)}): "
+                f"check that the folder holds images named like 0001_c1_....jpg."
+            )
     if unparsed:
-        warnings.warn(f"{name}: {len(unparsed)} image(s) whose names or list entries do not parse were skipped: "
-                      + _short_list(unparsed), stacklevel=3)
+        warnings.warn(
+            f"{name}: {len(unparsed)} image(s) whose names or list entries do not parse were skipped: "
+            + _short_list(unparsed),
+            stacklevel=3,
+        )
     gallery_pids = {r.pid for r in ds.gallery}
     missing = sorted({r.pid for r in ds.query} - gallery_pids)
     if missing:
-        warnings.warn(f"{name}: {len(missing)} query identities have no image in the gallery and cannot be "
-                      f"matched (evaluation skips them): {missing[:10]}", stacklevel=3)
+        warnings.warn(
+            f"{name}: {len(missing)} query identities have no image in the gallery and cannot be "
+            f"matched (evaluation skips them): {missing[:10]}",
+            stacklevel=3,
+        )
     if stats_key is not None:
         check_published(ds, stats_key)
     return ds
@@ -180,9 +213,16 @@ def check_published(ds: ReIDDataset, key: str) -> bool:
     """Warns (and returns False) when the counts differ from PUBLISHED_STATS[key]."""
     expected = PUBLISHED_STATS[key]
     got = {s: (v["identities"], v["images"]) for s, v in ds.stats().items()}
-    diff = [f"{s}: {got[s][0]} ids / {got[s][1]} images (published {expected[s][0]} / {expected[s][1]})"
-            for s in SPLITS if got[s] != expected[s]]
+    diff = [
+        f"{s}: {got[s][0]} ids / {got[s][1]} images (published {expected[s][0]} / {expected[s][1]})"
+        for s in SPLITS
+        if got[s] != expected[s]
+    ]
     if diff:
-        warnings.warn(f"{ds.name} at {ds.root} differs from the published statistics: " + "; ".join(diff)
-                      + ". The copy may be incomplete or modified.", stacklevel=3)
+        warnings.warn(
+            f"{ds.name} at {ds.root} differs from the published statistics: "
+            + "; ".join(diff)
+            + ". The copy may be incomplete or modified.",
+            stacklevel=3,
+        )
     return not diff

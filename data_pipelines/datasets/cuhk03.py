@@ -4,6 +4,7 @@ The .mat is MATLAB v7.3 (HDF5): its crops are extracted once into ``<extract_dir
 ``<pair>_<pid:03d>_<view>_<img:02d>.png`` — the names the 767/700 protocol files list — so h5py is needed
 only for that first extraction. Camera id = 2 * (camera pair - 1) + (view - 1), i.e. 10 cameras.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from data_pipelines.datasets.common import (DatasetNotFoundError, ReIDDataset, describe_folder,
-                                            find_dataset_dir, make_dataset)
+from data_pipelines.datasets.common import (
+    DatasetNotFoundError,
+    ReIDDataset,
+    describe_folder,
+    find_dataset_dir,
+    make_dataset,
+)
 from data_pipelines.datasets.market1501 import read_market_layout
 
 VARIANTS = ("labeled", "detected")
@@ -45,8 +51,10 @@ def _import_h5py():
     try:
         import h5py
     except ImportError as e:
-        raise ImportError("Reading cuhk-03.mat (MATLAB v7.3 = HDF5) needs h5py: `pip install h5py`. "
-                          "It is needed only once, to extract the images.") from e
+        raise ImportError(
+            "Reading cuhk-03.mat (MATLAB v7.3 = HDF5) needs h5py: `pip install h5py`. "
+            "It is needed only once, to extract the images."
+        ) from e
     return h5py
 
 
@@ -80,8 +88,9 @@ def extract_cuhk03(mat_path: str, out_dir: str, variant: str) -> str:
     return img_dir
 
 
-def read_cuhk03(root: str, variant: str = "labeled", split: str = "new", split_id: int = 0,
-                extract_dir: str | None = None) -> ReIDDataset:
+def read_cuhk03(
+    root: str, variant: str = "labeled", split: str = "new", split_id: int = 0, extract_dir: str | None = None
+) -> ReIDDataset:
     """CUHK03 from ``root`` (or ``root/cuhk03_release``) holding cuhk-03.mat.
 
     split="new": the 767/700 protocol (needs ``cuhk03_new_protocol_config_<variant>.mat`` in root or
@@ -106,12 +115,13 @@ def _new_protocol(root, base, img_dir, variant, name) -> ReIDDataset:
 
     cfg_name = NEW_PROTOCOL.format(variant=variant)
     cfg_dirs = [os.path.expanduser(str(root)), base]
-    cfg_path = next((os.path.join(d, cfg_name) for d in cfg_dirs if os.path.exists(os.path.join(d, cfg_name))),
-                    None)
+    cfg_path = next((os.path.join(d, cfg_name) for d in cfg_dirs if os.path.exists(os.path.join(d, cfg_name))), None)
     if cfg_path is None:
-        raise DatasetNotFoundError(f"The 767/700 split file {cfg_name} is not in {' or '.join(cfg_dirs)} "
-                                   f"({describe_folder(base)}). Download it beside cuhk-03.mat, or use "
-                                   f"split='classic'.")
+        raise DatasetNotFoundError(
+            f"The 767/700 split file {cfg_name} is not in {' or '.join(cfg_dirs)} "
+            f"({describe_folder(base)}). Download it beside cuhk-03.mat, or use "
+            f"split='classic'."
+        )
     cfg = loadmat(cfg_path)
     files = [str(np.ravel(f)[0]) for f in np.ravel(cfg["filelist"])]
     labels = np.ravel(cfg["labels"]).astype(int)
@@ -123,8 +133,15 @@ def _new_protocol(root, base, img_dir, variant, name) -> ReIDDataset:
             out.append((os.path.join(img_dir, files[i]), int(labels[i]), _camid(pair, view)))
         return out
 
-    return make_dataset(name, img_dir, items("train_idx"), items("query_idx"), items("gallery_idx"),
-                        stats_key=name, where={"train": cfg_path, "query": cfg_path, "gallery": cfg_path})
+    return make_dataset(
+        name,
+        img_dir,
+        items("train_idx"),
+        items("query_idx"),
+        items("gallery_idx"),
+        stats_key=name,
+        where={"train": cfg_path, "query": cfg_path, "gallery": cfg_path},
+    )
 
 
 def _classic(extract_dir, img_dir, split_id, name) -> ReIDDataset:
@@ -144,13 +161,13 @@ def _classic(extract_dir, img_dir, split_id, name) -> ReIDDataset:
             train.append(item)
         else:
             (query if view == 1 else gallery).append(item)
-    return make_dataset(name, img_dir, train, query, gallery, where={s: img_dir for s in ("train", "query",
-                                                                                          "gallery")})
+    return make_dataset(name, img_dir, train, query, gallery, where={s: img_dir for s in ("train", "query", "gallery")})
 
 
 def read_cuhk03_np(root: str, variant: str = "labeled") -> ReIDDataset:
     """The CUHK03-NP folder release (767/700 split in Market layout): ``root``, ``root/<variant>`` or
     ``root/cuhk03-np/<variant>``."""
     _check_variant(variant)
-    return read_market_layout(root, f"cuhk03_np/{variant}", (variant, os.path.join("cuhk03-np", variant)),
-                              stats_key=f"cuhk03/{variant}")
+    return read_market_layout(
+        root, f"cuhk03_np/{variant}", (variant, os.path.join("cuhk03-np", variant)), stats_key=f"cuhk03/{variant}"
+    )

@@ -1,4 +1,5 @@
 """``python -m data_pipelines.synthetic --out DIR ...``: writes a synthetic world and prints its summary."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,12 +10,17 @@ from data_pipelines.datasets import get_dataset
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m data_pipelines.synthetic",
-                                 description=synthetic.__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m data_pipelines.synthetic", description=synthetic.__doc__.split("\n")[0]
+    )
     ap.add_argument("--out", required=True, help="folder to write (Market-1501 layout)")
-    ap.add_argument("--preset", choices=sorted(synthetic.PRESETS), default="default",
-                    help="world size: default (150 identities, 4 cameras, ~1,700 images) or msmt17 (MSMT17's "
-                         "split sizes, 15 cameras, ~126k images); the options below override it")
+    ap.add_argument(
+        "--preset",
+        choices=sorted(synthetic.PRESETS),
+        default="default",
+        help="world size: default (150 identities, 4 cameras, ~1,700 images) or msmt17 (MSMT17's "
+        "split sizes, 15 cameras, ~126k images); the options below override it",
+    )
     ap.add_argument("--identities", type=int)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cameras", type=int)
@@ -27,9 +33,20 @@ def main(argv=None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="replace a dataset this tool wrote before")
     a = ap.parse_args(argv)
     try:
-        synthetic.generate(a.out, identities=a.identities, seed=a.seed, overwrite=a.overwrite, preset=a.preset,
-                           workers=a.workers, cameras=a.cameras, height=a.height, width=a.width,
-                           misalign_rate=a.misalign_rate, max_shift=a.max_shift, occlusion_rate=a.occlusion_rate)
+        synthetic.generate(
+            a.out,
+            identities=a.identities,
+            seed=a.seed,
+            overwrite=a.overwrite,
+            preset=a.preset,
+            workers=a.workers,
+            cameras=a.cameras,
+            height=a.height,
+            width=a.width,
+            misalign_rate=a.misalign_rate,
+            max_shift=a.max_shift,
+            occlusion_rate=a.occlusion_rate,
+        )
     except ValueError as e:
         ap.error(str(e))
     print(get_dataset("market_layout", a.out).summary())

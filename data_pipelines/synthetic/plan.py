@@ -3,6 +3,7 @@
 All of it (frame numbers included) is drawn up front from the seed, so rendering can run in any number of
 processes. A test identity has one query per camera that sees it; its other boxes there form the gallery.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -75,10 +76,13 @@ def plan_world(cfg: WorldConfig, seed: int):
     people = make_identities(cfg.identities, rng)
     cams = make_cameras(cfg.cameras, rng)
     pids = np.arange(1, cfg.identities + 1)
-    train = np.isin(pids, rng.permutation(pids)[:train_count(cfg)])  # [identities] bool
+    train = np.isin(pids, rng.permutation(pids)[: train_count(cfg)])  # [identities] bool
     sightings = (_exact_sightings if cfg.sizes else _drawn_sightings)(cfg, rng, train)
-    shots = [(pid, cam, i, "train" if q < 0 else ("query" if i == q else "gallery"))
-             for pid, cam, n, q in sightings for i in range(n)]
+    shots = [
+        (pid, cam, i, "train" if q < 0 else ("query" if i == q else "gallery"))
+        for pid, cam, n, q in sightings
+        for i in range(n)
+    ]
     # frame numbers increase per camera in plan order, so a camera's boxes of one identity sort by index
     cam_of = np.array([s[1] for s in shots])
     steps = rng.integers(1, 40, len(shots))

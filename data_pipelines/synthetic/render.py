@@ -5,6 +5,7 @@ The view changes what is visible (logo on the front only, backpack body on the b
 Per box: pose jitter (position, scale, gait) and, at the world's rates, an occluder and a detector error (box
 shifted or cut vertically by up to ``max_shift`` of its height, then re-stretched).
 """
+
 from __future__ import annotations
 
 import math
@@ -14,9 +15,25 @@ from PIL import Image, ImageFilter
 
 MARGIN = 0.35  # scene canvas extends this fraction of the box height above and below, for shifted boxes
 
-CLOTH = np.array([[30, 30, 35], [225, 225, 218], [128, 128, 130], [190, 35, 40], [40, 70, 170], [30, 40, 90],
-                  [40, 130, 60], [225, 200, 50], [225, 120, 40], [120, 60, 150], [228, 140, 170], [120, 80, 50],
-                  [200, 180, 140], [130, 180, 225]], np.float32)
+CLOTH = np.array(
+    [
+        [30, 30, 35],
+        [225, 225, 218],
+        [128, 128, 130],
+        [190, 35, 40],
+        [40, 70, 170],
+        [30, 40, 90],
+        [40, 130, 60],
+        [225, 200, 50],
+        [225, 120, 40],
+        [120, 60, 150],
+        [228, 140, 170],
+        [120, 80, 50],
+        [200, 180, 140],
+        [130, 180, 225],
+    ],
+    np.float32,
+)
 SKIN = np.array([[240, 200, 170], [210, 160, 120], [160, 110, 75], [100, 65, 45]], np.float32)
 HAIR = np.array([[20, 18, 18], [60, 40, 25], [120, 80, 40], [215, 185, 110], [150, 150, 150]], np.float32)
 SHOES = np.array([[25, 25, 25], [230, 230, 230], [110, 70, 40], [180, 40, 40], [50, 60, 140]], np.float32)
@@ -69,6 +86,7 @@ class _Painter:
         def sdf(uu, vv):
             d = (np.sqrt(((uu - cu) / ru) ** 2 + ((vv - cv) / rv) ** 2) - 1.0) * min(ru, rv)
             return d if clip_u is None else np.maximum(d, uu - clip_u)
+
         self.paint(sdf, (cu - ru, cu + ru, cv - rv, cv + rv), colour)
 
     def capsule(self, p0, p1, r, colour, shade=True):
@@ -79,13 +97,19 @@ class _Painter:
         def sdf(uu, vv):
             t = _clip01(((uu - u0) * du + (vv - v0) * dv) / ll)
             return np.sqrt((uu - u0 - t * du) ** 2 + (vv - v0 - t * dv) ** 2) - r
-        self.paint(sdf, (min(u0, u1) - r, max(u0, u1) + r, min(v0, v1) - r, max(v0, v1) + r), colour,
-                   shade=((v0 + v1) / 2, r + abs(dv) / 2) if shade else None)
+
+        self.paint(
+            sdf,
+            (min(u0, u1) - r, max(u0, u1) + r, min(v0, v1) - r, max(v0, v1) + r),
+            colour,
+            shade=((v0 + v1) / 2, r + abs(dv) / 2) if shade else None,
+        )
 
     def trapezoid(self, u0, u1, hw0, hw1, cv, colour, shade=True):
         def sdf(uu, vv):
             hw = hw0 + (hw1 - hw0) * _clip01((uu - u0) / (u1 - u0))
             return np.maximum(np.abs(vv - cv) - hw, np.maximum(u0 - uu, uu - u1))
+
         hw = max(hw0, hw1)
         self.paint(sdf, (u0, u1, cv - hw, cv + hw), colour, shade=(cv, hw) if shade else None)
 
@@ -94,6 +118,7 @@ def _pattern(kind: int, c1, c2):
     name = PATTERNS[kind]
     if name == "plain":
         return c1
+
     def fn(uu, vv):
         if name == "hstripes":
             on = (uu / 0.05) % 1.0 < 0.5
@@ -105,6 +130,7 @@ def _pattern(kind: int, c1, c2):
             on = (uu > 0.26) & (uu < 0.34)
         on = np.broadcast_to(on, np.broadcast_shapes(uu.shape, vv.shape))
         return np.where(on[..., None], c2, c1).astype(np.float32)
+
     return fn
 
 
@@ -115,8 +141,8 @@ def _draw_person(p: _Painter, person: dict, view: str, facing: float, phase: flo
     upper_fill = _pattern(person["pattern"], upper, col(CLOTH, person["upper2"]))
     shoes, bag = col(SHOES, person["shoes"]), col(CLOTH, person["bag_colour"])
     b, side = person["build"], view == "side"
-    sw = 0.115 * b * (0.62 if side else 1.0)       # shoulder half-width
-    ww = 0.095 * b * (0.62 if side else 1.0)       # waist half-width
+    sw = 0.115 * b * (0.62 if side else 1.0)  # shoulder half-width
+    ww = 0.095 * b * (0.62 if side else 1.0)  # waist half-width
     waist = 0.5 + person["legs"]
     stride = (0.09 if side else 0.025) * phase
     style, bag_type = HAIR_STYLES[person["hair_style"]], BAGS[person["bag"]]
@@ -147,8 +173,12 @@ def _draw_person(p: _Painter, person: dict, view: str, facing: float, phase: flo
         sh = (0.18, s * (sw - 0.01) if not side else -facing * 0.01)
         hand = (0.49, (s * (sw + 0.012) if not side else 0.0) - s * stride * 0.8)
         p.capsule(sh, hand, arm_r, skin)
-        p.capsule(sh, (sh[0] + sleeve_end * (hand[0] - sh[0]), sh[1] + sleeve_end * (hand[1] - sh[1])),
-                  arm_r * 1.12, upper_fill)
+        p.capsule(
+            sh,
+            (sh[0] + sleeve_end * (hand[0] - sh[0]), sh[1] + sleeve_end * (hand[1] - sh[1])),
+            arm_r * 1.12,
+            upper_fill,
+        )
     # torso, neck, head
     p.trapezoid(0.15, waist + 0.01, sw, ww, 0.0, upper_fill)
     if lower_name != "skirt":
@@ -159,8 +189,9 @@ def _draw_person(p: _Painter, person: dict, view: str, facing: float, phase: flo
         p.ellipse(0.07, back * 0.5, 0.06, 0.04, hair)
     if style == "cap":
         p.ellipse(0.045, 0.0, 0.042, 0.054, col(CLOTH, person["hat"]), clip_u=0.06)
-        p.trapezoid(0.05, 0.062, 0.055, 0.055, -back * 0.4 if side else 0.0, col(CLOTH, person["hat"]) * 0.8,
-                    shade=False)  # the brim
+        p.trapezoid(
+            0.05, 0.062, 0.055, 0.055, -back * 0.4 if side else 0.0, col(CLOTH, person["hat"]) * 0.8, shade=False
+        )  # the brim
     elif style != "bald":
         p.ellipse(0.06, 0.0, 0.052, 0.053, hair, clip_u=0.045 if view == "front" else 0.1)
     if style == "long" and view != "front":
@@ -194,7 +225,7 @@ def _background(rng, cam: dict, shape, box_top: float, box_h: float) -> np.ndarr
     img = np.broadcast_to(np.where((rows >= cam["horizon"])[..., None], floor, wall), (h, w, 3)).copy()
     shift = rng.uniform(0, 1)  # the walker is at a different place in the scene each time
     t = cam["texture"]
-    if t == 0:    # windows
+    if t == 0:  # windows
         img[(((cols + shift) * 3) % 1 < 0.45) & ((rows * 4) % 1 < 0.5) & (rows < cam["horizon"] - 0.05)] *= 0.65
     elif t == 1:  # bricks / tiles
         img[((rows * 14) % 1 < 0.12) | (((cols + shift) * 5 + (np.floor(rows * 14) % 2) * 0.5) % 1 < 0.06)] *= 0.8
@@ -213,11 +244,11 @@ def _occluder(canvas, rng, box_top, box_h) -> str:
     kind = "bottom" if rng.random() < 0.6 else "side"
     if kind == "bottom":  # bench, car, bush: covers the lower 15-35 % of the box
         y0 = int(box_top + box_h * (1 - rng.uniform(0.15, 0.35)))
-        region = canvas[y0:int(box_top + box_h)]
+        region = canvas[y0 : int(box_top + box_h)]
     else:  # a pole or a passer-by at one side: 25-45 % of the width
         bw = int(w * rng.uniform(0.25, 0.45))
         x0 = 0 if rng.random() < 0.5 else w - bw
-        region = canvas[:, x0:x0 + bw]
+        region = canvas[:, x0 : x0 + bw]
     texture = rng.normal(0, 12, region.shape[:2] + (1,)).astype(np.float32)
     region[...] = colour + texture
     return kind
@@ -247,7 +278,7 @@ def render_image(person: dict, cam: dict, cfg, rng: np.random.Generator):
     canvas = _background(rng, cam, (canvas_h, w), box_top, h)
     view = VIEWS[int(rng.choice(3, p=cam["views"]))]
     facing = 1.0 if rng.random() < 0.5 else -1.0
-    hp = h * rng.uniform(0.86, 0.95)                     # person height in pixels (pose/scale jitter)
+    hp = h * rng.uniform(0.86, 0.95)  # person height in pixels (pose/scale jitter)
     person_top = box_top + rng.uniform(0.01 * h, 0.98 * h - hp)
     cx = w / 2 + rng.uniform(-0.06, 0.06) * w
     _draw_person(_Painter(canvas, person_top, cx, hp), person, view, facing, rng.uniform(-1, 1))
@@ -259,8 +290,12 @@ def render_image(person: dict, cam: dict, cfg, rng: np.random.Generator):
     if rng.random() < cfg.misalign_rate:  # detector error: shift or cut, up to max_shift of the height
         amount = rng.uniform(0.1 * cfg.max_shift / 0.3, cfg.max_shift) * h
         kind = ("shift_up", "shift_down", "cut_top", "cut_bottom")[int(rng.integers(4))]
-        y0, y1 = {"shift_up": (y0 - amount, y1 - amount), "shift_down": (y0 + amount, y1 + amount),
-                  "cut_top": (y0 + amount, y1), "cut_bottom": (y0, y1 - amount)}[kind]
+        y0, y1 = {
+            "shift_up": (y0 - amount, y1 - amount),
+            "shift_down": (y0 + amount, y1 + amount),
+            "cut_top": (y0 + amount, y1),
+            "cut_bottom": (y0, y1 - amount),
+        }[kind]
         info["misalign"] = {"kind": kind, "amount": round(amount / h, 3)}
     # only the rows the bilinear resize reads (the box and its 1.5-row filter support, rounded out) go through
     # the camera: the others stay 0 and are never read, so the crop equals that of the whole canvas

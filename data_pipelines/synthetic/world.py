@@ -1,4 +1,5 @@
 """WorldConfig (the world's size and difficulty), its presets and the checks on it."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -10,15 +11,15 @@ from data_pipelines.synthetic.render import MARGIN
 class WorldConfig(NamedTuple):
     identities: int = 150
     cameras: int = 4
-    min_cameras: int = 2          # cameras each identity is seen by, at least
-    max_cameras: int = 0          # ... and at most (0: all cameras)
+    min_cameras: int = 2  # cameras each identity is seen by, at least
+    max_cameras: int = 0  # ... and at most (0: all cameras)
     images_per_camera: tuple = (2, 6)  # per identity and camera (inclusive range)
     height: int = 128
     width: int = 64
-    misalign_rate: float = 0.3    # fraction of boxes shifted or cut vertically
-    max_shift: float = 0.3        # up to 30 % of the box height
+    misalign_rate: float = 0.3  # fraction of boxes shifted or cut vertically
+    max_shift: float = 0.3  # up to 30 % of the box height
     occlusion_rate: float = 0.15  # fraction of images with an occluder
-    train_fraction: float = 0.5   # identities used for training; the rest form query + gallery
+    train_fraction: float = 0.5  # identities used for training; the rest form query + gallery
     jpeg_quality: tuple = (75, 95)
     # (train identities, train images, query images, gallery images), met exactly (train_fraction is then
     # unused); (): drawn from the ranges above
@@ -30,9 +31,13 @@ PRESETS = {
     "default": {},  # WorldConfig's defaults: 150 identities, 4 cameras, about 1,700 images
     # MSMT17's split sizes over 15 cameras (about 126k images). A test identity has one query per camera that
     # sees it, so 11,659 queries / 3,060 identities = 3.8 cameras per identity: 2..6; 8 boxes per camera on average.
-    "msmt17": dict(identities=_MSMT17["train"][0] + _MSMT17["query"][0], cameras=15, max_cameras=6,
-                   images_per_camera=(2, 14),
-                   sizes=(_MSMT17["train"][0], _MSMT17["train"][1], _MSMT17["query"][1], _MSMT17["gallery"][1])),
+    "msmt17": dict(
+        identities=_MSMT17["train"][0] + _MSMT17["query"][0],
+        cameras=15,
+        max_cameras=6,
+        images_per_camera=(2, 14),
+        sizes=(_MSMT17["train"][0], _MSMT17["train"][1], _MSMT17["query"][1], _MSMT17["gallery"][1]),
+    ),
 }
 
 
@@ -75,8 +80,10 @@ def validate(cfg: WorldConfig) -> None:
     if not 2 <= cfg.min_cameras <= cfg.cameras:
         raise ValueError(f"min_cameras={cfg.min_cameras} must lie in 2..cameras={cfg.cameras}")
     if cfg.max_cameras and not cfg.min_cameras <= cfg.max_cameras <= cfg.cameras:
-        raise ValueError(f"max_cameras={cfg.max_cameras} must lie in min_cameras={cfg.min_cameras}.."
-                         f"cameras={cfg.cameras} (or 0: all cameras)")
+        raise ValueError(
+            f"max_cameras={cfg.max_cameras} must lie in min_cameras={cfg.min_cameras}.."
+            f"cameras={cfg.cameras} (or 0: all cameras)"
+        )
     lo, hi = cfg.images_per_camera
     if not 2 <= lo <= hi:
         raise ValueError(f"images_per_camera={cfg.images_per_camera} needs 2 <= low <= high (one query + gallery)")
@@ -102,15 +109,21 @@ def _validate_sizes(cfg: WorldConfig) -> None:
     if not 2 <= n_train <= cfg.identities - 2:
         raise ValueError(f"sizes[0]={n_train} train identities must lie in 2..identities-2={cfg.identities - 2}")
     if not n_test * c_lo <= query <= n_test * c_hi:
-        raise ValueError(f"sizes[2]={query} query images: each of the {n_test} test identities has one per camera "
-                         f"that sees it ({c_lo}..{c_hi}), so it must lie in {n_test * c_lo}..{n_test * c_hi}; "
-                         f"change min_cameras/max_cameras or the sizes")
+        raise ValueError(
+            f"sizes[2]={query} query images: each of the {n_test} test identities has one per camera "
+            f"that sees it ({c_lo}..{c_hi}), so it must lie in {n_test * c_lo}..{n_test * c_hi}; "
+            f"change min_cameras/max_cameras or the sizes"
+        )
     if not query * (lo - 1) <= gallery <= query * (hi - 1):
-        raise ValueError(f"sizes[3]={gallery} gallery images must lie in {query * (lo - 1)}..{query * (hi - 1)} "
-                         f"(images_per_camera={cfg.images_per_camera} minus the query, per query); change "
-                         f"images_per_camera or the sizes")
+        raise ValueError(
+            f"sizes[3]={gallery} gallery images must lie in {query * (lo - 1)}..{query * (hi - 1)} "
+            f"(images_per_camera={cfg.images_per_camera} minus the query, per query); change "
+            f"images_per_camera or the sizes"
+        )
     fewest, most, _ = train_pairs(cfg)
     if fewest > most:
-        raise ValueError(f"sizes[1]={cfg.sizes[1]} train images cannot be spread over {n_train} identities seen by "
-                         f"{c_lo}..{c_hi} cameras with images_per_camera={cfg.images_per_camera}; change the sizes "
-                         f"or those ranges")
+        raise ValueError(
+            f"sizes[1]={cfg.sizes[1]} train images cannot be spread over {n_train} identities seen by "
+            f"{c_lo}..{c_hi} cameras with images_per_camera={cfg.images_per_camera}; change the sizes "
+            f"or those ranges"
+        )

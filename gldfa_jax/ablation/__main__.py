@@ -6,6 +6,7 @@
 The markdown table (<workdir>/<set>/<set>.md) shows mean ± std over the seeds run so far beside the paper's
 numbers, marked as not comparable when the dataset differs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,11 +18,17 @@ from gldfa_jax.ablation.table import write_table
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m gldfa_jax.ablation", description=__doc__.split("\n\n")[0],
-                                     epilog="Any --config.FIELD=VALUE is passed on to every run.")
+    parser = argparse.ArgumentParser(
+        prog="python -m gldfa_jax.ablation",
+        description=__doc__.split("\n\n")[0],
+        epilog="Any --config.FIELD=VALUE is passed on to every run.",
+    )
     parser.add_argument("--set", required=True, help=f"one of {', '.join(SETS)}")
-    parser.add_argument("--base", action="append",
-                        help="config file (repeatable); default experiments/synthetic.py (table3: the partial configs)")
+    parser.add_argument(
+        "--base",
+        action="append",
+        help="config file (repeatable); default experiments/synthetic.py (table3: the partial configs)",
+    )
     parser.add_argument("--workdir", default="runs/ablation")
     parser.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
     parser.add_argument("--rows", default="", help="comma-separated row names (default: all rows of the set)")

@@ -1,12 +1,14 @@
 """What LSA does on misaligned boxes: trained runs re-evaluated with test-time windows W (W = 1 is hard
 alignment), on all queries and separately on the queries the synthetic world drew shifted or cut.
 
-  python -m gldfa_jax.ablation.misalignment --runs runs/ablation/table2/gldfa_net runs/ablation/table2/gldfa_net_w_o_lsa \
+  python -m gldfa_jax.ablation.misalignment \
+      --runs runs/ablation/table2/gldfa_net runs/ablation/table2/gldfa_net_w_o_lsa \
       [--windows 1,4] [--out runs/ablation/misalignment.md]
 
 Each --runs folder holds seed*/train run workdirs (the ablation runner's layout) or is one run workdir. The
 split of the queries comes from the world's synthetic_manifest.json (per image: misalign kind or None).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +26,9 @@ MODES = ("lsa", "global+lsa")
 
 def run_dirs(path: str) -> list[str]:
     # Only finished rows (the runner writes row.json when the trainer has exited cleanly).
-    found = sorted(os.path.join(os.path.dirname(r), "train") for r in glob.glob(os.path.join(path, "seed*", "row.json")))
+    found = sorted(
+        os.path.join(os.path.dirname(r), "train") for r in glob.glob(os.path.join(path, "seed*", "row.json"))
+    )
     if found:
         return found
     if os.path.isdir(os.path.join(path, "checkpoints")):
@@ -36,8 +40,10 @@ def query_groups(data_root: str, query_paths: list[str]) -> dict:
     """{"all", "misaligned", "aligned"} -> boolean mask over the queries, from the synthetic manifest."""
     manifest = os.path.join(data_root, "synthetic_manifest.json")
     if not os.path.exists(manifest):
-        raise ValueError(f"{manifest} not found: this analysis needs the synthetic world (data_pipelines.synthetic), "
-                         "which records which boxes it shifted or cut.")
+        raise ValueError(
+            f"{manifest} not found: this analysis needs the synthetic world (data_pipelines.synthetic), "
+            "which records which boxes it shifted or cut."
+        )
     with open(manifest) as f:
         images = json.load(f)["images"]
     shifted = np.array([images[os.path.basename(p)]["misalign"] is not None for p in query_paths])
@@ -64,10 +70,19 @@ def evaluate_run(run: str, windows: list[int]) -> dict:
         for w in windows:
             dist = distances.pairwise_distance(q, g, mode, window=w)
             for name, mask in groups.items():
-                cmc, mean_ap = evaluation.evaluate_rank(dist[mask], data.query.pids[mask], data.gallery.pids,
-                                                        data.query.camids[mask], data.gallery.camids, max_rank=10)
-                out[(mode, w, name)] = {"mAP": 100.0 * float(mean_ap), "rank1": 100.0 * float(cmc[0]),
-                                        "n": int(mask.sum())}
+                cmc, mean_ap = evaluation.evaluate_rank(
+                    dist[mask],
+                    data.query.pids[mask],
+                    data.gallery.pids,
+                    data.query.camids[mask],
+                    data.gallery.camids,
+                    max_rank=10,
+                )
+                out[(mode, w, name)] = {
+                    "mAP": 100.0 * float(mean_ap),
+                    "rank1": 100.0 * float(cmc[0]),
+                    "n": int(mask.sum()),
+                }
     return out
 
 
@@ -88,7 +103,9 @@ def table(results: dict, windows: list[int]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gldfa_jax.ablation.misalignment", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m gldfa_jax.ablation.misalignment", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--runs", nargs="+", required=True, help="ablation row folders (seed*/train) or run workdirs")
     parser.add_argument("--windows", default="1,4", help="test-time LSA windows, comma-separated (1 = hard)")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
@@ -102,8 +119,12 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     first = next(iter(results.values()))[0]
-    text = (table(results, windows) + "\n\nQueries: " + ", ".join(f"{g} {first[(MODES[0], windows[0], g)]['n']}"
-            for g in ("all", "misaligned", "aligned")) + "; mAP / Rank-1 in percent, mean ± std over seeds.\n")
+    text = (
+        table(results, windows)
+        + "\n\nQueries: "
+        + ", ".join(f"{g} {first[(MODES[0], windows[0], g)]['n']}" for g in ("all", "misaligned", "aligned"))
+        + "; mAP / Rank-1 in percent, mean ± std over seeds.\n"
+    )
     print(text)
     if args.out:
         with open(args.out, "w") as f:

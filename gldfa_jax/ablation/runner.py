@@ -4,6 +4,7 @@ Each run trains in <workdir>/<set>/<row>/seed<S>/train; a run is finished when i
 after the trainer exits cleanly), so an interrupted set continues where it stopped and the trainer resumes an
 interrupted run from its last checkpoint. Several runner processes may share one workdir (`claim`).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -14,13 +15,14 @@ import re
 import subprocess
 import sys
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from absl import flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from gldfa_jax import checkpointing, config as defaults
+from gldfa_jax import checkpointing
+from gldfa_jax import config as defaults
 from gldfa_jax.ablation.sets import SETS, AblationSet, Row, override_flags, select_rows
 
 ROW_FILE = "row.json"
@@ -83,14 +85,25 @@ def run_dir(workdir: str, set_name: str, base: str, row: Row, seed: int, multi_b
     return os.path.join(*parts)
 
 
-def run_set(set_name: str, bases: list[str], workdir: str, seeds: list[int], extra_flags: list[str] = (),
-            rows: Optional[list[str]] = None, trainer: Callable = subprocess_trainer, verbose: bool = False) -> None:
+def run_set(
+    set_name: str,
+    bases: list[str],
+    workdir: str,
+    seeds: list[int],
+    extra_flags: list[str] = (),
+    rows: list[str] | None = None,
+    trainer: Callable = subprocess_trainer,
+    verbose: bool = False,
+) -> None:
     """Run every unfinished (base, row, seed) of the set."""
     spec = SETS[set_name]
     selected = select_rows(spec, rows)
     jobs = [(b, r, s) for b in bases for r in selected for s in seeds]
-    todo = [j for j in jobs if not os.path.exists(os.path.join(run_dir(workdir, set_name, j[0], j[1], j[2],
-                                                                        len(bases) > 1), ROW_FILE))]
+    todo = [
+        j
+        for j in jobs
+        if not os.path.exists(os.path.join(run_dir(workdir, set_name, j[0], j[1], j[2], len(bases) > 1), ROW_FILE))
+    ]
     print(f"{spec.title}: {len(jobs)} runs, {len(jobs) - len(todo)} already finished, {len(todo)} to do.")
     bar = tqdm(todo, desc=set_name, unit="run")
     for base, row, seed in bar:
@@ -106,16 +119,24 @@ def run_set(set_name: str, bases: list[str], workdir: str, seeds: list[int], ext
         with open(os.path.join(train_dir, RESULTS_FILE)) as f:
             results = json.load(f)
         if row.mode not in results:
-            raise RuntimeError(f"{row.name}: the trainer's results have no mode {row.mode!r} "
-                               f"(got {sorted(results)}); check eval.modes in {base}")
-        record = {"set": set_name, "row": row.name, "base": base, "seed": seed, "mode": row.mode,
-                  "command": " ".join(["python -m gldfa_jax.main", "--config", base, "--workdir", train_dir, *flags]),
-                  "wall_s": round(time.time() - start, 1), "results": results}
+            raise RuntimeError(
+                f"{row.name}: the trainer's results have no mode {row.mode!r} "
+                f"(got {sorted(results)}); check eval.modes in {base}"
+            )
+        record = {
+            "set": set_name,
+            "row": row.name,
+            "base": base,
+            "seed": seed,
+            "mode": row.mode,
+            "command": " ".join(["python -m gldfa_jax.main", "--config", base, "--workdir", train_dir, *flags]),
+            "wall_s": round(time.time() - start, 1),
+            "results": results,
+        }
         with open(os.path.join(out, ROW_FILE), "w") as f:
             json.dump(record, f, indent=2)
         _remove(os.path.join(out, ".claim"))
     bar.close()
-
 
 
 def claim(out: str) -> bool:
@@ -153,7 +174,7 @@ def _remove(path: str) -> None:
         pass
 
 
-def config_fingerprint(train_dir: str, spec: AblationSet) -> Optional[str]:
+def config_fingerprint(train_dir: str, spec: AblationSet) -> str | None:
     """Hash of the config the trainer ran (its checkpoints/config.json) without the seed and the set's row
     switches: the same for every run of a set unless the base config or the overrides changed in between.
     Fields added to gldfa_jax/config.py since a run count at their default, which by convention keeps the
@@ -170,4 +191,3 @@ def config_fingerprint(train_dir: str, spec: AblationSet) -> Optional[str]:
             node = node.get(p, {})
         node.pop(leaf, None)
     return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
-

@@ -1,8 +1,8 @@
 """The paper's ablations (Table 2, Fig. 6, Table 3) and the real-crop local-branch study as config variants."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 METRICS = (("mAP", "mAP"), ("rank1", "R-1"), ("rank5", "R-5"), ("rank10", "R-10"))
 
@@ -10,6 +10,7 @@ METRICS = (("mAP", "mAP"), ("rank1", "R-1"), ("rank5", "R-5"), ("rank10", "R-10"
 @dataclass(frozen=True)
 class Row:
     """One line of a paper table: config switches, the distance mode whose numbers it reports, the paper's numbers."""
+
     name: str
     overrides: dict
     mode: str
@@ -51,18 +52,37 @@ TABLE2 = AblationSet(
     rows=(
         Row("ResNet50", dict(_RESNET), "global", _paper("market", 70.6, 83.7, 92.8, 96.3)),
         Row("ResNet101", {**_RESNET, "model.depth": 101}, "global", _paper("market", 73.4, 85.3, 93.0, 97.2)),
-        Row("ResNet50+TH", {**_RESNET, "loss.triplet": "soft"}, "global",
-            _paper("market", 73.8, 86.8, 93.2, 97.4)),
-        Row("G(Global+TH)", {"model.branches": "global", **_NO_CENTER}, "global",
-            _paper("market", 77.6, 89.7, 93.4, 97.5)),
-        Row("L(Local+TH)", {"model.branches": "local", **_NO_LSA, **_NO_CENTER}, "lsa",
-            _paper("market", 78.9, 90.1, 94.0, 97.9)),
-        Row("GL(Global-Local+TH)", {"model.branches": "global_local", **_NO_LSA, **_NO_CENTER}, "global+lsa",
-            _paper("market", 80.5, 90.4, 94.6, 98.0)),
-        Row("L+LSA", {"model.branches": "local", "loss.use_lsa": True, **_NO_CENTER}, "lsa",
-            _paper("market", 80.7, 92.3, 95.3, 98.2)),
-        Row("GL+LSA", {"model.branches": "global_local", "loss.use_lsa": True, **_NO_CENTER}, "global+lsa",
-            _paper("market", 81.6, 92.8, 95.6, 98.2)),
+        Row("ResNet50+TH", {**_RESNET, "loss.triplet": "soft"}, "global", _paper("market", 73.8, 86.8, 93.2, 97.4)),
+        Row(
+            "G(Global+TH)",
+            {"model.branches": "global", **_NO_CENTER},
+            "global",
+            _paper("market", 77.6, 89.7, 93.4, 97.5),
+        ),
+        Row(
+            "L(Local+TH)",
+            {"model.branches": "local", **_NO_LSA, **_NO_CENTER},
+            "lsa",
+            _paper("market", 78.9, 90.1, 94.0, 97.9),
+        ),
+        Row(
+            "GL(Global-Local+TH)",
+            {"model.branches": "global_local", **_NO_LSA, **_NO_CENTER},
+            "global+lsa",
+            _paper("market", 80.5, 90.4, 94.6, 98.0),
+        ),
+        Row(
+            "L+LSA",
+            {"model.branches": "local", "loss.use_lsa": True, **_NO_CENTER},
+            "lsa",
+            _paper("market", 80.7, 92.3, 95.3, 98.2),
+        ),
+        Row(
+            "GL+LSA",
+            {"model.branches": "global_local", "loss.use_lsa": True, **_NO_CENTER},
+            "global+lsa",
+            _paper("market", 81.6, 92.8, 95.6, 98.2),
+        ),
         Row("GLDFA-Net w/o TH", {"loss.triplet": "none"}, "global+lsa", _paper("market", 82.7, 91.9, 94.3, 97.4)),
         Row("GLDFA-Net w/o LSA", dict(_NO_LSA), "global+lsa", _paper("market", 84.2, 92.6, 95.0, 97.8)),
         Row("GLDFA-Net", {}, "global+lsa", _paper("market", 86.1, 94.8, 97.2, 98.4)),
@@ -74,13 +94,15 @@ FIG6_K = AblationSet(
     title="Fig. 6(a): number of stripes k (W = k/2)",
     paper_dataset={},
     rows=tuple(Row(f"k={k}", {"model.num_stripes": k, "loss.window": 0}, "global+lsa") for k in (1, 2, 4, 6, 8, 10)),
-    x_label="number of stripes k", x_values=(1, 2, 4, 6, 8, 10),
+    x_label="number of stripes k",
+    x_values=(1, 2, 4, 6, 8, 10),
 )
 FIG6_W = AblationSet(
     title="Fig. 6(b): sliding window W (k = 8; W = 1 is hard alignment)",
     paper_dataset={},
     rows=tuple(Row(f"W={w}", {"model.num_stripes": 8, "loss.window": w}, "global+lsa") for w in (1, 2, 4, 6, 8)),
-    x_label="sliding window W", x_values=(1, 2, 4, 6, 8),
+    x_label="sliding window W",
+    x_values=(1, 2, 4, 6, 8),
 )
 
 # Table 3: partial re-ID. The paper prints mAP and Rank-1 only; the other methods of the table are not ours.
@@ -88,10 +110,18 @@ TABLE3 = AblationSet(
     title="Table 3: partial person re-ID",
     paper_dataset={"partial_market": "Partial-Market", "partial_duke": "Partial-Duke"},
     rows=(
-        Row("ResNet50", dict(_RESNET), "global",
-            {**_paper("partial_market", 42.8, 60.5), **_paper("partial_duke", 39.7, 52.3)}),
-        Row("GLDFA-Net", {}, "global+lsa",
-            {**_paper("partial_market", 54.6, 72.4), **_paper("partial_duke", 48.2, 60.9)}),
+        Row(
+            "ResNet50",
+            dict(_RESNET),
+            "global",
+            {**_paper("partial_market", 42.8, 60.5), **_paper("partial_duke", 39.7, 52.3)},
+        ),
+        Row(
+            "GLDFA-Net",
+            {},
+            "global+lsa",
+            {**_paper("partial_market", 54.6, 72.4), **_paper("partial_duke", 48.2, 60.9)},
+        ),
     ),
     default_bases=("experiments/partial_market.py", "experiments/partial_duke.py"),
 )
@@ -123,7 +153,7 @@ def override_flags(overrides: dict) -> list[str]:
     return [f"--config.{key}={value}" for key, value in overrides.items()]
 
 
-def select_rows(spec: AblationSet, names: Optional[list[str]]) -> list[Row]:
+def select_rows(spec: AblationSet, names: list[str] | None) -> list[Row]:
     if not names:
         return list(spec.rows)
     by_name = {r.name: r for r in spec.rows}
@@ -131,8 +161,6 @@ def select_rows(spec: AblationSet, names: Optional[list[str]]) -> list[Row]:
     if unknown:
         raise ValueError(f"--rows {unknown} not in this set; its rows are: {', '.join(by_name)}")
     return [by_name[n] for n in names]
-
-
 
 
 def describe(set_name: str) -> str:

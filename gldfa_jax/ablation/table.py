@@ -1,4 +1,5 @@
 """The markdown table of an ablation set: mean ± std over seeds beside the paper's numbers."""
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,7 @@ def paper_columns(spec: AblationSet, rows: list[Row], key: str) -> list[tuple[st
     """(paper dataset key, metric key, column label) of the paper's numbers to show beside a run on `key`."""
     comparable = key in spec.paper_dataset
     columns = []
-    for pk in ([key] if comparable else list(spec.paper_dataset)):
+    for pk in [key] if comparable else list(spec.paper_dataset):
         label = f"paper {spec.paper_dataset[pk]}" + ("" if comparable else " (not comparable)")
         columns += [(pk, m, f"{label} {name}") for m, name in METRICS if any(m in r.paper.get(pk, {}) for r in rows)]
     return columns
@@ -59,11 +60,21 @@ def write_table(set_name: str, bases: list[str], workdir: str) -> str:
     for base in bases:
         key = dataset_key(base)
         paper = paper_columns(spec, rows, key)
-        note = ("" if key in spec.paper_dataset or not paper else
-                " — the paper's numbers are for another dataset: shown for reference, not comparable.")
-        head = (["Methods"] + ([f"{m} mAP" for m in spec.modes] + ["stripe norm", "LSA pos/neg", "global pos/neg"]
-                               if spec.modes else [name for _, name in METRICS])
-                + ["seeds", "distance"] + [c[2] for c in paper])
+        note = (
+            ""
+            if key in spec.paper_dataset or not paper
+            else " — the paper's numbers are for another dataset: shown for reference, not comparable."
+        )
+        head = (
+            ["Methods"]
+            + (
+                [f"{m} mAP" for m in spec.modes] + ["stripe norm", "LSA pos/neg", "global pos/neg"]
+                if spec.modes
+                else [name for _, name in METRICS]
+            )
+            + ["seeds", "distance"]
+            + [c[2] for c in paper]
+        )
         lines += [f"Config: `{base}`{note}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         curve, fingerprints = [], {}
         for row in rows:
@@ -74,9 +85,11 @@ def write_table(set_name: str, bases: list[str], workdir: str) -> str:
                 if fingerprint:
                     fingerprints.setdefault(fingerprint, []).append(f"{row.name} seed {r['seed']}")
             if records and spec.modes:
-                ours = ([mean_std([r["results"][m]["mAP"] for r in records]) for m in spec.modes]
-                        + feature_stat_cells(records, workdir, set_name, base, row, multi)
-                        + [",".join(str(r["seed"]) for r in records)])
+                ours = (
+                    [mean_std([r["results"][m]["mAP"] for r in records]) for m in spec.modes]
+                    + feature_stat_cells(records, workdir, set_name, base, row, multi)
+                    + [",".join(str(r["seed"]) for r in records)]
+                )
                 total_s += sum(r["wall_s"] for r in records)
                 curve.append([np.nan, np.nan])
             elif records:
@@ -91,17 +104,27 @@ def write_table(set_name: str, bases: list[str], workdir: str) -> str:
         lines.append("")
         if len(fingerprints) > 1:
             groups = "; ".join(f"{fp}: {', '.join(runs)}" for fp, runs in fingerprints.items())
-            lines += [f"**Warning: these runs used different base configs** (the config or the overrides changed "
-                      f"between runs; fingerprints {groups}). Rerun them in a fresh --workdir.", ""]
+            lines += [
+                f"**Warning: these runs used different base configs** (the config or the overrides changed "
+                f"between runs; fingerprints {groups}). Rerun them in a fresh --workdir.",
+                "",
+            ]
         if spec.x_values:
             curve = np.asarray(curve)
-            reports.parameter_curve(spec.x_values, {"mAP": curve[:, 0], "Rank-1": curve[:, 1]},
-                                    os.path.join(workdir, set_name, f"{set_name}_{key}.png"),
-                                    x_label=spec.x_label, title=spec.title)
-    lines += ["mAP and R-k in percent, mean ± sample std over the seeds listed (one value: one seed); "
-              "'distance' is the evaluation mode reported. Config switches per row: "
-              f"`python -m gldfa_jax.ablation --set {set_name} --list`; each seed's exact command and wall time "
-              f"are in its row.json. Wall time of the finished runs: {total_s / 60:.1f} min in total.", ""]
+            reports.parameter_curve(
+                spec.x_values,
+                {"mAP": curve[:, 0], "Rank-1": curve[:, 1]},
+                os.path.join(workdir, set_name, f"{set_name}_{key}.png"),
+                x_label=spec.x_label,
+                title=spec.title,
+            )
+    lines += [
+        "mAP and R-k in percent, mean ± sample std over the seeds listed (one value: one seed); "
+        "'distance' is the evaluation mode reported. Config switches per row: "
+        f"`python -m gldfa_jax.ablation --set {set_name} --list`; each seed's exact command and wall time "
+        f"are in its row.json. Wall time of the finished runs: {total_s / 60:.1f} min in total.",
+        "",
+    ]
     out = os.path.join(workdir, set_name, f"{set_name}.md")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
@@ -109,8 +132,7 @@ def write_table(set_name: str, bases: list[str], workdir: str) -> str:
     return out
 
 
-def feature_stat_cells(records: list[dict], workdir: str, set_name: str, base: str, row: Row,
-                       multi: bool) -> list[str]:
+def feature_stat_cells(records: list[dict], workdir: str, set_name: str, base: str, row: Row, multi: bool) -> list[str]:
     """Mean stripe norm, LSA and global pos/neg distance ratios (gldfa_jax.evaluation.separation) over seeds."""
     stats = []
     for r in records:
@@ -130,5 +152,3 @@ def feature_stat_cells(records: list[dict], workdir: str, set_name: str, base: s
 
 def _fmt(value) -> str:
     return "—" if value is None else f"{value:.1f}"
-
-

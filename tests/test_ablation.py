@@ -107,36 +107,11 @@ def test_cli_bad_input(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "does not exist" in err and "market.py" in err and "experiments/duke.py" in err
     assert "cuhk03_common" not in err  # a helper module, not a config
-    assert (
-        ablation_main(
-            [
-                "--set",
-                "table2",
-                "--base",
-                "experiments/market.py",
-                "--workdir",
-                str(tmp_path),
-                "--config.train.epochz=1",
-            ]
-        )
-        == 2
-    )
+    market = ["--set", "table2", "--base", "experiments/market.py", "--workdir", str(tmp_path)]
+    assert ablation_main([*market, "--config.train.epochz=1"]) == 2
     err = capsys.readouterr().err
     assert "--config.train.epochz" in err and "Did you mean \"epochs\"" in err
-    assert (
-        ablation_main(
-            [
-                "--set",
-                "table2",
-                "--base",
-                "experiments/market.py",
-                "--workdir",
-                str(tmp_path),
-                "--config.train.epochs=many",
-            ]
-        )
-        == 2
-    )  # config_flags checks the type too
+    assert ablation_main([*market, "--config.train.epochs=many"]) == 2  # config_flags checks the type too
     assert "--config.train.epochs=many" in capsys.readouterr().err
     assert ablation_main(["--set", "table2", "--base", "experiments/market.py", "--rows", "GL+LSB"]) == 2
     with pytest.raises(SystemExit):

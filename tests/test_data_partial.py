@@ -44,15 +44,8 @@ def test_crop_is_restretched_window():
 
 def test_fractions_reproducibility_and_manifest(tmp_path):
     src = _src(tmp_path)
-    a = make_partial(
-        src,
-        str(tmp_path / "a"),
-        seed=4,
-        splits=("train", "gallery"),
-        occlude_fraction=0.25,
-        crop_fraction=0.35,
-        progress=False,
-    )
+    options = dict(splits=("train", "gallery"), occlude_fraction=0.25, crop_fraction=0.35, progress=False)
+    a = make_partial(src, str(tmp_path / "a"), seed=4, **options)
     man = json.load(open(os.path.join(a, MANIFEST)))
     assert man["seed"] == 4 and man["splits"] == ["train", "gallery"]
     ops = {}
@@ -70,24 +63,8 @@ def test_fractions_reproducibility_and_manifest(tmp_path):
             d = np.asarray(Image.open(os.path.join(a, folder, f)))
             assert s.shape == d.shape
             assert (f"{folder}/{f}" in man["images"]) == (not np.array_equal(s, d))
-    b = make_partial(
-        src,
-        str(tmp_path / "b"),
-        seed=4,
-        splits=("train", "gallery"),
-        occlude_fraction=0.25,
-        crop_fraction=0.35,
-        progress=False,
-    )
-    c = make_partial(
-        src,
-        str(tmp_path / "c"),
-        seed=5,
-        splits=("train", "gallery"),
-        occlude_fraction=0.25,
-        crop_fraction=0.35,
-        progress=False,
-    )
+    b = make_partial(src, str(tmp_path / "b"), seed=4, **options)
+    c = make_partial(src, str(tmp_path / "c"), seed=5, **options)
     for folder in ("bounding_box_train", "bounding_box_test"):
         for f in os.listdir(os.path.join(a, folder)):
             assert open(os.path.join(a, folder, f), "rb").read() == open(os.path.join(b, folder, f), "rb").read()

@@ -5,9 +5,11 @@ weaknesses of the recipe itself.
         --seeds 0,1,2 [--config.FIELD=VALUE ...]
 
 Written by hand from the paper (§3, §4.1), sharing no model, loss or optimiser code with gldfa_jax:
-ResNet in torchvision's layout (torchvision is not installed beside torch here), the global and local heads,
+ResNet and MobileNetV2 in torchvision's layout (torchvision is not installed beside torch here; ImageNet weights
+load after construction, checked against the JAX backbone on one batch), the global and local heads,
 label-smoothed ID loss on the BN-necked concatenation, soft-weighted (or batch-hard) triplet on the global
-Euclidean and the LSA distance, centre loss with its own SGD, Adam with PyTorch's weight decay and step decay.
+Euclidean and the LSA distance, centre loss with its own SGD, Adam with PyTorch's weight decay, warm-up and step
+decay; on a GPU when torch sees one.
 What it shares with the JAX trainer, so that only the implementations differ: the decoded images
 (gldfa_jax.experiment_data), the P×K sampler and the augmentation (data_pipelines), and the evaluation
 (gldfa_jax.inference.evaluate_features). Each seed writes WORKDIR/seed<S>/results.json and
@@ -80,6 +82,100 @@ class ResNet(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
+def conv_bn_relu6(cin, cout, kernel, stride, groups=1):
+    """torchvision's Conv2dNormActivation (names `0` conv, `1` BN)."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU6()
+    )
+
+
+class InvertedResidual(nn.Module):
+    """torchvision's MobileNetV2 block: [1×1 expand,] depthwise 3×3 (stride), linear 1×1 project, BN; residual when
+    the shape is kept."""
+
+    def __init__(self, cin, cout, stride, expansion):
+        super().__init__()
+        hidden = cin * expansion
+        layers = [conv_bn_relu6(cin, hidden, 1, 1)] if expansion != 1 else []
+        layers += [conv_bn_relu6(hidden, hidden, 3, stride, hidden), nn.Conv2d(hidden, cout, 1, bias=False)]
+        self.conv = nn.Sequential(*layers, nn.BatchNorm2d(cout))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """torchvision's MobileNetV2 (width 1.0) without its classifier's use (state-dict names match, plus an unused
+    `classifier.1`), NCHW; `last_stride` replaces the stride of the 160-channel stage (output stride 16)."""
+
+    # Sandler et al. Table 2 (t, c, n, s), written out here rather than imported: the reference shares no model code.
+    SETTINGS = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
+
+    def __init__(self, last_stride: int):
+        super().__init__()
+        layers, cin = [conv_bn_relu6(3, 32, 3, 2)], 32
+        for t, c, n, s in self.SETTINGS:
+            for b in range(n):
+                stride = 1 if b > 0 else (last_stride if c == 160 else s)
+                layers.append(InvertedResidual(cin, c, stride, t))
+                cin = c
+        layers.append(conv_bn_relu6(cin, 1280, 1, 1))
+        self.features = nn.Sequential(*layers)
+        self.out_channels = 1280
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000))  # unused; torchvision's keys
+
+    def forward(self, x):
+        return self.features(x)
+
+
+def load_backbone(net, path: str) -> None:
+    """ImageNet weights (torchvision's .pth or our .safetensors) into `net.backbone`, strictly (every tensor named
+    and shaped as torchvision's). Call it after GLDFANet's constructor, which re-initialises every conv."""
+    from gldfa_jax.pretrained import read_state_dict
+
+    state = {k: torch.from_numpy(np.asarray(v)) for k, v in read_state_dict(path).items()}
+    net.backbone.load_state_dict(state, strict=True)
+
+
+def check_backbone_matches_jax(net, config, images_uint8: np.ndarray) -> float:
+    """Assert that the reference's loaded backbone computes what the JAX backbone computes with the same file on
+    `images_uint8` (eval mode); otherwise a comparison would be of a pretrained model against a scratch one.
+    Returns the largest difference relative to the feature map's largest magnitude."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    from data_pipelines.augment import eval_transform
+    from gldfa_jax.model import backbone_of, build_model
+    from gldfa_jax.pretrained import load_pretrained
+
+    x = np.asarray(eval_transform(images_uint8, config.data))
+    backbone = backbone_of(build_model(config.model, num_classes=1).clone(dtype=jnp.float32))
+    shapes = jax.eval_shape(functools.partial(backbone.init, train=False), jax.random.PRNGKey(0), jnp.asarray(x[:1]))
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    variables = load_pretrained(config.model.pretrained, zeros, config.model.backbone)
+    want = np.asarray(backbone.apply(variables, jnp.asarray(x), train=False))
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        got = net.backbone(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    net.train(was_training)
+    error = float(np.abs(got - want).max() / np.abs(want).max())
+    if not error < 1e-3:
+        raise AssertionError(f"the reference backbone differs from the JAX one with {config.model.pretrained}: {error}")
+    return error
+
+
 class GLDFANet(nn.Module):
     """Backbone + global branch (avg pool -> fc -> BN) + local branch (1×1 conv -> BN [-> ReLU] -> k stripes by
     average pooling) + BN neck on [local flattened, global] + bias-free classifier."""
@@ -89,8 +185,18 @@ class GLDFANet(nn.Module):
         m = model_config
         self.k, d = m.num_stripes, m.embed_dim
         self.local_relu = m.local_relu
-        # The same width rule as ours, so both build the same architecture (not code that could hide a defect).
-        self.backbone = ResNet(m.depth, scaled_channels(64, m.width_multiplier), m.last_stride)
+        if m.local_conv != "shared" or m.branches != "global_local":
+            raise ValueError(
+                f"model.local_conv={m.local_conv!r}, model.branches={m.branches!r}: the reference builds the paper's "
+                "model only (shared local conv, both branches)"
+            )
+        if m.backbone == "mobilenet_v2":
+            if m.width_multiplier != 1.0:
+                raise ValueError(f"model.width_multiplier={m.width_multiplier}: the reference MobileNetV2 is width 1.0")
+            self.backbone = MobileNetV2(m.last_stride)
+        else:
+            # The same width rule as ours, so both build the same architecture (not code that could hide a defect).
+            self.backbone = ResNet(m.depth, scaled_channels(64, m.width_multiplier), m.last_stride)
         c = self.backbone.out_channels
         self.global_fc, self.global_bn = nn.Linear(c, d, bias=False), nn.BatchNorm1d(d)
         self.local_conv, self.local_bn = nn.Conv2d(c, d, 1, bias=False), nn.BatchNorm2d(d)
@@ -176,16 +282,23 @@ def total_loss(out, labels, centers, loss_config, num_stripes: int):
     return total, parts
 
 
-def optimizers(net, config, num_classes: int, steps_per_epoch: int = 1):
+def optimizers(net, config, num_classes: int, steps_per_epoch: int = 1, device: str = "cpu"):
     """(Adam with PyTorch's L2 weight decay and per-update step decay, SGD on the centres, the centres)."""
     o, m = config.optim, config.model
-    params = [p for n, p in net.named_parameters() if not n.startswith("backbone.fc.") and p.requires_grad]
+    unused = ("backbone.fc.", "backbone.classifier.")  # the ImageNet classifiers
+    params = [p for n, p in net.named_parameters() if not n.startswith(unused) and p.requires_grad]
     opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
     milestones = [int(e) * steps_per_epoch for e in o.decay_epochs]
-    opt.scheduler = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=o.decay_factor)
+    warmup = round(o.warmup_epochs * steps_per_epoch)
+
+    def factor(step):  # step decay, times a linear warm-up from warmup_factor over the first `warmup` updates
+        ramp = o.warmup_factor + (1 - o.warmup_factor) * min(step / warmup, 1.0) if warmup else 1.0
+        return o.decay_factor ** sum(step >= m for m in milestones) * ramp
+
+    opt.scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     centers = {
-        "global": torch.zeros(num_classes, m.embed_dim, requires_grad=True),
-        "local": torch.zeros(num_classes, m.embed_dim * m.num_stripes, requires_grad=True),
+        "global": torch.zeros(num_classes, m.embed_dim, device=device, requires_grad=True),
+        "local": torch.zeros(num_classes, m.embed_dim * m.num_stripes, device=device, requires_grad=True),
     }
     return opt, torch.optim.SGD(list(centers.values()), lr=config.loss.center_lr), centers
 
@@ -210,13 +323,14 @@ def update(out, labels, centers, opt, center_opt, config) -> dict:
 def features(net, images_uint8: np.ndarray, data_config, batch_size: int) -> dict:
     """uint8 [N, H, W, 3] -> {"global", "local", "final"} numpy, eval mode (running BN statistics)."""
     net.eval()
-    mean = torch.tensor(data_config.mean).view(1, 3, 1, 1)
-    std = torch.tensor(data_config.std).view(1, 3, 1, 1)
+    device = next(net.parameters()).device
+    mean = torch.tensor(data_config.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(data_config.std, device=device).view(1, 3, 1, 1)
     chunks = []
     for start in range(0, len(images_uint8), batch_size):
-        x = torch.from_numpy(images_uint8[start : start + batch_size]).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.from_numpy(images_uint8[start : start + batch_size]).to(device).permute(0, 3, 1, 2).float() / 255.0
         g, loc, final, _ = net((x - mean) / std)
-        chunks.append({"global": g.numpy(), "local": loc.numpy(), "final": final.numpy()})
+        chunks.append({"global": g.cpu().numpy(), "local": loc.cpu().numpy(), "final": final.cpu().numpy()})
     net.train()
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
@@ -233,9 +347,14 @@ def train_one(config, data, seed: int, workdir: str) -> dict:
     torch.manual_seed(seed)
     d, t = config.data, config.train
     net = GLDFANet(config.model, data.num_classes)
+    if config.model.pretrained:  # after the constructor, whose conv initialisation would overwrite the weights
+        load_backbone(net, config.model.pretrained)
+        check_backbone_matches_jax(net, config, data.train.images[:8])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net.to(device)
     sampler = PKSampler(data.train.pids, d.num_identities, d.num_instances, seed)
     spe = int(t.steps_per_epoch) or int(sampler.num_batches)
-    opt, center_opt, centers = optimizers(net, config, data.num_classes, spe)
+    opt, center_opt, centers = optimizers(net, config, data.num_classes, spe, device)
     aug_key = jax.random.PRNGKey(seed)
     log = []
     net.train()
@@ -247,8 +366,8 @@ def train_one(config, data, seed: int, workdir: str) -> dict:
             idx = order[i]
             key = jax.random.fold_in(aug_key, epoch * spe + i)
             x = torch.from_numpy(np.array(augment_batch(key, data.train.images[idx], d))).permute(0, 3, 1, 2)
-            y = torch.from_numpy(data.train.pids[idx].astype(np.int64))
-            parts = update(net(x.contiguous()), y, centers, opt, center_opt, config)
+            y = torch.from_numpy(data.train.pids[idx].astype(np.int64)).to(device)
+            parts = update(net(x.to(device).contiguous()), y, centers, opt, center_opt, config)
             if i % t.log_every == 0 or i == spe - 1:
                 values = {k: float(v.detach()) for k, v in parts.items()}
                 log.append({"step": epoch * spe + i + 1, **values})

@@ -31,16 +31,22 @@ def get_config() -> ml_collections.ConfigDict:
     # read per batch (MSMT17 at 384×128 is 18.6 GB decoded), rebuilt when the files change
 
     c.model = m = ml_collections.ConfigDict()
-    m.depth = 50  # §3.1: ResNet-50 backbone
+    m.backbone = "resnet"  # §3.1: ResNet; "mobilenet_v2" (torchvision's layout, 1280-channel map) is the
+    # ImageNet-initialised backbone a CPU can fine-tune (docs/results.md)
+    m.depth = 50  # §3.1: ResNet-50 backbone (model.backbone "resnet" only)
     m.width_multiplier = 1.0  # < 1 for tiny CPU models (tests, demos)
-    m.last_stride = 1  # §3.1: last down-sampling stride 2 → 1 (24×8 map at 384×128)
-    m.pretrained = ""  # path to ImageNet ResNet weights (.safetensors / .pth); "" = scratch
+    m.last_stride = 1  # §3.1: last down-sampling stride 2 → 1 (24×8 map at 384×128; MobileNetV2: its 160-channel
+    # stage, output stride 16)
+    m.pretrained = ""  # ImageNet weights of model.backbone (.safetensors / .pth; python -m gldfa_jax.pretrained
+    # fetch mobilenet_v2 --out DIR); "" = scratch
     m.branches = "global_local"  # Table 2: "global", "local" or "global_local"
     m.num_stripes = 8  # §3.1: k = 8 horizontal stripes
     m.embed_dim = 256  # §3.1: 1×1 conv 2048 → 256 per branch
     m.global_pool = "avg"  # §3.1: global average pooling (or "max")
     m.local_pool = "avg"  # §3.1: horizontal average pooling (or "max")
     m.local_relu = True  # ReLU after the local BN (AlignedReID's local head); False: signed stripes like global
+    m.local_conv = "shared"  # §3.1: one 1×1 conv for all stripes; "per_stripe": PCB's head (Sun et al., ECCV 2018),
+    # one 1×1 conv + BN per stripe after pooling (a PCB re-implementation on CUHK03: 53.9 mAP against 42.1 shared)
     m.bn_neck = True  # BN before the classifier (strong-baseline neck)
     m.dtype = "auto"  # compute dtype: "auto" (bfloat16 on TPUs and GPUs >= sm80, else float32),
     # "float32", "bfloat16" or "float16" (T4/V100: no bfloat16; dynamic loss

@@ -210,7 +210,7 @@ def restore_or_initialise(run: Run) -> tuple:
         return state, start
     variables = train.init_variables(run.model, init_rng, image_shape)
     if config.model.pretrained:
-        variables = pretrained.load_pretrained(config.model.pretrained, variables)
+        variables = pretrained.load_pretrained(config.model.pretrained, variables, config.model.backbone)
     else:
         logging.info("model.pretrained is empty: training starts from scratch (random initialisation)")
     return train.create_train_state(run.model, run.tx, variables, data.num_classes, aug_rng, image_shape), 0

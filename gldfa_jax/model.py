@@ -19,9 +19,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gldfa_jax.mobilenet import MobileNetV2
 from gldfa_jax.resnet import ResNet, batch_norm, conv, conv_init
 
+BACKBONES = ("resnet", "mobilenet_v2")
 BRANCHES = ("global", "local", "global_local")
+LOCAL_CONVS = ("shared", "per_stripe")
 POOLS = ("avg", "max")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -51,10 +54,20 @@ def horizontal_pool(x: jax.Array, num_stripes: int, mode: str) -> jax.Array:
     return jnp.stack([reduce(x[:, s:e], axis=(1, 2)) for s, e in stripe_bins(x.shape[1], num_stripes)], axis=1)
 
 
+def backbone_of(model: "GLDFANet", name: str | None = None) -> nn.Module:
+    """The backbone `model` runs: images [B, H, W, 3] -> feature map [B, h, w, C]. Called outside a module, it is
+    a standalone module (e.g. to compare it with another framework's backbone on the same weights)."""
+    m = model
+    if m.backbone == "mobilenet_v2":
+        return MobileNetV2(m.last_stride, m.width_multiplier, m.dtype, m.axis_name, name=name)
+    return ResNet(m.depth, m.last_stride, m.width_multiplier, m.dtype, m.axis_name, name=name)
+
+
 class GLDFANet(nn.Module):
     """Images [B, H, W, 3] (normalised, NHWC) -> GLDFAOutput. See the module docstring for the outputs."""
 
     num_classes: int
+    backbone: str = "resnet"  # or "mobilenet_v2" (`depth` is ResNet's only)
     depth: int = 50
     last_stride: int = 1
     width_multiplier: float = 1.0
@@ -64,6 +77,7 @@ class GLDFANet(nn.Module):
     global_pool: str = "avg"
     local_pool: str = "avg"
     local_relu: bool = True  # False: signed stripe features (BN output), as the global feature is
+    local_conv: str = "shared"  # "per_stripe": PCB's head, stripes pooled first, then one 1×1 conv + BN per stripe
     bn_neck: bool = True
     dtype: Any = jnp.float32
     axis_name: str | None = None  # pmap axis over which BatchNorm statistics are averaged
@@ -71,19 +85,21 @@ class GLDFANet(nn.Module):
     @nn.compact
     def __call__(self, images, train: bool = False) -> GLDFAOutput:
         bn = lambda name, use_bias=True: batch_norm(train, self.dtype, self.axis_name, name, use_bias)
-        fmap = ResNet(self.depth, self.last_stride, self.width_multiplier, self.dtype, self.axis_name, name="backbone")(
-            images, train
-        )
+        fmap = backbone_of(self, name="backbone")(images, train)
         global_feat = local_feat = None
         parts = []
         if self.branches in ("local", "global_local"):
-            y = fmap
-            if self.embed_dim:
-                y = conv(self.embed_dim, 1, 1, self.dtype, "local_conv")(y)
-            y = bn("local_bn")(y)
-            if self.local_relu:
-                y = nn.relu(y)
-            local_feat = horizontal_pool(y, self.num_stripes, self.local_pool).astype(jnp.float32)
+            if self.local_conv == "per_stripe":
+                local_feat = self._per_stripe_head(fmap, train)
+            else:
+                y = fmap
+                if self.embed_dim:
+                    y = conv(self.embed_dim, 1, 1, self.dtype, "local_conv")(y)
+                y = bn("local_bn")(y)
+                if self.local_relu:
+                    y = nn.relu(y)
+                local_feat = horizontal_pool(y, self.num_stripes, self.local_pool)
+            local_feat = local_feat.astype(jnp.float32)
             parts.append(local_feat.reshape(local_feat.shape[0], -1))
         if self.branches in ("global", "global_local"):
             pooled = jnp.mean(fmap, axis=(1, 2)) if self.global_pool == "avg" else jnp.max(fmap, axis=(1, 2))
@@ -118,6 +134,27 @@ class GLDFANet(nn.Module):
             logits=logits.astype(jnp.float32),
         )
 
+    def _per_stripe_head(self, fmap, train: bool):
+        """PCB's local head (Sun et al., ECCV 2018, §3.1): pool the map into k stripes [B, k, C] first, then a 1×1
+        conv (a Dense on a pooled stripe) and a BN of each stripe's own -> [B, k, d]."""
+        y = horizontal_pool(fmap, self.num_stripes, self.local_pool)
+        if self.embed_dim:
+            kernel = self.param(
+                "local_conv_per_stripe", conv_init, (self.num_stripes, y.shape[-1], self.embed_dim), jnp.float32
+            )
+            y = jnp.einsum("bkc,kcd->bkd", y.astype(self.dtype), kernel.astype(self.dtype))
+        y = nn.BatchNorm(  # statistics per stripe and channel: one BatchNorm1d per stripe, as PCB
+            use_running_average=not train,
+            axis=(-2, -1),
+            momentum=0.9,
+            epsilon=1e-5,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            axis_name=self.axis_name,
+            name="local_bn_per_stripe",
+        )(y)
+        return nn.relu(y) if self.local_relu else y
+
 
 def _choice(name: str, value, options) -> None:
     if value not in options:
@@ -127,7 +164,9 @@ def _choice(name: str, value, options) -> None:
 def build_model(model_config, num_classes: int, axis_name: str | None = None) -> GLDFANet:
     """GLDFANet from `config.model` (gldfa_jax/config.py); `axis_name` = the trainer's pmap axis, if any."""
     c = model_config
+    _choice("backbone", c.backbone, BACKBONES)
     _choice("branches", c.branches, BRANCHES)
+    _choice("local_conv", c.local_conv, LOCAL_CONVS)
     _choice("global_pool", c.global_pool, POOLS)
     _choice("local_pool", c.local_pool, POOLS)
     _choice("dtype", c.dtype, ("auto",) + tuple(DTYPES))
@@ -143,6 +182,7 @@ def build_model(model_config, num_classes: int, axis_name: str | None = None) ->
         raise ValueError(f"num_classes={num_classes} must be >= 1 (the number of training identities).")
     return GLDFANet(
         num_classes=num_classes,
+        backbone=c.backbone,
         depth=c.depth,
         last_stride=c.last_stride,
         width_multiplier=c.width_multiplier,
@@ -152,6 +192,7 @@ def build_model(model_config, num_classes: int, axis_name: str | None = None) ->
         global_pool=c.global_pool,
         local_pool=c.local_pool,
         local_relu=c.local_relu,
+        local_conv=c.local_conv,
         bn_neck=c.bn_neck,
         dtype=compute_dtype(c.dtype),
         axis_name=axis_name,

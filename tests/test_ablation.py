@@ -200,3 +200,19 @@ def test_runs_claimed_by_a_live_process_are_skipped(tmp_path):
     with open(os.path.join(out, ".claim"), "w") as f:
         f.write(str(dead.pid))
     assert claim(out)
+
+
+def test_row_names_can_be_selected_with_rows():
+    """--rows splits at commas, so a row name with a comma could never be chosen."""
+    for name, spec in sets.SETS.items():
+        for row in spec.rows:
+            assert "," not in row.name, (name, row.name)
+            assert sets.select_rows(spec, [row.name]) == [row]
+
+
+def test_row_switches_override_flags_given_to_every_run(tmp_path):
+    trainer = FakeTrainer()
+    flags = ["--config.model.pretrained=weights.safetensors"]
+    runner.run_set("imagenet", ["experiments/cuhk03_real_imagenet.py"], str(tmp_path), [0], flags, trainer=trainer)
+    scratch = [f for workdir, f in trainer.calls if "from_scratch" in workdir]
+    assert len(scratch) == 1 and scratch[0][-1] == "--config.model.pretrained="

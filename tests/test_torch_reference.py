@@ -94,3 +94,57 @@ def test_trainer_runs_and_is_scored_by_the_project_evaluation(tmp_path):
     with open(tmp_path / "metrics.jsonl") as f:
         assert [json.loads(line)["step"] for line in f] == [1, 2, 3]
     assert os.path.exists(tmp_path / "cmc.png")
+
+
+def test_reference_schedule_matches_ours():
+    from gldfa_jax.train import lr_schedule
+
+    o = get_config().optim
+    o.lr, o.warmup_epochs, o.warmup_factor, o.decay_epochs = 1.0, 2, 0.1, (3, 5)
+    net = torch.nn.Linear(2, 2)
+    net.backbone = torch.nn.Identity()
+    c = get_config()
+    c.optim = o
+    opt, _, _ = ref.optimizers(net, c, num_classes=3, steps_per_epoch=4)
+    got = []
+    for _ in range(24):
+        got.append(opt.param_groups[0]["lr"])
+        opt.step()
+        opt.scheduler.step()
+    want = [float(lr_schedule(o, 4, xp=np)(step)) for step in range(24)]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_pretrained_mobilenet_reference_loads_after_construction_and_matches_jax(tmp_path):
+    """ImageNet weights reach the reference's backbone although GLDFANet's constructor re-initialises every conv,
+    and the check against the JAX backbone catches a backbone that differs."""
+    from gldfa_jax.experiment_data import load_experiment_data
+    from gldfa_jax.pretrained import main as convert
+
+    source = ref.MobileNetV2(last_stride=1)
+    with torch.no_grad():
+        for m in source.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+    torch.save(source.state_dict(), tmp_path / "m.pth")
+    convert(["convert", str(tmp_path / "m.pth"), str(tmp_path / "m.safetensors")])
+    c = get_config()
+    c.data.name, c.data.root, c.data.height, c.data.width = "market_layout", str(tmp_path / "world"), 64, 32
+    c.data.generate = ml_collections.ConfigDict({"identities": 12, "seed": 0})
+    c.data.num_identities, c.data.num_instances = 4, 2
+    c.model.backbone, c.model.pretrained, c.model.embed_dim, c.model.num_stripes = "mobilenet_v2", "", 16, 4
+    data = load_experiment_data(c.data)
+    c.model.pretrained = str(tmp_path / "m.safetensors")
+    net = ref.GLDFANet(c.model, data.num_classes)
+    ref.load_backbone(net, c.model.pretrained)
+    assert ref.check_backbone_matches_jax(net, c, data.train.images[:4]) < 1e-4
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(net.backbone.state_dict()[name], value)
+    with torch.no_grad():
+        net.backbone.features[3].conv[1][0].weight.mul_(1.5)  # a depthwise kernel that is not the file's
+    with pytest.raises(AssertionError, match="reference backbone differs from the JAX one"):
+        ref.check_backbone_matches_jax(net, c, data.train.images[:4])
+    c.train.epochs, c.train.steps_per_epoch, c.train.log_every, c.eval.rerank = 1, 2, 1, False
+    results = ref.train_one(c, data, seed=0, workdir=str(tmp_path / "run"))  # loads and checks again, then trains
+    assert np.isfinite(results["global+lsa"]["mAP"])

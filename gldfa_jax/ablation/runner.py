@@ -113,7 +113,9 @@ def run_set(
             continue  # finished or running in another runner process sharing this workdir
         train_dir = os.path.join(out, "train")
         os.makedirs(train_dir, exist_ok=True)
-        flags = override_flags(row.overrides) + [f"--config.seed={seed}"] + list(extra_flags)
+        # The row's switches come last: a flag given to every run (a weights path, a size) must not undo the
+        # variant a row stands for (the from-scratch row sets model.pretrained="").
+        flags = list(extra_flags) + [f"--config.seed={seed}"] + override_flags(row.overrides)
         start = time.time()
         trainer(base, train_dir, flags, os.path.join(out, "train.log"), verbose=verbose)
         with open(os.path.join(train_dir, RESULTS_FILE)) as f:

@@ -146,7 +146,32 @@ LOCAL_BRANCH = AblationSet(
     modes=("global", "lsa", "global+lsa"),
 )
 
-SETS = {"table2": TABLE2, "fig6_k": FIG6_K, "fig6_w": FIG6_W, "table3": TABLE3, "local_branch": LOCAL_BRANCH}
+# The same question from where the paper starts: an ImageNet-initialised backbone (experiments/cuhk03_real_imagenet.py,
+# with --config.model.pretrained=.../mobilenet_v2.safetensors). The probes are the literature's local heads.
+IMAGENET = AblationSet(
+    title="Local branch on real crops from an ImageNet-initialised backbone",
+    paper_dataset={},
+    rows=(
+        Row("ImageNet init (recipe)", {}, "global+lsa"),
+        Row("ImageNet init: W=1", dict(_NO_LSA), "global+lsa"),
+        Row("ImageNet init: ID loss only", {"loss.triplet": "none", **_NO_CENTER}, "global+lsa"),
+        Row("ImageNet init: global branch only", {"model.branches": "global"}, "global"),
+        Row("from scratch (same schedule)", {"model.pretrained": ""}, "global+lsa"),
+        Row("ImageNet init: per-stripe 1×1 conv (PCB)", {"model.local_conv": "per_stripe"}, "global+lsa"),
+        Row("ImageNet init: AlignedReID stripe norm", {"loss.normalize_stripes": True}, "global+lsa"),
+    ),
+    default_bases=("experiments/cuhk03_real_imagenet.py",),
+    modes=("global", "lsa", "global+lsa"),
+)
+
+SETS = {
+    "table2": TABLE2,
+    "fig6_k": FIG6_K,
+    "fig6_w": FIG6_W,
+    "table3": TABLE3,
+    "local_branch": LOCAL_BRANCH,
+    "imagenet": IMAGENET,
+}
 
 
 def override_flags(overrides: dict) -> list[str]:

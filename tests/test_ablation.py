@@ -216,3 +216,20 @@ def test_row_switches_override_flags_given_to_every_run(tmp_path):
     runner.run_set("imagenet", ["experiments/cuhk03_real_imagenet.py"], str(tmp_path), [0], flags, trainer=trainer)
     scratch = [f for workdir, f in trainer.calls if "from_scratch" in workdir]
     assert len(scratch) == 1 and scratch[0][-1] == "--config.model.pretrained="
+
+
+def test_table_shows_a_dash_for_modes_a_row_does_not_have(tmp_path):
+    class GlobalOnly(FakeTrainer):
+        def __call__(self, base, workdir, flags, log_path, verbose=False):
+            super().__call__(base, workdir, flags, log_path, verbose)
+            if "--config.model.branches=global" in flags:  # a global-branch model has no lsa distance
+                path = os.path.join(workdir, "results.json")
+                results = json.load(open(path))
+                json.dump({"global": results["global"]}, open(path, "w"))
+
+    rows = ["ImageNet init (recipe)", "ImageNet init: global branch only"]
+    base = ["experiments/cuhk03_real_imagenet.py"]
+    table = run_set("imagenet", base, str(tmp_path), [0, 1], rows=rows, trainer=GlobalOnly())
+    cells = _table_row(table, "ImageNet init: global branch only")
+    assert cells[1] == "51.5 ± 2.1" and cells[2:4] == ["—", "—"]
+    assert _table_row(table, "ImageNet init (recipe)")[2] == "51.5 ± 2.1"

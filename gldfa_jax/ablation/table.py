@@ -86,7 +86,10 @@ def write_table(set_name: str, bases: list[str], workdir: str) -> str:
                     fingerprints.setdefault(fingerprint, []).append(f"{row.name} seed {r['seed']}")
             if records and spec.modes:
                 ours = (
-                    [mean_std([r["results"][m]["mAP"] for r in records]) for m in spec.modes]
+                    [  # a mode the row's model has not (lsa of a global-branch-only row) shows "—"
+                        mean_std([r["results"][m]["mAP"] for r in records]) if m in records[0]["results"] else "—"
+                        for m in spec.modes
+                    ]
                     + feature_stat_cells(records, workdir, set_name, base, row, multi)
                     + [",".join(str(r["seed"]) for r in records)]
                 )

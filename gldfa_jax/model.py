@@ -212,14 +212,18 @@ def build_model(model_config, num_classes: int, axis_name: str | None = None) ->
 
 def compute_dtype(name: str, device=None):
     """`model.dtype` -> a jnp dtype. "auto": bfloat16 where the hardware computes it natively (TPUs, GPUs of compute
-    capability >= 8.0 such as A100/H100), float32 elsewhere (CPUs, T4/V100, whose bfloat16 is emulated)."""
+    capability >= 8.0 such as A100/H100); float16 on older GPUs (T4, V100: Colab's free GPU), which have fast float16
+    but emulate bfloat16, trained with dynamic loss scaling (train.loss_scale_for), as flax's ImageNet example does
+    there; float32 on CPUs."""
     if name != "auto":
         return DTYPES[name]
     device = device or jax.local_devices()[0]
     if device.platform == "tpu":
         return jnp.bfloat16
-    capability = getattr(device, "compute_capability", None) if device.platform == "gpu" else None
-    return jnp.bfloat16 if capability and float(capability) >= 8.0 else jnp.float32
+    if device.platform != "gpu":
+        return jnp.float32
+    capability = getattr(device, "compute_capability", None)
+    return jnp.bfloat16 if capability and float(capability) >= 8.0 else jnp.float16
 
 
 def test_features(output: GLDFAOutput) -> dict:

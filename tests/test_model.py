@@ -161,13 +161,14 @@ class _Device:
     "device, want",
     [
         (_Device("cpu"), jnp.float32),
-        (_Device("gpu", "7.5"), jnp.float32),  # T4: bfloat16 is emulated
+        (_Device("gpu", "7.5"), jnp.float16),  # T4: bfloat16 is emulated, float16 native (with loss scaling)
+        (_Device("gpu", "7.0"), jnp.float16),  # V100
         (_Device("gpu", "8.0"), jnp.bfloat16),
         (_Device("gpu", "9.0"), jnp.bfloat16),
         (_Device("tpu"), jnp.bfloat16),
     ],
 )
-def test_auto_dtype_is_bfloat16_only_where_native(device, want):
+def test_auto_dtype_is_bfloat16_where_native_float16_on_older_gpus(device, want):
     assert compute_dtype("auto", device) == want
     assert compute_dtype("float32", device) == jnp.float32
 
@@ -196,3 +197,13 @@ def test_id_feature_global_classifies_the_global_feature_only():
         build_model(tiny_config(id_feature="global", branches="local"), 5)
     with pytest.raises(ValueError, match=r"model.id_feature='stripes' is not supported"):
         build_model(tiny_config(id_feature="stripes"), 5)
+
+
+def test_auto_on_a_t4_trains_float16_with_loss_scaling(monkeypatch):
+    from gldfa_jax import train
+
+    monkeypatch.setattr(jax, "local_devices", lambda: [_Device("gpu", "7.5")])
+    config = get_config()
+    model = build_model(config.model, 3)
+    assert model.dtype == jnp.float16
+    assert train.loss_scale_for(config, model) == config.train.loss_scale_init == 2.0**15

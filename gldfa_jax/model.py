@@ -150,16 +150,8 @@ class GLDFANet(nn.Module):
                 "local_conv_per_stripe", conv_init, (self.num_stripes, y.shape[-1], self.embed_dim), jnp.float32
             )
             y = jnp.einsum("bkc,kcd->bkd", y.astype(self.dtype), kernel.astype(self.dtype))
-        y = nn.BatchNorm(  # statistics per stripe and channel: one BatchNorm1d per stripe, as PCB
-            use_running_average=not train,
-            axis=(-2, -1),
-            momentum=0.9,
-            epsilon=1e-5,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            axis_name=self.axis_name,
-            name="local_bn_per_stripe",
-        )(y)
+        # Statistics per stripe and channel: one BatchNorm1d per stripe, as PCB.
+        y = batch_norm(train, self.dtype, self.axis_name, "local_bn_per_stripe", axis=(-2, -1))(y)
         return nn.relu(y) if self.local_relu else y
 
 

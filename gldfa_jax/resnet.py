@@ -53,10 +53,14 @@ def conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.C
     )
 
 
-def batch_norm(train: bool, dtype: Any, axis_name: str | None, name: str, use_bias: bool = True) -> nn.BatchNorm:
-    # Flax momentum 0.9 (weight of the old statistic) = PyTorch momentum 0.1; eps as in PyTorch.
+def batch_norm(
+    train: bool, dtype: Any, axis_name: str | None, name: str, use_bias: bool = True, axis: int | tuple = -1
+) -> nn.BatchNorm:
+    # Flax momentum 0.9 (weight of the old statistic) = PyTorch momentum 0.1; eps as in PyTorch. `axis`: the feature
+    # axes, statistics are kept per entry of them.
     return nn.BatchNorm(
         use_running_average=not train,
+        axis=axis,
         momentum=0.9,
         epsilon=1e-5,
         use_bias=use_bias,

@@ -116,6 +116,18 @@ def validate_features(q_feats: Mapping, g_feats: Mapping, mode: str | Sequence[s
     return counts[0], counts[1]
 
 
+def rows_per_block(block_size: int, num_modes: int, num_q: int) -> int:
+    """Query rows of each block of `iter_mode_blocks`: block_size // num_modes, at most num_q, at least 1."""
+    return min(max(1, block_size // num_modes), num_q)
+
+
+def pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    """a [n, ...] -> [rows, ...], 1 <= n <= rows, the new rows copies of the last one: a ragged last block takes
+    the shape of the others, so a jitted function meets one shape (one compile). Copies of a real row keep the
+    padding finite (a zero stripe would divide by its norm under loss.normalize_stripes)."""
+    return np.pad(a, ((0, rows - a.shape[0]),) + ((0, 0),) * (a.ndim - 1), mode="edge")
+
+
 def _prepare_gallery(g: Mapping, keys: tuple) -> dict:
     """Gallery features as the distances consume them (traceable): Euclidean keys `_centred`, stripes
     `lsa.prepare_stripes`. A pass prepares its gallery once, not once per query block."""
@@ -196,7 +208,10 @@ def iter_mode_blocks(
 ) -> Iterator[tuple[slice, dict]]:
     """Yield (query_slice, {mode: distances [len(slice), G] float32}) for consecutive query blocks, all `modes`
     from one pass: numpy, or with `to_host=False` the jax.Arrays where they were computed (so the device can rank
-    them without a round trip).
+    them without a round trip). Every block is computed at one shape, so the distances compile once: the last,
+    shorter block is padded (`pad_rows`), and its padding rows are dropped on the host, while with
+    `to_host=False` they stay (the block is [block rows, G], its first len(slice) rows real; `evaluation.Ranker`
+    takes it as it is).
 
     window and normalize are lsa_distance's (the LSA modes only); "global+lsa" is global + lsa_weight · lsa,
     from the same blocks as "global" and "lsa" when those are asked for too.
@@ -212,13 +227,16 @@ def iter_mode_blocks(
     keys = tuple(sorted({key for mode in modes for key in required_keys(mode)}))
     # Key by key, so one raw device copy exists at a time (on a CPU the device's memory is the host's).
     gallery = {key: _prepare(jax.device_put({key: g_feats[key]}), (key,))[key] for key in keys}
-    rows_per_block = max(1, block_size // len(modes))
-    starts = range(0, num_q, rows_per_block)
-    for start in tqdm(starts, desc=f"distances ({', '.join(modes)})", unit="block", disable=not progress):
-        rows = slice(start, min(start + rows_per_block, num_q))
-        query = jax.device_put({key: q_feats[key][rows] for key in keys})
+    rows = rows_per_block(block_size, len(modes), num_q)
+    for start in tqdm(
+        range(0, num_q, rows), desc=f"distances ({', '.join(modes)})", unit="block", disable=not progress
+    ):
+        real = slice(start, min(start + rows, num_q))
+        query = jax.device_put({key: pad_rows(np.asarray(q_feats[key][real]), rows) for key in keys})
         blocks = _block_distances(query, gallery, modes, window, normalize, lsa_weight, num_g)
-        yield rows, jax.device_get(blocks) if to_host else blocks
+        if to_host:
+            blocks = {mode: block[: real.stop - start] for mode, block in jax.device_get(blocks).items()}
+        yield real, blocks
 
 
 def iter_distance_blocks(

@@ -107,12 +107,9 @@ def _block_metrics(dist, q_pids, q_camids, g_pids, g_camids, single_shot_rng=Non
     return valid, first, ap, inp
 
 
-@functools.partial(jax.jit, static_argnames=("rows",))
-def _device_block_metrics(block, start, rows: int, q_pids, q_camids, g_pids, g_camids):
-    """`_block_metrics` on the device for the `rows` queries from `start` of a block [b, G] (and its labels [b]):
-    per-query (valid, first-hit rank, AP, INP) [rows] each."""
-    dist = jax.lax.dynamic_slice_in_dim(block, start, rows)
-    q_pids, q_camids = (jax.lax.dynamic_slice_in_dim(a, start, rows) for a in (q_pids, q_camids))
+def _device_rank(dist, q_pids, q_camids, g_pids, g_camids):
+    """`_block_metrics` on the device for distances [b, G] of queries with labels [b] (traceable): per-query
+    (valid, first-hit rank, AP, INP) [b] each."""
     dist = dist.astype(jnp.float32)
     dist = jnp.where(dist == 0, 0.0, dist)  # -0.0 ties with +0.0, as on the host
     removed = (g_pids[None, :] == q_pids[:, None]) & (g_camids[None, :] == q_camids[:, None])
@@ -129,6 +126,20 @@ def _device_block_metrics(block, start, rows: int, q_pids, q_camids, g_pids, g_c
     last_hit = dist.shape[1] - 1 - jnp.argmax(hits[:, ::-1], axis=1)
     inp = jnp.where(valid, num_rel / (last_hit + 1.0), 0.0)
     return valid, first, ap, inp
+
+
+@functools.partial(jax.jit, static_argnames=("parts",))
+def _device_block_metrics(block, q_pids, q_camids, g_pids, g_camids, parts: int):
+    """`_device_rank` of a block [b, G] in `parts` equal sub-blocks, one after the other, so the sort's work arrays
+    stay a sub-block's size; the labels [n] are padded to n = parts · ceil(b / parts) rows, and so is the block
+    here. One call per block: [n] each."""
+    rows = q_pids.shape[0] // parts
+    block = jnp.pad(block, ((0, q_pids.shape[0] - block.shape[0]), (0, 0)))
+    split = lambda a: a.reshape((parts, rows) + a.shape[1:])
+    out = jax.lax.map(
+        lambda args: _device_rank(*args, g_pids, g_camids), (split(block), split(q_pids), split(q_camids))
+    )
+    return tuple(a.reshape(-1) for a in out)
 
 
 def _single_shot_first_ranks(order, kept, hits, g_pids, rng, repeats):
@@ -214,6 +225,11 @@ class Ranker:
     `add(rows, block)` takes the distances [len(rows), G] of the queries `rows` (a slice): numpy, or a
     jax.Array that `on_device=True` ranks where it is (no round trip to the host). The device path ranks
     in float32 and does not do CUHK03 single-shot (that needs the host's seeded draws).
+
+    The device path compiles once per block shape: a jax.Array block is ranked in one call (sorted in sub-blocks
+    of at most `block_rows` rows, default ~2^25 elements' worth), while numpy blocks are gathered on the host and
+    ranked in pieces of `call_rows` rows (default `block_rows`), the last one padded by `result()`. Give `call_rows`
+    the row count of the device blocks ranked beside it, and both kinds share one compiled function.
     """
 
     def __init__(
@@ -228,6 +244,7 @@ class Ranker:
         repeats: int = 10,
         seed: int = 0,
         block_rows: int | None = None,
+        call_rows: int | None = None,
     ):
         _check_max_rank(max_rank)
         q_pids, g_pids = _labels("q_pids", q_pids, None), _labels("g_pids", g_pids, None)
@@ -239,37 +256,61 @@ class Ranker:
         self.repeats, self.on_device = repeats, on_device
         budget = _DEVICE_BLOCK_ELEMENTS if on_device else _BLOCK_ELEMENTS
         self.step = min(block_rows or max(1, budget // max(num_g, 1)), max(num_q, 1))
+        self.call_rows = call_rows or self.step
+        self.pending = []  # (query indices, numpy distances) not yet ranked on the device: see `_flush`
         self.acc = _RankAccumulator(max_rank, cuhk03_single_shot, repeats)
         if on_device:
             self.device_gallery = jax.device_put((self.labels[1].astype(np.int32), self.labels[3].astype(np.int32)))
 
     def add(self, rows: slice, block) -> None:
-        """Rank the distances block [len(rows), G] of the queries `rows`."""
+        """Rank the distances block [b, G] of the queries `rows`, b >= len(rows): rows past len(rows) are padding
+        (a ragged last block kept at the others' shape, `distances.iter_mode_blocks`) and are left out."""
         q_pids, g_pids, q_camids, g_camids = self.labels
-        if self.on_device:
-            self._add_on_device(rows, jax.device_put(block))  # a no-op for a block already on the device
+        num = rows.stop - rows.start
+        if block.shape[0] < num:
+            raise ValueError(f"block has {block.shape[0]} rows, fewer than the {num} queries of rows={rows}.")
+        if self.on_device and isinstance(block, jax.Array):
+            self._add_on_device(rows, block)
             return
-        block = jax.device_get(block)
+        if self.on_device:
+            self.pending.append((np.arange(rows.start, rows.stop), np.asarray(block)[:num]))
+            self._flush(final=False)
+            return
+        block = jax.device_get(block)[:num]
         for sub in range(0, block.shape[0], self.step):
             part = block[sub : sub + self.step]
             sl = slice(rows.start + sub, rows.start + sub + part.shape[0])
             self.acc.add(*_block_metrics(part, q_pids[sl], q_camids[sl], g_pids, g_camids, self.rng, self.repeats))
 
-    def _add_on_device(self, rows: slice, block) -> None:
-        # Sub-blocks of one size (one compiled sort per block shape): the last one is moved back to end with
-        # the block, and only its rows not yet counted are kept.
-        num = block.shape[0]
-        step = min(self.step, num)
-        labels = jax.device_put(tuple(a[rows].astype(np.int32) for a in (self.labels[0], self.labels[2])))
-        for sub in range(0, num, step):
-            start = min(sub, num - step)
-            out = jax.device_get(
-                _device_block_metrics(block, jax.device_put(np.int32(start)), step, *labels, *self.device_gallery)
-            )
-            valid, first, ap, inp = (a[sub - start :] for a in out)
-            self.acc.add(valid, first, ap.astype(np.float64), inp.astype(np.float64))
+    def _flush(self, final: bool) -> None:
+        """Rank the pending host rows in pieces of `call_rows` (with `final`, the rest too, padded)."""
+        if not self.pending:
+            return
+        queries = np.concatenate([q for q, _ in self.pending])
+        block = np.concatenate([b for _, b in self.pending]) if len(self.pending) > 1 else self.pending[0][1]
+        done = 0
+        while len(queries) - done >= self.call_rows or (final and done < len(queries)):
+            stop = min(done + self.call_rows, len(queries))
+            part = jax.device_put(distances_lib.pad_rows(block[done:stop], self.call_rows))
+            self._add_on_device(queries[done:stop], part)
+            done = stop
+        self.pending = [(queries[done:], block[done:])] if done < len(queries) else []
+
+    def _add_on_device(self, queries, block) -> None:
+        # One call per block, in equal sub-blocks of at most `step` rows (the block padded to their multiple, the
+        # labels with it); the padding's results are dropped here. queries: a slice or the indices of the rows.
+        labels = [a[queries].astype(np.int32) for a in (self.labels[0], self.labels[2])]
+        num, size = len(labels[0]), block.shape[0]
+        parts = -(-size // self.step)
+        padded = -(-size // parts) * parts
+        labels = jax.device_put(tuple(distances_lib.pad_rows(a, padded) for a in labels))
+        out = jax.device_get(_device_block_metrics(block, *labels, *self.device_gallery, parts))
+        valid, first, ap, inp = (a[:num] for a in out)
+        self.acc.add(valid, first, ap.astype(np.float64), inp.astype(np.float64))
 
     def result(self) -> dict:
+        if self.on_device:
+            self._flush(final=True)
         return self.acc.result()
 
 

@@ -197,11 +197,9 @@ def evaluate(
     rankers = {mode: evaluation.Ranker(*labels, **rank_kw) for mode in modes}
     separations = {mode: evaluation.Separation(*labels) for mode in modes} if report else {}
     rerank_list = [mode for mode in modes if rerank_on and mode in rerank_modes]
-    # The re-ranked modes' [Q, G] matrices are kept from this pass; past eval.rerank_dense_max (the lean path,
-    # for memory) only the first one's, and each other one is recomputed when its turn comes.
-    dense = len(query.pids) + len(gallery.pids) <= e.rerank_dense_max
-    shape = (len(query.pids), len(gallery.pids))
-    dists = {mode: np.empty(shape, np.float32) for mode in (rerank_list if dense else rerank_list[:1])}
+    # The first re-ranked mode's [Q, G] matrix is kept from this pass; each other one is recomputed when its turn
+    # comes, so one such matrix exists at a time.
+    dists = {mode: np.empty((len(query.pids), len(gallery.pids)), np.float32) for mode in rerank_list[:1]}
     blocks = (
         distances.iter_mode_blocks(
             q_feats,
@@ -220,7 +218,7 @@ def evaluate(
             rankers[mode].add(rows, block)
             if mode not in dists and not report:
                 continue
-            host = jax.device_get(block)
+            host = jax.device_get(block)[: rows.stop - rows.start]  # a device block keeps its padding rows
             if mode in dists:
                 dists[mode][rows] = host
             if report:
@@ -234,36 +232,29 @@ def evaluate(
         out.results[mode], out.cmc[mode] = _percent(metrics, e.metrics), metrics["cmc"]
         if report:
             out.separation[mode] = separations[mode].result()
+    # Re-ranked blocks are ranked in pieces of the pass's block shape: the device ranking compiled for it serves.
+    rerank_kw = dict(rank_kw, call_rows=distances.rows_per_block(e.block_size, len(modes), len(query.pids)))
     for mode in rerank_list:
         dist = dists.pop(mode, None)
         if dist is None:
             dist = distances.pairwise_distance(
                 q_feats, g_feats, mode, block_size=e.block_size, progress=True, **lsa_options(config)
             )
-        out.results[mode + "+rerank"] = _reranked(dist, q_feats, g_feats, mode, labels, rank_kw, config, dense)
+        out.results[mode + "+rerank"] = _reranked(dist, q_feats, g_feats, mode, labels, rerank_kw, config)
         del dist  # before the next mode's matrix exists
     return out
 
 
-def _reranked(
-    dist: np.ndarray, q_feats: dict, g_feats: dict, mode: str, labels: tuple, rank_kw: dict, config, dense: bool
-) -> dict:
-    """Scores of mode's re-ranking, from its q×g distances dist [Q, G]: the dense algorithm, or past
-    eval.rerank_dense_max (`dense` False) the lean one."""
+def _reranked(dist: np.ndarray, q_feats: dict, g_feats: dict, mode: str, labels: tuple, rank_kw: dict, config) -> dict:
+    """Scores of mode's re-ranking from its q×g distances dist [Q, G], block by block (`rerank.re_ranking_blocks`:
+    the neighbour lists on the device, never an [N, N] matrix nor a re-ranked [Q, G] one; the original algorithm's
+    result up to float rounding, tests/test_rerank.py)."""
     e = config.eval
-    params = dict(k1=e.k1, k2=e.k2, lambda_value=e.lambda_value)
     ranker = evaluation.Ranker(*labels, **rank_kw)
-    if dense:
-        kw = dict(lsa_options(config), block_size=e.block_size)
-        qq = distances.pairwise_distance(q_feats, q_feats, mode, **kw)
-        gg = distances.pairwise_distance(g_feats, g_feats, mode, **kw)
-        ranker.add(slice(0, dist.shape[0]), rerank.re_ranking(dist, qq, gg, **params))
-    else:  # never a dense [N, N] matrix nor a re-ranked [Q, G] one; the dense result up to float rounding
-        # (tests/test_rerank.py)
-        for rows, block in rerank.re_ranking_blocks(
-            q_feats, g_feats, mode, dist, progress=True, **lsa_options(config), **params
-        ):
-            ranker.add(rows, block)
+    for rows, block in rerank.re_ranking_blocks(
+        q_feats, g_feats, mode, dist, e.k1, e.k2, e.lambda_value, progress=True, **lsa_options(config)
+    ):
+        ranker.add(rows, block)
     return _percent(ranker.result(), e.metrics)
 
 

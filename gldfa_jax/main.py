@@ -212,6 +212,18 @@ def evaluate_checkpoint(config, workdir: str, data, checkpoint: str | None = Non
     return evaluated.results
 
 
+def use_compilation_cache(path: str) -> None:
+    """config.compilation_cache_dir: a folder for jax's persistent compilation cache, so a second run (or
+    `--mode eval` after training) loads the train step, the network and the evaluation's functions instead of
+    compiling them again; "" leaves jax's setting alone (off unless JAX_COMPILATION_CACHE_DIR is set)."""
+    if not isinstance(path, str):
+        raise UsageError(f"compilation_cache_dir must be a folder path or '' (off), got {path!r}.")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", os.path.abspath(path))
+        logging.info("persistent compilation cache: %s", os.path.abspath(path))
+
+
 def run(config, workdir: str, mode: str = "train", checkpoint: str | None = None) -> dict:
     """Train or evaluate; writes WORKDIR/results.json (process 0 of a multi-process run) and returns the results."""
     from jax.experimental import multihost_utils
@@ -222,6 +234,7 @@ def run(config, workdir: str, mode: str = "train", checkpoint: str | None = None
 
     check_workdir(workdir)
     inference.rank_options(config.eval)  # a bad eval setting fails now, not at the first evaluation
+    use_compilation_cache(config.compilation_cache_dir)
     log_devices()
     lead = jax.process_index() == 0  # the one process that writes the run's files (the others compute the same)
     if jax.process_count() > 1:  # a synthetic world is generated once, by process 0, before anyone reads it

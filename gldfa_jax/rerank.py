@@ -202,8 +202,10 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_v
         if not np.isfinite(a).all():
             raise ValueError(f"{name} contains NaN or inf; re-ranking needs finite distances.")
     full = np.power(np.block([[q_q, q_g], [q_g.T, g_g]]), 2).astype(np.float32)
-    normalised = np.transpose(1.0 * full / np.max(full, axis=0))
+    normalised = 1.0 * full / np.max(full, axis=0)
     del full
+    # The original transposes; made contiguous once, so the row blocks below are not strided copies.
+    normalised = np.ascontiguousarray(normalised.T)
     num_all = num_q + num_g
     block = _auto_block(num_all)
     ranks = _dense_neighbours(normalised, _width(k1, k2, num_all), block, False)
@@ -279,21 +281,21 @@ def _merge_known(state, at, known, columns, row_ok):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("num_query", "size", "transposed", "mode", "window", "normalize", "lsa_weight"),
+    static_argnames=("num_query", "size", "mode", "window", "normalize", "lsa_weight"),
     donate_argnums=(0,),
 )
-def _gallery_tile(state, g, at, num_query, size, transposed, mode, window, normalize, lsa_weight):
+def _gallery_tile(state, g, at, transposed, num_query, size, mode, window, normalize, lsa_weight):
     """Tile (I, J), I <= J, of the symmetric g×g distances into the lists of rows I and, when `transposed`
-    (off the diagonal), of rows J. at = (start of I, start of J, first new row of I, first new row of J): the last
-    tile is moved back to end with the gallery, and rows/columns another tile already covered are left out."""
+    (a traced bool: off the diagonal), of rows J. at = (start of I, start of J, first new row of I, first new row of
+    J): the last tile is moved back to end with the gallery, and rows/columns another tile already covered are left
+    out. `transposed` is traced so diagonal and off-diagonal tiles share one compiled function; a diagonal tile's
+    second merge then changes no row."""
     x, y = ({k: jax.lax.dynamic_slice_in_dim(v, start, size) for k, v in g.items()} for start in (at[0], at[1]))
     squared = jnp.square(distances_lib.block_distance(x, y, mode, window, normalize, lsa_weight))
     rows, cols = at[0] + jnp.arange(size), at[1] + jnp.arange(size)
     rows_ok, cols_ok = rows >= at[2], cols >= at[3]
     state = _merge(state, at[0], squared, num_query + cols, rows_ok, cols_ok)
-    if transposed:
-        state = _merge(state, at[1], squared.T, num_query + rows, cols_ok, rows_ok)
-    return state
+    return _merge(state, at[1], squared.T, num_query + rows, cols_ok & transposed, rows_ok)
 
 
 @jax.jit
@@ -350,9 +352,8 @@ class _LeanRows:
         for i, row_start in enumerate(starts):
             for col_start in starts[i:]:
                 at = jax.device_put(np.array([clamp(row_start), clamp(col_start), row_start, col_start], np.int32))
-                state = _gallery_tile(
-                    state, g_dev, at, num_query=num_q, size=tile, transposed=col_start != row_start, **options
-                )
+                transposed = jax.device_put(np.bool_(col_start != row_start))
+                state = _gallery_tile(state, g_dev, at, transposed, num_query=num_q, size=tile, **options)
             state = jax.block_until_ready(state)  # so the bar counts tiles done, not dispatched
             bar.update(len(starts) - i)
 

@@ -189,7 +189,8 @@ def test_separation_hand_computed_under_the_protocol_filter():
 @pytest.mark.parametrize("ties", [False, True])
 def test_device_ranking_equals_host(ties):
     """The jitted device path: ties by gallery index, -0.0 as 0.0, same-id same-camera removals, distractors and
-    queries without a true match; sub-blocks of 7 rows (the last one moved back), inputs on the device."""
+    queries without a true match; blocks sorted in padded sub-blocks (of at most 7, 16 and 4 rows), inputs on the
+    device and, gathered into calls of 10 rows, on the host."""
     rng = np.random.default_rng(4)
     dist, q_pids, g_pids, q_camids, g_camids = random_problem(rng, 60, 300, 25, ties=ties)
     g_pids[:30] = 0  # distractors
@@ -202,10 +203,13 @@ def test_device_ranking_equals_host(ties):
     with jax.transfer_guard("disallow"):
         device = evaluation.rank_metrics(jax.device_put(dist), *labels, max_rank=50, block_size=7, on_device=True)
         rankers = [evaluation.Ranker(*labels, max_rank=50, on_device=on, block_rows=16) for on in (True, False)]
+        # numpy blocks on the device path: gathered and ranked 10 rows a call, across block boundaries.
+        rankers.append(evaluation.Ranker(*labels, max_rank=50, on_device=True, block_rows=4, call_rows=10))
         for start in range(0, 60, 25):  # blocks not multiples of the sub-block
             rows, block = slice(start, min(start + 25, 60)), dist[start : start + 25]
             rankers[0].add(rows, jax.device_put(block))
             rankers[1].add(rows, block)
+            rankers[2].add(rows, block)
     results = [device] + [r.result() for r in rankers]
     assert host["num_valid_queries"] == 56 and all(r["num_valid_queries"] == 56 for r in results)
     for got in results:

@@ -44,7 +44,7 @@ def test_extract_features_shapes_padding_and_flip(tiny):
 
 def test_evaluate_features_reports_percent_per_mode_and_rerank():
     c = base.get_config()
-    c.eval.k1, c.eval.k2 = 3, 2  # tiny gallery
+    c.eval.k1, c.eval.k2, c.eval.rerank_modes = 3, 2, ()  # tiny gallery; () re-ranks every mode
     rng = np.random.default_rng(0)
     ids = np.arange(6)
     centres = {"global": rng.normal(size=(6, 4)), "local": rng.normal(size=(6, 8, 4)), "final": rng.normal(size=(6, 9))}
@@ -76,9 +76,11 @@ def test_evaluate_features_reports_percent_per_mode_and_rerank():
     assert "mAP" in inference.format_table(results) and "global+lsa+rerank" in inference.format_table(results)
 
 
-def test_rerank_of_a_large_gallery_goes_lean_with_the_same_results():
+def test_rerank_equals_the_original_algorithm_on_the_distance_matrices():
+    from gldfa_jax import evaluation, rerank
+
     c = base.get_config()
-    c.eval.k1, c.eval.k2 = 4, 2
+    c.eval.k1, c.eval.k2, c.eval.rerank_modes = 4, 2, distances.MODES
     rng = np.random.default_rng(1)
     g_ids = np.repeat(np.arange(10), 3)
     centres = {"global": rng.normal(size=(10, 4)), "local": rng.normal(size=(10, 8, 4))}
@@ -86,14 +88,15 @@ def test_rerank_of_a_large_gallery_goes_lean_with_the_same_results():
     q = {k: (v + 0.8 * rng.normal(size=v.shape)).astype(np.float32) for k, v in centres.items()}
     query = Split(np.zeros((10, 1, 1, 3), np.uint8), np.arange(10), np.zeros(10, np.int64))
     gallery = Split(np.zeros((30, 1, 1, 3), np.uint8), g_ids, np.ones(30, np.int64))
-    dense = inference.evaluate_features(q, g, query, gallery, c)
-    c.eval.rerank_dense_max = 0  # every evaluation counts as large
-    lean = inference.evaluate_features(q, g, query, gallery, c)
-    assert list(lean) == list(dense)
-    assert dense["global+lsa+rerank"]["mAP"] < 100.0  # noisy enough that re-ranking has work to do
-    for mode in dense:
-        for metric, value in dense[mode].items():
-            assert lean[mode][metric] == pytest.approx(value, abs=1e-6), (mode, metric)
+    labels = (query.pids, gallery.pids, query.camids, gallery.camids)
+    results = inference.evaluate_features(q, g, query, gallery, c)
+    assert results["global+lsa+rerank"]["mAP"] < 100.0  # noisy enough that re-ranking has work to do
+    for mode in ("global", "lsa", "global+lsa"):
+        q_g, q_q, g_g = (distances.pairwise_distance(a, b, mode) for a, b in ((q, g), (q, q), (g, g)))
+        original = rerank.re_ranking(q_g, q_q, g_g, k1=4, k2=2)
+        ref = evaluation.rank_metrics(original, *labels, max_rank=c.eval.max_rank)
+        assert results[mode + "+rerank"]["mAP"] == pytest.approx(100 * ref["mAP"], abs=1e-4), mode
+        assert results[mode + "+rerank"]["rank1"] == pytest.approx(100 * ref["cmc"][0], abs=1e-4), mode
 
 
 def _noisy_world(seed=2, num_ids=8):
@@ -111,12 +114,11 @@ def _noisy_world(seed=2, num_ids=8):
     return q, g, query, gallery
 
 
-@pytest.mark.parametrize("dense_max", [30000, 0])  # dense and lean re-ranking
-def test_evaluate_computes_each_distance_once_and_keeps_what_reports_draw(dense_max, monkeypatch):
+def test_evaluate_computes_each_distance_once_and_keeps_what_reports_draw(monkeypatch):
     from gldfa_jax import evaluation
 
     c = base.get_config()
-    c.eval.k1, c.eval.k2, c.eval.max_rank, c.eval.rerank_dense_max = 4, 2, 10, dense_max
+    c.eval.k1, c.eval.k2, c.eval.max_rank, c.eval.rerank_modes = 4, 2, 10, distances.MODES
     q, g, query, gallery = _noisy_world()
     labels = (query.pids, gallery.pids, query.camids, gallery.camids)
     expected = {m: distances.pairwise_distance(q, g, m) for m in distances.MODES}
@@ -129,8 +131,8 @@ def test_evaluate_computes_each_distance_once_and_keeps_what_reports_draw(dense_
 
     monkeypatch.setattr(distances, "iter_mode_blocks", counted)
     out = inference.evaluate(q, g, query, gallery, c, report_queries=[1, 5])
-    # One pass for every mode; past rerank_dense_max only the first re-ranked matrix is kept from it.
-    again = [] if dense_max else [(m,) for m in list(distances.MODES)[1:]]
+    # One pass for every mode; only the first re-ranked mode's matrix is kept from it, the others are recomputed.
+    again = [(m,) for m in list(distances.MODES)[1:]]
     assert [m for m in calls if m] == [tuple(distances.MODES)] + again
     assert list(out.results) == list(distances.MODES) + [m + "+rerank" for m in distances.MODES]
     assert out.rows_mode == "global+lsa" and sorted(out.rows) == [1, 5]
@@ -145,7 +147,7 @@ def test_evaluate_computes_each_distance_once_and_keeps_what_reports_draw(dense_
 
 def test_rank_on_device_and_rerank_modes():
     c = base.get_config()
-    c.eval.k1, c.eval.k2 = 4, 2
+    c.eval.k1, c.eval.k2, c.eval.rerank_modes = 4, 2, ()
     q, g, query, gallery = _noisy_world(seed=3)
     host = inference.evaluate_features(q, g, query, gallery, c)
     c.eval.rank_on = "device"
@@ -232,3 +234,59 @@ def test_bad_eval_options_name_the_field_and_value(field, value, message):
     e = ml_collections.ConfigDict({**base.get_config().eval.to_dict(), field: value})  # any type, as JSON could give
     with pytest.raises(ValueError, match=message):
         inference.rank_options(e)
+
+
+_COMPILED = []  # (function name) of each XLA compilation while a test listens, from jax.monitoring
+
+
+def _on_event(event, duration, **kwargs):
+    if _COMPILED and event == "/jax/core/compile/backend_compile_duration":
+        _COMPILED.append(kwargs.get("fun_name"))
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_event)  # jax has no public way to remove one
+
+
+def _compiles(fn) -> dict:
+    """{function name: compilations} while fn() runs."""
+    _COMPILED[:] = [None]  # the marker that turns listening on
+    try:
+        fn()
+    finally:
+        names = _COMPILED[1:]
+        _COMPILED.clear()
+    return {name: names.count(name) for name in names}
+
+
+def test_a_market_shaped_evaluation_compiles_each_function_once(monkeypatch):
+    from gldfa_jax import evaluation, rerank
+
+    # Market's shape at a small size: several query blocks and a ragged last one, device ranking in sub-blocks,
+    # re-ranking with several g×g tiles (diagonal and off) and Jaccard blocks of another height. Odd feature sizes
+    # keep other tests' compilations out of the cache.
+    monkeypatch.setattr(evaluation, "_DEVICE_BLOCK_ELEMENTS", 20 * 301)
+    monkeypatch.setattr(rerank, "_TILE", 128)
+    monkeypatch.setattr(rerank, "_BLOCK_BYTES", 16 * 372 * 40)
+    c = base.get_config()
+    c.eval.block_size, c.eval.rank_on, c.eval.k1, c.eval.k2 = 4 * 16, "device", 6, 3
+    rng = np.random.default_rng(7)
+    num_ids, dims = 40, {"global": (13,), "local": (8, 13), "final": (29,)}
+    g_ids, q_ids = rng.integers(0, num_ids, 301), rng.integers(0, num_ids, 71)
+    centres = {k: rng.normal(size=(num_ids,) + d) for k, d in dims.items()}
+    feats = lambda ids: {k: (v[ids] + rng.normal(size=v[ids].shape)).astype(np.float32) for k, v in centres.items()}
+    q, g = feats(q_ids), feats(g_ids)
+    query = Split(np.zeros((71, 1, 1, 3), np.uint8), q_ids, rng.integers(0, 6, 71))
+    gallery = Split(np.zeros((301, 1, 1, 3), np.uint8), g_ids, rng.integers(0, 6, 301))
+    results = {}
+    cold = _compiles(lambda: results.update(inference.evaluate_features(q, g, query, gallery, c)))
+    assert list(results) == list(distances.MODES) + ["global+lsa+rerank"]
+    # The gallery is prepared key by key (one raw device copy at a time): once per feature shape.
+    assert cold.pop("jit(_prepare_gallery)") == len(dims)
+    assert {"jit(_mode_distances)", "jit(_device_block_metrics)", "jit(_gallery_tile)", "jit(_query_rows)"} <= set(cold)
+    assert cold == dict.fromkeys(cold, 1)
+    assert _compiles(lambda: inference.evaluate_features(q, g, query, gallery, c)) == {}  # warm: nothing new
+    c.eval.rank_on = "host"
+    host = inference.evaluate_features(q, g, query, gallery, c)
+    for mode in host:
+        for metric, value in host[mode].items():
+            assert results[mode][metric] == pytest.approx(value, abs=1e-4), (mode, metric)

@@ -135,3 +135,22 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint():
     _assert_clean_failure(proc, "non-finite")
     steps = sorted(int(s) for s in os.listdir(os.path.join(copy, "checkpoints")) if s.isdigit())
     assert steps[-1] == 12  # resumed from 12; nothing written after the loss blew up
+
+
+def test_compilation_cache_dir_sets_jax_cache(tmp_path):
+    import jax
+    import pytest
+
+    from gldfa_jax import main
+
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        main.use_compilation_cache("")  # off: jax's own setting stays
+        assert jax.config.jax_compilation_cache_dir == before
+        main.use_compilation_cache(str(tmp_path / "xla_cache"))
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "xla_cache")
+        assert (tmp_path / "xla_cache").is_dir()
+        with pytest.raises(main.UsageError, match="compilation_cache_dir"):
+            main.use_compilation_cache(None)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

@@ -290,3 +290,13 @@ def test_a_market_shaped_evaluation_compiles_each_function_once(monkeypatch):
     for mode in host:
         for metric, value in host[mode].items():
             assert results[mode][metric] == pytest.approx(value, abs=1e-4), (mode, metric)
+
+
+def test_eval_compiles_benchmark_counts_a_cold_and_a_warm_evaluation(capsys):
+    from benchmarks import eval_compiles
+
+    eval_compiles.main(["--scale", "0.01", "--block-size", "64"])
+    out = capsys.readouterr().out
+    counts = [int(line.split(", ")[1].split()[0]) for line in out.splitlines() if line.startswith(("cold:", "warm:"))]
+    assert counts[0] > 0 and counts[1] == 0, out
+    assert "global+lsa+rerank" in out

@@ -7,9 +7,10 @@ import time
 
 import numpy as np
 import pytest
-from cli_runs import TINY, new_workdir, popen_cli, run_cli, trained_workdir
 
 from gldfa_jax import checkpointing
+
+from helpers.cli import TINY, new_workdir, popen_cli, run_cli, trained_workdir
 
 
 def fake_state(scale=1.0):

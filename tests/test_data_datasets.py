@@ -5,8 +5,6 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import CUHK03_SAMPLE
-from test_data_fixtures import market_tree, small_market, write_image
 
 from data_pipelines.datasets import (
     PUBLISHED_STATS,
@@ -17,6 +15,8 @@ from data_pipelines.datasets import (
     check_published,
     get_dataset,
 )
+
+from helpers.data import CUHK03_SAMPLE, market_tree, small_market, write_image
 
 
 def _naive_relabel(pids):

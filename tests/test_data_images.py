@@ -7,14 +7,14 @@ import warnings
 import jax
 import numpy as np
 import pytest
-from conftest import CUHK03_SAMPLE
 from PIL import Image
-from test_data_fixtures import write_image
 
 from data_pipelines.augment import augment_batch, eval_transform
 from data_pipelines.datasets import Record, get_dataset
 from data_pipelines.images import CachedImages, cache_images, decode_image, load_images
 from gldfa_jax.config import get_config
+
+from helpers.data import CUHK03_SAMPLE, write_image
 
 
 def _save(path, arr, mode=None, **kw):

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CUHK03_SAMPLE
-from test_data_fixtures import small_market
+
+from helpers.data import CUHK03_SAMPLE, small_market
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,10 +8,11 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from test_data_fixtures import market_tree
 
 from data_pipelines.datasets import get_dataset
 from data_pipelines.partial import MANIFEST, crop_vertical, make_partial, occlude
+
+from helpers.data import market_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,11 +11,11 @@ from PIL import Image
 tfds = pytest.importorskip("tensorflow_datasets")
 pytest.importorskip("array_record")
 
-from test_data_fixtures import small_market, write_image  # noqa: E402
-
 from data_pipelines import tfds_builders  # noqa: E402
 from data_pipelines.datasets import get_dataset  # noqa: E402
 from data_pipelines.images import load_images  # noqa: E402
+
+from helpers.data import small_market, write_image  # noqa: E402
 
 
 def test_build_and_read_back(tmp_path):

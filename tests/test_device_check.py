@@ -10,10 +10,11 @@ import sys
 import time
 
 import pytest
-from cli_runs import ENV, REPO
-from conftest import CUHK03_SAMPLE
 
 from benchmarks import device_check, device_report, device_sections, device_torch
+
+from helpers.cli import ENV, REPO
+from helpers.data import CUHK03_SAMPLE
 
 METRICS = {
     "train": {

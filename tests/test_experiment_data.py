@@ -4,11 +4,12 @@ import logging
 import os
 
 import numpy as np
-from test_data_fixtures import small_market
 
 from data_pipelines.images import CachedImages
 from gldfa_jax import experiment_data
 from gldfa_jax.config import get_config
+
+from helpers.data import small_market
 
 
 def _data_config(root, cache_dir=""):

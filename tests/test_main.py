@@ -4,8 +4,8 @@ import json
 import os
 import shutil
 
-from cli_runs import ROOT, TINY, new_workdir, run_cli, trained_workdir
-from test_metric_writer import read_events
+from helpers.cli import ROOT, TINY, new_workdir, run_cli, trained_workdir
+from helpers.events import read_events
 
 MODES = ("global", "lsa", "global+lsa")
 EVAL_REPORTS = ("retrieval_grid.png", "alignment.png", "cmc.png")
@@ -55,7 +55,7 @@ def test_eval_of_the_checkpoint_reproduces_training_numbers():
 def test_cross_domain_eval_on_a_test_only_dataset():
     """Train on one dataset, evaluate on another that has only query/ and bounding_box_test/:
     the classifier's size comes from the checkpoint; training on such a folder fails with a clear message."""
-    from cli_runs import DATA_ROOT
+    from helpers.cli import DATA_ROOT
 
     workdir, _ = trained_workdir()
     other = os.path.join(ROOT, "test_only")

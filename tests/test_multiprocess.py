@@ -13,7 +13,8 @@ import subprocess
 import time
 
 import pytest
-from cli_runs import ENV, TINY, new_workdir, popen_cli, run_cli
+
+from helpers.cli import ENV, TINY, new_workdir, popen_cli, run_cli
 
 TIMEOUT = 15  # --distributed_timeout of the two-process runs: how long a process waits for a lost peer
 MARGIN = 60  # slack for a loaded 2-core machine on top of TIMEOUT

@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from conftest import CUHK03_SAMPLE
 
 from gldfa_jax import losses, lsa
 from gldfa_jax.config import get_config
 from gldfa_jax.model import GLDFAOutput
+
+from helpers.data import CUHK03_SAMPLE
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("benchmarks.torch_reference")

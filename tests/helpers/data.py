@@ -1,9 +1,12 @@
-"""Tiny on-disk dataset fixtures for the data-pipeline tests (helpers only; no tests here)."""
+"""Tiny on-disk datasets for the data-pipeline tests, and where the shared real data lives."""
 
 import os
 
 import numpy as np
 from PIL import Image
+
+SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
+CUHK03_SAMPLE = os.path.join(SHARED, "data", "cuhk03_sample")
 
 
 def write_image(path, seed=0, size=(16, 8), mode="RGB", fmt=None):

@@ -12,9 +12,9 @@ import subprocess
 import sys
 import tempfile
 
-from conftest import CUHK03_SAMPLE
+from helpers.data import CUHK03_SAMPLE
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROOT = tempfile.mkdtemp(prefix="gldfa_cli_")
 atexit.register(shutil.rmtree, ROOT, True)
 

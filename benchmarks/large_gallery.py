@@ -32,7 +32,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from gldfa_jax import distances, gallery_index, inference, retrieve
+from gldfa_jax import checkpointing, distances, gallery_index, inference
 from gldfa_jax.experiment_data import load_experiment_data
 
 BLOCK_IDENTITIES = 1024
@@ -45,7 +45,7 @@ def source_features(checkpoint: str, cache: str) -> dict:
     if os.path.exists(cache):
         with np.load(cache) as z:
             return dict(z)
-    config, model, variables, _ = retrieve.load_checkpoint(checkpoint)
+    config, model, variables, _ = checkpointing.load_checkpoint(checkpoint)
     data = load_experiment_data(config.data, need_train=True)
     parts, offset = [], 0
     for split in (data.train, data.query, data.gallery):

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from gldfa_jax import distances, evaluation, inference, retrieve
+from gldfa_jax import checkpointing, distances, evaluation, inference
 from gldfa_jax.experiment_data import load_experiment_data
 
 
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     weights = [float(w) for w in args.weights.split(",")]
     rows, data, data_key = [], None, None
     for run in tqdm(args.runs, desc="runs", unit="run"):
-        config, model, variables, _ = retrieve.load_checkpoint(run)
+        config, model, variables, _ = checkpointing.load_checkpoint(run)
         if args.data_root:
             config.data.root = args.data_root
         key = (config.data.root, config.data.height, config.data.width)

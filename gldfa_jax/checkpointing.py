@@ -7,7 +7,8 @@ Layout under a run's workdir:
   best/<step>/{state,meta}          the single best checkpoint by mAP
 
 `state` is the TrainState as a plain nested dict (flax.serialization), so restoring needs only a template
-built from the config; `meta` is JSON ({"epoch", "step", "steps_per_epoch", "metrics", ...}).
+built from the config; `meta` is JSON ({"epoch", "step", "steps_per_epoch", "metrics", ...}). `load_checkpoint`
+restores a trained model for evaluation, export and retrieval from any of those paths.
 """
 
 import json
@@ -19,6 +20,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 from flax.traverse_util import flatten_dict
+
+from gldfa_jax import config as config_lib
+from gldfa_jax import train
+from gldfa_jax.model import build_model
 
 LATEST_DIR = "checkpoints"
 BEST_DIR = "best"
@@ -154,3 +159,51 @@ def read_config_json(checkpoint_dir: str) -> dict | None:
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def checkpoint_location(path: str) -> tuple[str, int | None]:
+    """A run workdir, its checkpoints/ (or best/) folder, or one step folder -> (checkpoint folder, step or None)."""
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, "state")):
+        return os.path.dirname(path), int(os.path.basename(path))
+    if os.path.isdir(os.path.join(path, LATEST_DIR)):
+        return os.path.join(path, LATEST_DIR), None
+    if os.path.isdir(path):
+        return path, None
+    raise ValueError(
+        f"--checkpoint {path!r} does not exist; pass a run's workdir, its 'checkpoints' "
+        "folder or one of its step folders."
+    )
+
+
+def load_checkpoint(path: str):
+    """Checkpoint -> (config, model, variables {"params", "batch_stats"}, step).
+
+    The config is the run's checkpoints/config.json; the number of identities comes from the classifier's
+    shape in the checkpoint, so neither the training data nor the config file is needed.
+    """
+    folder, step = checkpoint_location(path)
+    config_json = read_config_json(folder) or read_config_json(os.path.join(os.path.dirname(folder), LATEST_DIR))
+    if config_json is None:
+        raise ValueError(
+            f"no {CONFIG_FILE} beside the checkpoint {folder}: it is written by "
+            "gldfa_jax.main into WORKDIR/checkpoints; pass that run's workdir."
+        )
+    config = config_lib.with_defaults(config_json)
+    model, variables, meta = restore_model(config, folder, step)
+    return config, model, variables, int(meta["step"])
+
+
+def restore_model(config, folder: str, step: int | None = None):
+    """(model, variables {"params", "batch_stats"}, meta) of a checkpoint folder's step (None: the latest), the
+    model built from `config.model` with the checkpoint's number of identities (no training data needed)."""
+    step = ocp.CheckpointManager(folder).latest_step() if step is None else step
+    if step is None:
+        raise ValueError(f"no checkpoint step in {folder}; train first (python -m gldfa_jax.main ...).")
+    classes = num_classes(folder, step)
+    model = build_model(config.model, classes)
+    shape = (config.data.height, config.data.width, 3)
+    tx = train.make_optimizer(config.optim, 1, train.loss_scale_for(config, model))
+    template = train.state_template(model, tx, classes, shape)  # restoring needs no initialised weights
+    state, meta = restore(os.path.join(folder, str(step)), template)
+    return model, {"params": state.params, "batch_stats": state.batch_stats}, meta

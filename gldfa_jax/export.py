@@ -28,7 +28,7 @@ import onnx
 import onnx_ir
 import onnx_ir.passes.common
 
-from gldfa_jax import gallery_index, inference, retrieve
+from gldfa_jax import checkpointing, gallery_index, inference
 
 OUTPUTS = ("global", "local")  # of inference's Features, in output order; a model without a branch lacks its one
 INPUT_NAME = "images"
@@ -128,7 +128,7 @@ def parse_platforms(text: str) -> tuple:
 
 def export(config, model, variables, step: int, out: str, platforms=PLATFORMS, checkpoint: str | None = None) -> list:
     """Write OUT/model.onnx, OUT/model.jax_export and OUT/export.json for a loaded checkpoint
-    (retrieve.load_checkpoint; `checkpoint` its path, recorded); returns [(path, bytes, seconds)]."""
+    (checkpointing.load_checkpoint; `checkpoint` its path, recorded); returns [(path, bytes, seconds)]."""
     spec = input_spec(config)
     fn, shapes = feature_function(config, model, variables, spec)
     local = shapes["local"].shape[1:] if "local" in shapes else None
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         platforms = parse_platforms(args.platforms)
-        config, model, variables, step = retrieve.load_checkpoint(args.checkpoint)
+        config, model, variables, step = checkpointing.load_checkpoint(args.checkpoint)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -200,10 +200,10 @@ def evaluate_checkpoint(config, workdir: str, data, checkpoint: str | None = Non
     """Restore a checkpoint (a run's workdir, its checkpoints/ or best/ folder, or one step folder; default
     WORKDIR/checkpoints, latest) and evaluate it on data's query/gallery. The classifier's size comes from
     the checkpoint, so the evaluated dataset may be another one (cross-domain) without a training split."""
-    from gldfa_jax import checkpointing, loop, reports, retrieve
+    from gldfa_jax import checkpointing, loop, reports
 
-    folder, step = retrieve.checkpoint_location(checkpoint or os.path.join(workdir, checkpointing.LATEST_DIR))
-    model, variables, meta = retrieve.restore_model(config, folder, step)
+    folder, step = checkpointing.checkpoint_location(checkpoint or os.path.join(workdir, checkpointing.LATEST_DIR))
+    model, variables, meta = checkpointing.restore_model(config, folder, step)
     logging.info(
         "evaluating checkpoint %s at step %d (epoch %d) on %s", folder, meta["step"], meta["epoch"], config.data.root
     )

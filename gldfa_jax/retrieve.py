@@ -21,65 +21,12 @@ import os
 import sys
 
 import numpy as np
-import orbax.checkpoint as ocp
 
 from data_pipelines.datasets.common import IMAGE_EXTENSIONS, list_images
 from data_pipelines.images import load_images
-from gldfa_jax import checkpointing, distances, gallery_index, inference, reports, train
-from gldfa_jax import config as config_lib
-from gldfa_jax.model import build_model
+from gldfa_jax import checkpointing, distances, gallery_index, inference, reports
 
 PREFERRED_MODES = ("global+lsa", "global", "lsa", "final")  # §3.2: inference uses global + LSA
-
-
-def checkpoint_location(path: str) -> tuple[str, int | None]:
-    """A run workdir, its checkpoints/ (or best/) folder, or one step folder -> (checkpoint folder, step or None)."""
-    path = os.path.abspath(path)
-    if os.path.isdir(os.path.join(path, "state")):
-        return os.path.dirname(path), int(os.path.basename(path))
-    if os.path.isdir(os.path.join(path, checkpointing.LATEST_DIR)):
-        return os.path.join(path, checkpointing.LATEST_DIR), None
-    if os.path.isdir(path):
-        return path, None
-    raise ValueError(
-        f"--checkpoint {path!r} does not exist; pass a run's workdir, its 'checkpoints' "
-        "folder or one of its step folders."
-    )
-
-
-def load_checkpoint(path: str):
-    """Checkpoint -> (config, model, variables {"params", "batch_stats"}, step).
-
-    The config is the run's checkpoints/config.json; the number of identities comes from the classifier's
-    shape in the checkpoint, so neither the training data nor the config file is needed.
-    """
-    folder, step = checkpoint_location(path)
-    config_json = checkpointing.read_config_json(folder) or checkpointing.read_config_json(
-        os.path.join(os.path.dirname(folder), checkpointing.LATEST_DIR)
-    )
-    if config_json is None:
-        raise ValueError(
-            f"no {checkpointing.CONFIG_FILE} beside the checkpoint {folder}: it is written by "
-            "gldfa_jax.main into WORKDIR/checkpoints; pass that run's workdir."
-        )
-    config = config_lib.with_defaults(config_json)
-    model, variables, meta = restore_model(config, folder, step)
-    return config, model, variables, int(meta["step"])
-
-
-def restore_model(config, folder: str, step: int | None = None):
-    """(model, variables {"params", "batch_stats"}, meta) of a checkpoint folder's step (None: the latest), the
-    model built from `config.model` with the checkpoint's number of identities (no training data needed)."""
-    step = ocp.CheckpointManager(folder).latest_step() if step is None else step
-    if step is None:
-        raise ValueError(f"no checkpoint step in {folder}; train first (python -m gldfa_jax.main ...).")
-    num_classes = checkpointing.num_classes(folder, step)
-    model = build_model(config.model, num_classes)
-    shape = (config.data.height, config.data.width, 3)
-    tx = train.make_optimizer(config.optim, 1, train.loss_scale_for(config, model))
-    template = train.state_template(model, tx, num_classes, shape)  # restoring needs no initialised weights
-    state, meta = checkpointing.restore(os.path.join(folder, str(step)), template)
-    return model, {"params": state.params, "batch_stats": state.batch_stats}, meta
 
 
 def image_paths(path: str, what: str) -> list[str]:
@@ -198,8 +145,8 @@ def retrieve(
         raise ValueError("--gallery is required (it may be left out only with an existing --index).")
     g_paths = image_paths(gallery, "--gallery") if gallery is not None else []
     q_paths = image_paths(query, "--query")
-    config, model, variables, step = load_checkpoint(checkpoint)
-    checkpoint_id = f"{checkpoint_location(checkpoint)[0]}@{step}"
+    config, model, variables, step = checkpointing.load_checkpoint(checkpoint)
+    checkpoint_id = f"{checkpointing.checkpoint_location(checkpoint)[0]}@{step}"
     q_feats, q_paths = folder_features(q_paths, config, model, variables, batch_size, "query features")
     result = {"queries": q_paths, "query_features": q_feats}
     lsa = inference.lsa_options(config)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gldfa_jax import checkpointing, export, gallery_index, inference, retrieve, train
+from gldfa_jax import checkpointing, export, gallery_index, inference, train
 from gldfa_jax.config import get_config
 from gldfa_jax.model import build_model
 
@@ -103,7 +103,7 @@ def test_exports_give_inference_features_without_gldfa_jax(checkpoint, tmp_path)
     assert [f"writing {out / name} ..." in lines for name in files] == [True] * 3, proc.stdout
     assert [line.split()[0] for line in lines[-3:]] == files, proc.stdout  # the closing table
 
-    config, model, variables, step = retrieve.load_checkpoint(checkpoint)
+    config, model, variables, step = checkpointing.load_checkpoint(checkpoint)
     images = np.random.default_rng(1).integers(0, 256, (3, config.data.height, config.data.width, 3), np.uint8)
     expected = inference.extract_features(model, variables, images, config.data, batch_size=4)
     np.save(out / "images.npy", images)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gldfa_jax import retrieve
+from gldfa_jax import checkpointing, retrieve
 
 
 def tiny_synthetic_config(root):
@@ -186,7 +186,7 @@ def test_eval_reports_of_a_checkpoint(tiny_run, tmp_path):
     from gldfa_jax.experiment_data import load_experiment_data
 
     _, run = tiny_run
-    config, model, variables, _ = retrieve.load_checkpoint(run)
+    config, model, variables, _ = checkpointing.load_checkpoint(run)
     data = load_experiment_data(config.data)
     q = inference.extract_features(model, variables, data.query.images, config.data)
     g = inference.extract_features(model, variables, data.gallery.images, config.data)
@@ -224,7 +224,7 @@ def test_misalignment_analysis_of_a_run(tiny_run):
     shifted = np.array([manifest[n]["misalign"] is not None for n in names])
     assert out[("lsa", 1, "misaligned")]["n"] == shifted.sum() and out[("lsa", 1, "aligned")]["n"] == (~shifted).sum()
 
-    cfg, model, variables, _ = retrieve.load_checkpoint(run)
+    cfg, model, variables, _ = checkpointing.load_checkpoint(run)
     from gldfa_jax.experiment_data import load_experiment_data
 
     data = load_experiment_data(cfg.data)

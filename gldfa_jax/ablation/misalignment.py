@@ -53,10 +53,10 @@ def query_groups(data_root: str, query_paths: list[str]) -> dict:
 def evaluate_run(run: str, windows: list[int]) -> dict:
     """{(mode, W, group): {"mAP", "rank1"}} in percent for one trained run."""
     from data_pipelines import datasets
-    from gldfa_jax import distances, evaluation, inference, retrieve
+    from gldfa_jax import checkpointing, distances, evaluation, inference
     from gldfa_jax.experiment_data import load_experiment_data
 
-    config, model, variables, _ = retrieve.load_checkpoint(run)
+    config, model, variables, _ = checkpointing.load_checkpoint(run)
     data = load_experiment_data(config.data)
     # load_experiment_data keeps the reader's order; read the query paths the same way to name them.
     query_paths = [r.path for r in datasets.get_dataset(config.data.name, config.data.root).query]

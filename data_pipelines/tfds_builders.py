@@ -19,12 +19,14 @@ import sys
 import warnings
 
 import numpy as np
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from data_pipelines.datasets import get_dataset
 from data_pipelines.datasets.common import MARKET_LAYOUT, SPLITS
 from data_pipelines.images import decode_image, to_rgb
+from data_pipelines.optional import require
+
+tfds = require("tensorflow_datasets", "tfds", "The TFDS builders")
 
 _LAYOUT = "Unpack the release so that {where}. Pass that folder as --manual_dir (download_config.manual_dir)."
 

@@ -23,12 +23,14 @@ import time
 
 import jax
 import jax.numpy as jnp
-import jax2onnx
-import onnx
-import onnx_ir
-import onnx_ir.passes.common
 
+from data_pipelines.optional import require
 from gldfa_jax import checkpointing, gallery_index, inference
+
+jax2onnx = require("jax2onnx", "export", "ONNX export")
+onnx = require("onnx", "export", "ONNX export")
+onnx_ir = require("onnx_ir", "export", "ONNX export")
+require("onnx_ir.passes.common", "export", "ONNX export")  # onnx_ir.passes.common, used below
 
 OUTPUTS = ("global", "local")  # of inference's Features, in output order; a model without a branch lacks its one
 INPUT_NAME = "images"

@@ -21,6 +21,7 @@ import os
 import jax
 import numpy as np
 
+from data_pipelines.optional import require
 from gldfa_jax import distances
 
 MANIFEST, FAISS_FILE, GLOBAL_FILE, LOCAL_FILE, PATHS_FILE = (
@@ -35,11 +36,7 @@ RESCORE_MODES = ("global+lsa", "global", "lsa")  # the shortlist is by global; "
 
 
 def _faiss():
-    try:
-        import faiss
-    except ImportError as e:  # pragma: no cover - faiss-cpu is in requirements.txt
-        raise ImportError("gallery indexes need FAISS: pip install faiss-cpu (or a faiss-gpu build).") from e
-    return faiss
+    return require("faiss", "index", "Gallery indexes (FAISS; a faiss-gpu build serves too)")
 
 
 def fingerprint(variables, global_dim: int, local_shape: tuple | None) -> str:

@@ -22,6 +22,7 @@ from data_pipelines.datasets.common import (
     make_dataset,
 )
 from data_pipelines.datasets.market1501 import read_market_layout
+from data_pipelines.optional import require
 
 VARIANTS = ("labeled", "detected")
 MAT_NAME = "cuhk-03.mat"
@@ -48,14 +49,8 @@ def _camid(pair: int, view: int) -> int:
 
 
 def _import_h5py():
-    try:
-        import h5py
-    except ImportError as e:
-        raise ImportError(
-            "Reading cuhk-03.mat (MATLAB v7.3 = HDF5) needs h5py: `pip install h5py`. "
-            "It is needed only once, to extract the images."
-        ) from e
-    return h5py
+    # Needed only once, to extract the images.
+    return require("h5py", "cuhk03", "Reading cuhk-03.mat (MATLAB v7.3 = HDF5)")
 
 
 def extract_cuhk03(mat_path: str, out_dir: str, variant: str) -> str:

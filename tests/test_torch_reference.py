@@ -149,3 +149,27 @@ def test_pretrained_mobilenet_reference_loads_after_construction_and_matches_jax
     c.train.epochs, c.train.steps_per_epoch, c.train.log_every, c.eval.rerank = 1, 2, 1, False
     results = ref.train_one(c, data, seed=0, workdir=str(tmp_path / "run"))  # loads and checks again, then trains
     assert np.isfinite(results["global+lsa"]["mAP"])
+
+
+def test_train_step_benchmark_json_matches_threads_per_line():
+    """`benchmarks.train_step --json`: one line per (size, thread count), JAX and PyTorch on the same count; several
+    counts run in child processes (XLA:CPU sizes its thread pool once per process)."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers.cli import ENV, REPO
+
+    argv = [sys.executable, "-m", "benchmarks.train_step", "--sizes", "64x32", "--depth", "18", "--width", "0.125"]
+    argv += ["--steps", "1", "--threads", "1,2", "--json"]
+    env = dict(ENV, JAX_TRANSFER_GUARD="allow")  # the benchmark hands its fixed numpy batch to the step
+    out = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    keys = {"jax_img_s", "torch_img_s", "ratio", "depth", "height", "width", "batch", "threads"}
+    assert [set(r) for r in rows] == [keys, keys] and [r["threads"] for r in rows] == [1, 2]
+    for r in rows:
+        assert (r["depth"], r["height"], r["width"], r["batch"]) == (18, 64, 32, 32)
+        assert r["jax_img_s"] > 0 and r["torch_img_s"] > 0
+        assert r["ratio"] == pytest.approx(r["jax_img_s"] / r["torch_img_s"], rel=1e-2)
+    bad = subprocess.run(argv[:-3] + ["--threads", "999"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "--threads 999" in bad.stderr

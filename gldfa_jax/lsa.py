@@ -252,12 +252,8 @@ def lsa_distance(
         )
     if block_size is not None:
         check_int("block_size", block_size, hint=" (or None: blocks sized automatically)")
-    radius = _radius(window, x.shape[1])
+    _radius(window, x.shape[1])  # a bad window fails here, before any computation
     check_finite("x", x)
     check_finite("y", y)
-    # prepare_stripes(y) then prepared_distance(x), with the ops in this order: inside the train step a different
-    # order compiles to a different float32 rounding, and every training run's numbers would move.
-    xt, yt = _stripe_major(jax.device_put(x)), _stripe_major(jax.device_put(y))  # explicit host -> device
-    shift = jnp.mean(yt, axis=(0, 1), keepdims=True)
-    xt, yt = xt - shift, yt - shift
-    return _blocked(xt, _tile_y(yt), y.shape[0], radius, bool(normalize), block_size)
+    x, y = jax.device_put((x, y))  # explicit host -> device
+    return prepared_distance(x, prepare_stripes(y), y.shape[0], window, normalize, block_size)

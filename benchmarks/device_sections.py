@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from benchmarks import device_torch, retrieval, train_step
-from gldfa_jax import distances, experiment_data, inference, loop, train
+from gldfa_jax import distances, experiment_data, inference, loop, parallel, train
 from gldfa_jax.model import build_model
 
 FLOAT16_LOG_EVERY = 10  # the float16 run's metric fetches (train.log_every): skips counted per 10 steps
@@ -135,21 +135,21 @@ def train_metrics(config_path: str, sizes: Sizes, batch: int, dtype: str, flops_
     very program timed gives its FLOPs. Stores the step's FLOPs (all devices) in flops_by_batch for the PyTorch
     rows of the same batch."""
     c = batch_config(config_path, sizes, batch, dtype)
-    model = build_model(c.model, train_step.NUM_CLASSES, axis_name=train.AXIS)
+    model = build_model(c.model, train_step.NUM_CLASSES, axis_name=parallel.AXIS)
     tx = train.make_optimizer(c.optim, 100, train.loss_scale_for(c, model))
-    p_step = train.data_parallel(train.make_batch_step(model, tx, c), donate_argnums=(0,))
+    p_step = parallel.data_parallel(train.make_batch_step(model, tx, c), donate_argnums=(0,))
     rng = jax.jit(lambda: jax.random.PRNGKey(1))()  # made on the device: no implicit transfer
     variables = initial_variables(config_path, sizes)
     shape = tuple(sizes.image) + (3,)
-    state = train.replicate(train.create_train_state(model, tx, variables, train_step.NUM_CLASSES, rng, shape))
+    state = parallel.replicate(train.create_train_state(model, tx, variables, train_step.NUM_CLASSES, rng, shape))
     images, labels = train_step.batch(c, *sizes.image, uint8=True)
     # The batch as training streams it: whole on every device, row 0 of `order` picks all of it.
-    args = train.replicate((images, labels, np.arange(batch, dtype=np.int32)[None]))
+    args = parallel.replicate((images, labels, np.arange(batch, dtype=np.int32)[None]))
     tic = time.perf_counter()
     compiled = p_step.lower(state, *args).compile()
     compile_s = time.perf_counter() - tic
     flops = xla_flops(compiled)
-    flops = flops and flops * train.num_devices()
+    flops = flops and flops * parallel.num_devices()
     if flops:
         flops_by_batch.setdefault(batch, flops)
     holder, last = [state], {}
@@ -216,11 +216,11 @@ def float16_run_metrics(config_path: str, sizes: Sizes, data_root: str | None) -
     with tempfile.TemporaryDirectory() as workdir:
         run = loop.setup(c, workdir, data, recorder)
         state, _ = loop.restore_or_initialise(run)
-        state = train.replicate(state)
+        state = parallel.replicate(state)
         run.log.restart_clock()  # as loop.train_and_evaluate: initialisation is not training time
         state = loop.train_epoch(run, state, 0, 0)
         run.store.close()
-    weights = train.unreplicate({"params": state.params, "batch_stats": state.batch_stats})
+    weights = parallel.unreplicate({"params": state.params, "batch_stats": state.batch_stats})
     ends = [step for step, _ in recorder.rows]
     counts = np.diff([0] + ends)  # steps per fetch
     means = [m for _, m in recorder.rows]

@@ -29,8 +29,7 @@ import time
 import jax
 import numpy as np
 
-from data_pipelines.sampler import shard_batch
-from gldfa_jax import train
+from gldfa_jax import parallel, train
 from gldfa_jax.model import build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,20 +84,20 @@ def jax_step(config, height, width, fused=False, variables=None):
     fused=True: `train.make_batch_step`, the step training runs: uint8 images, augmentation on the device.
     variables: the model's starting variables (default: init_variables); passing them saves compiling the init.
     """
-    model = build_model(config.model, NUM_CLASSES, axis_name=train.AXIS)
+    model = build_model(config.model, NUM_CLASSES, axis_name=parallel.AXIS)
     tx = train.make_optimizer(config.optim, 100)
     shape = (height, width, 3)
     variables = init_variables(config, height, width) if variables is None else variables
     state_rng = jax.jit(lambda: jax.random.PRNGKey(1))()  # made on the device: no implicit transfer
-    state = train.replicate(train.create_train_state(model, tx, variables, NUM_CLASSES, state_rng, shape))
+    state = parallel.replicate(train.create_train_state(model, tx, variables, NUM_CLASSES, state_rng, shape))
     images, labels = batch(config, height, width, uint8=fused)
     if fused:  # the batch as training streams it: whole on every device, row 0 of `order` picks all of it
-        p_step = train.data_parallel(train.make_batch_step(model, tx, config), donate_argnums=(0,))
-        args = train.replicate((images, labels, np.arange(len(labels), dtype=np.int32)[None]))
+        p_step = parallel.data_parallel(train.make_batch_step(model, tx, config), donate_argnums=(0,))
+        args = parallel.replicate((images, labels, np.arange(len(labels), dtype=np.int32)[None]))
     else:
-        p_step = train.data_parallel(train.make_train_step(model, tx, config), donate_argnums=(0,))
-        n = train.num_devices()
-        args = (shard_batch(images, n), shard_batch(labels, n))
+        p_step = parallel.data_parallel(train.make_train_step(model, tx, config), donate_argnums=(0,))
+        n = parallel.num_devices()
+        args = (parallel.shard_batch(images, n), parallel.shard_batch(labels, n))
     holder = [state]
 
     def step():

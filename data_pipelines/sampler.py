@@ -78,27 +78,3 @@ def _sample_drops(rng: np.random.Generator, caps: np.ndarray, excess: int) -> np
     """Identity index of each of ``excess`` groups removed uniformly at random from the pool of groups."""
     pool = np.repeat(np.arange(len(caps)), caps)
     return pool[rng.choice(len(pool), size=excess, replace=False)]
-
-
-def shard_batch(batch, num_devices: int, process_index: int = 0, process_count: int = 1):
-    """This host's part of a global batch, split over its local devices.
-
-    ``batch`` [B, ...] (e.g. a row of ``PKSampler.epoch``, or images) → [num_devices, B // (num_devices *
-    process_count), ...]. Hosts take contiguous slices, so with per-device size a multiple of K each device sees
-    whole identities.
-    """
-    batch = batch if hasattr(batch, "shape") else np.asarray(batch)
-    if batch.ndim < 1:
-        raise ValueError(f"batch must be one global batch [B, ...], got shape {getattr(batch, 'shape', None)}")
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} must lie in [0, process_count={process_count})")
-    size, shards = batch.shape[0], num_devices * process_count
-    if num_devices < 1 or size % shards:
-        raise ValueError(
-            f"batch size {size} is not divisible by num_devices * process_count = "
-            f"{num_devices} * {process_count}; choose P×K (data.num_identities × data.num_instances) "
-            "divisible by the number of devices"
-        )
-    per_host = size // process_count
-    local = batch[process_index * per_host : (process_index + 1) * per_host]
-    return local.reshape((num_devices, per_host // num_devices) + tuple(batch.shape[1:]))

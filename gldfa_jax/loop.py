@@ -16,8 +16,8 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from data_pipelines.sampler import PKSampler, shard_batch
-from gldfa_jax import checkpointing, inference, pretrained, reports, train
+from data_pipelines.sampler import PKSampler
+from gldfa_jax import checkpointing, inference, parallel, pretrained, reports, train
 from gldfa_jax.model import build_model
 
 
@@ -87,7 +87,7 @@ class _MetricLog:
         if not self.pending:
             return {}
         steps = [s for s, _ in self.pending]
-        values = jax.device_get([jax.tree.map(lambda v: v.addressable_shards[0].data, m) for _, m in self.pending])
+        values = jax.device_get([parallel.first_shards(m) for _, m in self.pending])
         values = [{k: float(np.asarray(v).reshape(-1)[0]) for k, v in m.items()} for m in values]
         self.pending = []
         for step, m in zip(steps, values):
@@ -126,25 +126,25 @@ def _device_data(data, on_device: bool, n: int) -> tuple:
     if not on_device:
         return None, None
     images = data.train.images  # numpy, or a CachedImages file: copied in chunks, never whole on the host
-    parts = [train.replicate(images[i : i + _CHUNK], n) for i in range(0, len(images), _CHUNK)]
-    return jnp.concatenate(parts, axis=1), train.replicate(data.train.pids.astype(np.int32), n)
+    parts = [parallel.replicate(images[i : i + _CHUNK], n) for i in range(0, len(images), _CHUNK)]
+    return jnp.concatenate(parts, axis=1), parallel.replicate(data.train.pids.astype(np.int32), n)
 
 
 def _epoch_feed(data, order: np.ndarray, resident: tuple, first: int, n: int):
     """(images, labels, order) device arguments of each step from `first` on: the resident set with the epoch's
     index table, or each step's batch streamed from the host one step ahead."""
     if resident[0] is not None:
-        table = train.replicate(order.astype(np.int32), n)
+        table = parallel.replicate(order.astype(np.int32), n)
         for _ in range(first, len(order)):
             yield resident + (table,)
         return
-    rows = train.replicate(np.arange(order.shape[1], dtype=np.int32)[None], n)
+    rows = parallel.replicate(np.arange(order.shape[1], dtype=np.int32)[None], n)
 
     def batches():
         for idx in order[first:]:
             yield (
-                train.replicate(data.train.images[idx], n),
-                train.replicate(data.train.pids[idx].astype(np.int32), n),
+                parallel.replicate(data.train.images[idx], n),
+                parallel.replicate(data.train.pids[idx].astype(np.int32), n),
                 rows,
             )
 
@@ -180,11 +180,11 @@ def setup(config, workdir: str, data, writer=None) -> Run:
     sampler = PKSampler(data.train.pids, d.num_identities, d.num_instances, config.seed)
     spe = steps_per_epoch(config, sampler)
     batch = d.num_identities * d.num_instances
-    model = build_model(config.model, data.num_classes, axis_name=train.AXIS)
+    model = build_model(config.model, data.num_classes, axis_name=parallel.AXIS)
     tx = train.make_optimizer(config.optim, spe, train.loss_scale_for(config, model))
-    n, per_host = train.num_devices(), batch // jax.process_count()
-    shard_batch(np.zeros(batch), n, jax.process_index(), jax.process_count())  # P×K splits over every device
-    p_step = train.data_parallel(train.make_batch_step(model, tx, config, jax.process_count()), donate_argnums=(0,))
+    n, per_host = parallel.num_devices(), batch // jax.process_count()
+    parallel.shard_batch(np.zeros(batch), n, jax.process_index(), jax.process_count())  # P×K splits over every device
+    p_step = parallel.data_parallel(train.make_batch_step(model, tx, config, jax.process_count()), donate_argnums=(0,))
     resident = _device_data(data, images_on_device(config, data.train.images.nbytes), n)
     logging.info("training images: %s", "in device memory" if resident[0] is not None else "streamed per step")
     log = _MetricLog(writer, train.lr_schedule(config.optim, spe, xp=np), batch, spe)
@@ -224,7 +224,7 @@ def train_epoch(run: Run, state, epoch: int, first: int):
     bar = tqdm(
         range(first, spe), desc=f"epoch {epoch + 1}/{t.epochs}", unit="step", leave=False, initial=first, total=spe
     )
-    for i, args in zip(bar, _epoch_feed(run.data, order, run.resident, first, train.num_devices())):
+    for i, args in zip(bar, _epoch_feed(run.data, order, run.resident, first, parallel.num_devices())):
         step = epoch * spe + i
         state, metrics = run.p_step(state, *args)
         run.log.add(step, metrics)
@@ -234,7 +234,7 @@ def train_epoch(run: Run, state, epoch: int, first: int):
             shown = run.log.flush(run.store)
             bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
         if save_now:
-            run.store.save(train.unreplicate(state), _meta(step + 1, spe))
+            run.store.save(parallel.unreplicate(state), _meta(step + 1, spe))
     bar.close()  # the epoch's last step flushed the metrics
     return state
 
@@ -243,7 +243,7 @@ def evaluate_epoch(run: Run, state, epoch: int) -> dict:
     """Evaluate the replicated state after `epoch`; the last epoch evaluates every mode and writes the reports."""
     config, spe = run.config, run.steps_per_epoch
     final = epoch == config.train.epochs - 1
-    variables = train.first_replica({"params": state.params, "batch_stats": state.batch_stats})
+    variables = parallel.first_replica({"params": state.params, "batch_stats": state.batch_stats})
     q_feats, g_feats, evaluated = evaluate_model(run.model, variables, run.data, config, final)
     res = evaluated.results
     if run.writer:
@@ -264,10 +264,10 @@ def save_epoch(run: Run, state, epoch: int, results: dict | None, best_map: floa
     if results is not None:
         score = results.get(config.eval.best_mode, next(iter(results.values())))["mAP"]
         if agree(score > best_map):
-            best_map, host_state = score, train.unreplicate(state)
+            best_map, host_state = score, parallel.unreplicate(state)
             run.store.save(host_state, _meta((epoch + 1) * spe, spe, results), best_map=best_map)
     if _is_due(epoch, config.train.checkpoint_every, config.train.epochs - 1):
-        host_state = train.unreplicate(state) if host_state is None else host_state  # one device->host copy
+        host_state = parallel.unreplicate(state) if host_state is None else host_state  # one device->host copy
         run.store.save(host_state, _meta((epoch + 1) * spe, spe, results))
     return best_map
 
@@ -282,7 +282,7 @@ def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     (`writer` is None elsewhere) and the reports."""
     run = setup(config, workdir, data, writer)
     state, start = restore_or_initialise(run)
-    state = train.replicate(state, train.num_devices())
+    state = parallel.replicate(state, parallel.num_devices())
     run.log.restart_clock()  # initialisation and restoring are not training time
     epochs, spe = run.config.train.epochs, run.steps_per_epoch
     best_map, results = run.store.best_map(), {}

@@ -1,6 +1,6 @@
 """Training state, optimiser and the data-parallel train step (paper §4.1); the loop is gldfa_jax.loop.
 
-The per-device step runs under `data_parallel` (jax.pmap over the axis AXIS): every device holds a replica of
+The per-device step runs under `parallel.data_parallel` (jax.pmap over the axis AXIS): every device holds a replica of
 the TrainState and one shard of the global P×K batch. Features are all-gathered so that the losses (triplet
 mining, centre loss, ID loss) see the whole global batch exactly as the paper's single-GPU batch of 32 does,
 BatchNorm statistics are computed over the global batch (the model's BN layers take `axis_name=AXIS`), and
@@ -16,60 +16,12 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from data_pipelines.augment import augment_batch
 from gldfa_jax import loss_scale, losses
 from gldfa_jax.model import GLDFAOutput
-
-AXIS = "batch"  # the named device axis of the data-parallel step
-
-
-def data_parallel(fn: Callable, donate_argnums=()) -> Callable:
-    """Map a per-device function over all local devices on the axis AXIS.
-
-    The single place where data parallelism is expressed: inputs carry a leading device axis ([n, ...], see
-    `replicate` and `data_pipelines.sampler.shard_batch`; pmap uses the first n devices); collectives inside `fn`
-    name AXIS. Moving to `jax.shard_map` over a mesh means changing this function, `replicate` and `shard_batch`.
-    """
-    return jax.pmap(fn, axis_name=AXIS, donate_argnums=donate_argnums)
-
-
-def num_devices() -> int:
-    return jax.local_device_count()
-
-
-def _device_axis_sharding(n: int) -> jax.sharding.NamedSharding:
-    # The layout pmap gives its outputs: placing inputs the same way avoids a second compilation.
-    mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:n]), (AXIS,))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
-
-
-def replicate(tree: Any, n: int | None = None) -> Any:
-    """Host (or device) pytree -> the same pytree with a leading axis of n (default: all local devices) replicas,
-    one per device (explicit transfers; no n-fold copy on the host)."""
-    n = n or num_devices()
-    sharding, devices = _device_axis_sharding(n), jax.local_devices()[:n]
-
-    def put(x):
-        x = np.asarray(jax.device_get(x))[None]
-        return jax.make_array_from_single_device_arrays(
-            (n,) + x.shape[1:], sharding, [jax.device_put(x, d) for d in devices]
-        )
-
-    return jax.tree.map(put, tree)
-
-
-def first_replica(tree: Any) -> Any:
-    """Replicated pytree -> device 0's replica, still on device 0 (no transfer)."""
-    return jax.tree.map(lambda x: jax.lax.squeeze(x.addressable_shards[0].data, (0,)), tree)
-
-
-def unreplicate(tree: Any) -> Any:
-    """Replicated pytree -> host numpy copy of device 0's replica."""
-    return jax.device_get(first_replica(tree))
-
+from gldfa_jax.parallel import AXIS
 
 # ---------------------------------------------------------------- optimiser
 
@@ -176,7 +128,7 @@ def _gather_output(output: GLDFAOutput) -> GLDFAOutput:
 def make_train_step(model, tx, config) -> Callable:
     """Per-device step (state, images [b, H, W, 3] float32, labels [b] int32) -> (state, metrics).
 
-    `model` must be built with axis_name=AXIS (synchronised BatchNorm). Run it through `data_parallel`.
+    `model` must be built with axis_name=AXIS (synchronised BatchNorm). Run it through `parallel.data_parallel`.
     A non-finite loss leaves the state unchanged and reports metrics["finite"] = 0 so the caller can stop.
     With a loss scale in the optimiser state (float16), gradients that overflow skip the update (the step still
     counts, so the data stream moves on) and lower the scale: metrics["skipped"] = 1, never a NaN in the state.

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from data_pipelines.sampler import PKSampler, shard_batch
+from data_pipelines.sampler import PKSampler
+from gldfa_jax.parallel import shard_batch
 
 
 def _naive_num_batches(counts, p, k):

@@ -10,13 +10,12 @@ import functools
 import re
 import tempfile
 import time
-import types
 
 import jax
 import numpy as np
 
 from benchmarks import device_torch, retrieval, train_step
-from gldfa_jax import distances, experiment_data, inference, loop, parallel, train
+from gldfa_jax import distances, experiment_data, inference, loop, parallel
 from gldfa_jax.model import build_model
 
 FLOAT16_LOG_EVERY = 10  # the float16 run's metric fetches (train.log_every): skips counted per 10 steps
@@ -130,21 +129,13 @@ def initial_variables(config_path: str, sizes: Sizes) -> dict:
 
 
 def train_metrics(config_path: str, sizes: Sizes, batch: int, dtype: str, flops_by_batch: dict) -> dict:
-    """The step the training loop runs, built as gldfa_jax.loop.setup builds it (float16 with its dynamic loss
-    scale, which train_step.jax_step's optimiser lacks), compiled ahead of time so that XLA's cost analysis of the
-    very program timed gives its FLOPs. Stores the step's FLOPs (all devices) in flops_by_batch for the PyTorch
-    rows of the same batch."""
+    """The step the training loop runs (train_step.step_parts, fused), compiled ahead of time so that XLA's cost
+    analysis of the very program timed gives its FLOPs. Stores the step's FLOPs (all devices) in flops_by_batch for
+    the PyTorch rows of the same batch."""
     c = batch_config(config_path, sizes, batch, dtype)
-    model = build_model(c.model, train_step.NUM_CLASSES, axis_name=parallel.AXIS)
-    tx = train.make_optimizer(c.optim, 100, train.loss_scale_for(c, model))
-    p_step = parallel.data_parallel(train.make_batch_step(model, tx, c), donate_argnums=(0,))
-    rng = jax.jit(lambda: jax.random.PRNGKey(1))()  # made on the device: no implicit transfer
-    variables = initial_variables(config_path, sizes)
-    shape = tuple(sizes.image) + (3,)
-    state = parallel.replicate(train.create_train_state(model, tx, variables, train_step.NUM_CLASSES, rng, shape))
-    images, labels = train_step.batch(c, *sizes.image, uint8=True)
-    # The batch as training streams it: whole on every device, row 0 of `order` picks all of it.
-    args = parallel.replicate((images, labels, np.arange(batch, dtype=np.int32)[None]))
+    p_step, state, args = train_step.step_parts(
+        c, *sizes.image, fused=True, variables=initial_variables(config_path, sizes)
+    )
     tic = time.perf_counter()
     compiled = p_step.lower(state, *args).compile()
     compile_s = time.perf_counter() - tic
@@ -271,24 +262,8 @@ def feature_metrics(config_path: str, sizes: Sizes, dtype: str) -> dict:
     }
 
 
-@functools.lru_cache(maxsize=2)
-def synthetic_split(num_q: int, num_g: int, ids: int, cams: int, keys: tuple) -> tuple:
-    """Identity-clustered features of Market's shapes (global [N, 256], local [N, 8, 256], final [N, 2304]; only
-    `keys`) from benchmarks.retrieval -> (q_feats, g_feats, query, gallery), query/gallery with .pids/.camids.
-    Two cached: the Market sections share theirs, and MSMT17's distance and evaluation run back to back."""
-    rng = np.random.default_rng(0)
-    q_pids, g_pids, q_cams, g_cams = retrieval.labels(rng, num_q, num_g, ids, cams)
-    g_feat_pids = np.where(g_pids == 0, rng.integers(ids + 1, 2 * ids, num_g), g_pids)  # distractors: own clusters
-    dims = {"global": (retrieval.D,), "local": (retrieval.K, retrieval.D), "final": ((retrieval.K + 1) * retrieval.D,)}
-    q_feats, g_feats = {}, {}
-    for key in keys:
-        q_feats[key], g_feats[key] = retrieval.features(rng, [q_pids, g_feat_pids], dims[key], noise=2.5)
-    return (
-        q_feats,
-        g_feats,
-        types.SimpleNamespace(pids=q_pids, camids=q_cams),
-        types.SimpleNamespace(pids=g_pids, camids=g_cams),
-    )
+# Two cached: the Market sections share theirs, and MSMT17's distance and evaluation run back to back.
+synthetic_split = functools.lru_cache(maxsize=2)(retrieval.synthetic_split)
 
 
 def distance_metrics(config, split: tuple, mode: str) -> dict:

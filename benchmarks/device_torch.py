@@ -45,7 +45,7 @@ def version() -> str | None:
     return torch.__version__
 
 
-def _train_step(config, height: int, width: int, variant: Variant, device: str):
+def reference_step(config, height: int, width: int, variant: Variant, device: str):
     """(step, last): a closure running one reference train step on a fixed batch and waiting for it, and the dict
     of its last loss parts. The closure holds the network, optimisers and batch: dropping it frees them."""
     import torch
@@ -90,7 +90,7 @@ def time_train_steps(config, height: int, width: int, variant: Variant, steps: i
     torch.backends.cudnn.benchmark = True
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    step, last = _train_step(config, height, width, variant, device)
+    step, last = reference_step(config, height, width, variant, device)
     try:
         first, times = train_step.time_steps(step, steps)
         peak = torch.cuda.max_memory_allocated() if device == "cuda" else "n/a"

@@ -1,7 +1,7 @@
 """Compilations and time of one evaluation from features, cold then warm: Market's shape (3,368 × 19,732, 751
-identities, 6 cameras) scaled by --scale, synthetic identity-clustered features (benchmarks.retrieval), every mode
-of eval.modes with the config's re-ranking. Prints per run the wall time and each compiled function's count and
-compile seconds (from jax.monitoring), then the mAPs.
+identities, 6 cameras) scaled by --scale, synthetic identity-clustered features (`retrieval.synthetic_split`),
+every mode of eval.modes with the config's re-ranking. Prints per run the wall time and each compiled function's
+count and compile seconds (from jax.monitoring), then the mAPs.
 
     python -m benchmarks.eval_compiles [--scale 0.1] [--block-size 400] [--rank-on device]
 """
@@ -9,10 +9,8 @@ compile seconds (from jax.monitoring), then the mAPs.
 import argparse
 import collections
 import time
-import types
 
 import jax
-import numpy as np
 
 from benchmarks import retrieval
 from gldfa_jax import inference
@@ -36,14 +34,9 @@ def main(argv=None):
 
     jax.monitoring.register_event_duration_secs_listener(on_event)
     num_q, num_g, ids = (max(1, int(n * args.scale)) for n in MARKET[:3])
-    rng = np.random.default_rng(0)
-    q_pids, g_pids, q_cams, g_cams = retrieval.labels(rng, num_q, num_g, ids, MARKET[3])
-    q, g = {}, {}
-    for key, dims in (("local", (retrieval.K, retrieval.D)), ("final", (9 * retrieval.D,)), ("global", (retrieval.D,))):
-        q[key], g[key] = retrieval.features(rng, [q_pids, g_pids], dims, noise=2.5)
+    q, g, query, gallery = retrieval.synthetic_split(num_q, num_g, ids, MARKET[3], ("global", "local", "final"))
     config = get_config()
     config.eval.block_size, config.eval.rank_on = args.block_size, args.rank_on
-    query, gallery = (types.SimpleNamespace(pids=p, camids=c) for p, c in ((q_pids, q_cams), (g_pids, g_cams)))
     print(f"# {num_q:,} × {num_g:,}, block_size {args.block_size}, rank_on {args.rank_on}, jax {jax.__version__}")
     for run in ("cold", "warm"):
         compiles.clear(), seconds.clear()

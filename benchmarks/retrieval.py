@@ -106,6 +106,25 @@ def labels(rng, num_q, num_g, ids, cams):
     return q_pids, g_pids, rng.integers(0, cams, num_q), rng.integers(0, cams, num_g)
 
 
+def synthetic_split(num_q: int, num_g: int, ids: int, cams: int, keys: tuple) -> tuple:
+    """Identity-clustered features of Market's shapes (global [N, 256], local [N, 8, 256], final [N, 2304]; only
+    `keys`) -> (q_feats, g_feats, query, gallery), query/gallery with .pids/.camids; gallery distractors (pid 0)
+    in clusters of their own."""
+    rng = np.random.default_rng(0)
+    q_pids, g_pids, q_cams, g_cams = labels(rng, num_q, num_g, ids, cams)
+    g_feat_pids = np.where(g_pids == 0, rng.integers(ids + 1, 2 * ids, num_g), g_pids)  # distractors: own clusters
+    dims = {"global": (D,), "local": (K, D), "final": ((K + 1) * D,)}
+    q_feats, g_feats = {}, {}
+    for key in keys:
+        q_feats[key], g_feats[key] = features(rng, [q_pids, g_feat_pids], dims[key], noise=2.5)
+    return (
+        q_feats,
+        g_feats,
+        SimpleNamespace(pids=q_pids, camids=q_cams),
+        SimpleNamespace(pids=g_pids, camids=g_cams),
+    )
+
+
 def mib(n_bytes):
     return f"{n_bytes / 2**20:,.0f}"
 
@@ -121,16 +140,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     s = SCALES[args.scale]
     baselines = s["rerank_dense"] is not None
-    rng = np.random.default_rng(0)
     num_q, num_g = s["num_q"], s["num_g"]
-    q_pids, g_pids, q_cams, g_cams = labels(rng, num_q, num_g, s["ids"], s["cams"])
-    ranking = dict(q_pids=q_pids, g_pids=g_pids, q_camids=q_cams, g_camids=g_cams)
-    g_pids_feat = np.where(g_pids == 0, rng.integers(s["ids"] + 1, 2 * s["ids"], num_g), g_pids)
-    q, g = {}, {}
-    q["local"], g["local"] = features(rng, [q_pids, g_pids_feat], (K, D), noise=2.5)
     # 2,304-d final feature = global (256) + 8 stripes (256 each), concatenated.
-    q["final"], g["final"] = features(rng, [q_pids, g_pids_feat], (9 * D,), noise=2.5)
-    q["global"], g["global"] = features(rng, [q_pids, g_pids_feat], (D,), noise=2.5)
+    q, g, query, gallery = synthetic_split(num_q, num_g, s["ids"], s["cams"], ("local", "final", "global"))
+    q_pids, g_pids, q_cams, g_cams = query.pids, gallery.pids, query.camids, gallery.camids
+    ranking = dict(q_pids=q_pids, g_pids=g_pids, q_camids=q_cams, g_camids=g_cams)
     rows, notes = [], []
     size = f"{num_q:,} × {num_g:,}"
     rounds = s["rounds"]
@@ -236,13 +250,12 @@ def main(argv=None):
     # 5. A whole evaluation from features, through the code path of training's final evaluation.
     config = get_config()
     config.eval.rerank_modes = ("global+lsa",)
-    split = lambda pids, cams: SimpleNamespace(pids=pids, camids=cams)
     results, whole = run(
         inference.evaluate_features,
         q_feats=q,
         g_feats=g,
-        query=split(q_pids, q_cams),
-        gallery=split(g_pids, g_cams),
+        query=query,
+        gallery=gallery,
         config=config,
     )
     rows.append(

@@ -76,16 +76,16 @@ def init_variables(config, height, width):
     return train.init_variables(build_model(config.model, NUM_CLASSES), rng, (height, width, 3))
 
 
-def jax_step(config, height, width, fused=False, variables=None):
-    """A closure running one data-parallel JAX train step on a fixed batch, waiting for it and returning its
-    metrics (on the device).
+def step_parts(config, height, width, fused=False, variables=None) -> tuple:
+    """(the data-parallel step, its replicated TrainState, its arguments on the devices) for one fixed batch.
 
     fused=False: `train.make_train_step` on pre-augmented float images (the work the PyTorch column does).
     fused=True: `train.make_batch_step`, the step training runs: uint8 images, augmentation on the device.
-    variables: the model's starting variables (default: init_variables); passing them saves compiling the init.
+    The optimiser is the training loop's, float16's dynamic loss scale included. variables: the model's starting
+    variables (default: init_variables); passing them saves compiling the init.
     """
     model = build_model(config.model, NUM_CLASSES, axis_name=parallel.AXIS)
-    tx = train.make_optimizer(config.optim, 100)
+    tx = train.make_optimizer(config.optim, 100, train.loss_scale_for(config, model))
     shape = (height, width, 3)
     variables = init_variables(config, height, width) if variables is None else variables
     state_rng = jax.jit(lambda: jax.random.PRNGKey(1))()  # made on the device: no implicit transfer
@@ -98,6 +98,13 @@ def jax_step(config, height, width, fused=False, variables=None):
         p_step = parallel.data_parallel(train.make_train_step(model, tx, config), donate_argnums=(0,))
         n = parallel.num_devices()
         args = (parallel.shard_batch(images, n), parallel.shard_batch(labels, n))
+    return p_step, state, args
+
+
+def jax_step(config, height, width, fused=False, variables=None):
+    """A closure running one `step_parts` step on its fixed batch, waiting for it and returning its metrics (on
+    the device)."""
+    p_step, state, args = step_parts(config, height, width, fused, variables)
     holder = [state]
 
     def step():
@@ -108,21 +115,11 @@ def jax_step(config, height, width, fused=False, variables=None):
 
 
 def torch_step(config, height, width):
-    """One training step of benchmarks.torch_reference (the independent PyTorch GLDFA-Net)."""
-    import torch
+    """One float32 training step of benchmarks.torch_reference (the independent PyTorch GLDFA-Net) on the CPU, the
+    step device_check times beside JAX (`device_torch.reference_step`)."""
+    from benchmarks import device_torch
 
-    from benchmarks import torch_reference as ref
-
-    net = ref.GLDFANet(config.model, NUM_CLASSES).train()
-    opt, center_opt, centers = ref.optimizers(net, config, NUM_CLASSES)
-    images, labels = batch(config, height, width)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # PyTorch's NCHW
-    y = torch.from_numpy(labels).long()
-
-    def step():
-        ref.update(net(x), y, centers, opt, center_opt, config)
-
-    return step
+    return device_torch.reference_step(config, height, width, device_torch.VARIANTS[0], "cpu")[0]
 
 
 def check_threads(threads: int) -> None:

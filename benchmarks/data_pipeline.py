@@ -18,7 +18,7 @@ import time
 
 import jax
 
-from data_pipelines.augment import augment_batch, eval_transform
+from data_pipelines.augment import augment_batch, augment_params, eval_transform
 from data_pipelines.datasets import get_dataset
 from data_pipelines.datasets.common import MARKET_FOLDERS
 from data_pipelines.images import load_images
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
             )
         )
 
-    cfg = get_config().data
+    cfg = augment_params(get_config().data)
     train_imgs, _ = load_images(ds.train, a.height, a.width, num_workers=a.workers, progress=False)
     sampler = PKSampler([r.pid for r in ds.train], a.batch_ids, a.instances, seed=0)
     batch = a.batch_ids * a.instances

@@ -75,7 +75,7 @@ TABLES = (
     ),
     (
         "features",
-        "Feature extraction: `inference.extract_features` (uint8 host images -> numpy features) and its "
+        "Feature extraction: `features.extract_features` (uint8 host images -> numpy features) and its "
         "jitted `_features` on a device-resident batch",
         (
             ("dtype", "dtype", "{}"),
@@ -99,7 +99,7 @@ TABLES = (
     ),
     (
         "eval",
-        "Evaluation from features: `inference.evaluate_features`, every mode of eval.modes with the config's "
+        "Evaluation from features: `evaluation.evaluate`, every mode of eval.modes with the config's "
         "re-ranking, synthetic identity-clustered features; cold = first call (compiles included), warm = the "
         "same call again, compile s = cold - warm",
         (

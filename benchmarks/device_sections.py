@@ -15,7 +15,8 @@ import jax
 import numpy as np
 
 from benchmarks import device_torch, retrieval, train_step
-from gldfa_jax import distances, experiment_data, inference, loop, parallel
+from gldfa_jax import distances, evaluation, experiment_data, features, loop, parallel
+from gldfa_jax.lsa import LSAOptions
 from gldfa_jax.model import build_model
 
 FLOAT16_LOG_EVERY = 10  # the float16 run's metric fetches (train.log_every): skips counted per 10 steps
@@ -239,10 +240,10 @@ def feature_metrics(config_path: str, sizes: Sizes, dtype: str) -> dict:
     images = np.random.default_rng(0).integers(0, 256, (sizes.feature_images,) + shape, np.uint8)
     size = sizes.feature_batch
     tic = time.perf_counter()
-    inference.extract_features(model, variables, images[:size], c.data, batch_size=size)
+    features.extract_features(model, variables, images[:size], c.data, batch_size=size)
     first = time.perf_counter() - tic
     tic = time.perf_counter()
-    inference.extract_features(model, variables, images, c.data, batch_size=size)
+    features.extract_features(model, variables, images, c.data, batch_size=size)
     end_to_end = time.perf_counter() - tic
     # The same compiled network without the host transfers, dispatched back to back.
     statics = dict(model=model, flip=bool(c.data.test_flip), mean=tuple(c.data.mean), std=tuple(c.data.std))
@@ -250,7 +251,7 @@ def feature_metrics(config_path: str, sizes: Sizes, dtype: str) -> dict:
     reps = max(1, sizes.feature_images // size)
     tic = time.perf_counter()
     for _ in range(reps):
-        out = inference._features(variables, x, **statics)
+        out = features._features(variables, x, **statics)
     jax.block_until_ready(out)
     on_device = time.perf_counter() - tic
     return {
@@ -271,7 +272,7 @@ def distance_metrics(config, split: tuple, mode: str) -> dict:
     q_feats, g_feats = synthetic_split(*split)[:2]
     num_q, num_g = len(q_feats["local"]), len(g_feats["local"])
     block = config.eval.block_size
-    kwargs = dict(inference.lsa_options(config), block_size=block)
+    kwargs = dict(lsa_options=LSAOptions.from_config(config.lsa), block_size=block)
     warm = min(num_q, block + num_q % block)  # one query block of each shape the timed call runs: compiles them
     tic = time.perf_counter()
     distances.pairwise_distance({k: v[:warm] for k, v in q_feats.items()}, g_feats, mode, **kwargs)
@@ -290,14 +291,14 @@ def distance_metrics(config, split: tuple, mode: str) -> dict:
 def eval_metrics(config, split: tuple, warm: bool) -> dict:
     """Every mode of config.eval.modes (re-ranked as config.eval says) on synthetic_split(*split): cold, and with
     `warm` the identical call again."""
-    args = synthetic_split(*split)
+    args, options = synthetic_split(*split), evaluation.EvalOptions.from_config(config)
     tic = time.perf_counter()
-    results = inference.evaluate_features(*args, config)
+    results = evaluation.evaluate(*args, options).results
     cold = time.perf_counter() - tic
     warm_s = None
     if warm:
         tic = time.perf_counter()
-        inference.evaluate_features(*args, config)
+        evaluation.evaluate(*args, options)
         warm_s = time.perf_counter() - tic
     return {
         "cold_s": cold,

@@ -13,7 +13,7 @@ import time
 import jax
 
 from benchmarks import retrieval
-from gldfa_jax import inference
+from gldfa_jax import evaluation
 from gldfa_jax.config import get_config
 
 MARKET = (3368, 19732, 751, 6)  # queries, gallery, identities, cameras
@@ -37,11 +37,12 @@ def main(argv=None):
     q, g, query, gallery = retrieval.synthetic_split(num_q, num_g, ids, MARKET[3], ("global", "local", "final"))
     config = get_config()
     config.eval.block_size, config.eval.rank_on = args.block_size, args.rank_on
+    options = evaluation.EvalOptions.from_config(config)
     print(f"# {num_q:,} × {num_g:,}, block_size {args.block_size}, rank_on {args.rank_on}, jax {jax.__version__}")
     for run in ("cold", "warm"):
         compiles.clear(), seconds.clear()
         tic = time.perf_counter()
-        results = inference.evaluate_features(q, g, query, gallery, config)
+        results = evaluation.evaluate(q, g, query, gallery, options).results
         wall = time.perf_counter() - tic
         print(f"{run}: {wall:.2f} s, {sum(compiles.values())} compilations ({sum(seconds.values()):.2f} s)")
         for name, count in sorted(compiles.items()):

@@ -32,8 +32,9 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from gldfa_jax import checkpointing, distances, gallery_index, inference
+from gldfa_jax import checkpointing, distances, features, gallery_index
 from gldfa_jax.experiment_data import load_experiment_data
+from gldfa_jax.lsa import LSAOptions
 
 BLOCK_IDENTITIES = 1024
 NOISE = 0.25  # Gaussian noise, as a share of the source's within-identity spread
@@ -49,7 +50,7 @@ def source_features(checkpoint: str, cache: str) -> dict:
     data = load_experiment_data(config.data, need_train=True)
     parts, offset = [], 0
     for split in (data.train, data.query, data.gallery):
-        feats = inference.extract_features(
+        feats = features.extract_features(
             model, variables, split.images, config.data, batch_size=config.eval.batch_size, flip=config.data.test_flip
         )
         parts.append({"global": feats["global"], "local": feats["local"], "pids": split.pids + offset})
@@ -128,7 +129,7 @@ class FeatureWorld:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def exact_top(world: FeatureWorld, queries: dict, size: int, topk: int, lsa: dict) -> tuple[np.ndarray, np.ndarray]:
+def exact_top(world: FeatureWorld, queries: dict, size: int, topk: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices [Q, topk] of the exact global+LSA ranking over the float32 gallery, streamed block by block, and
     their ranks [Q, topk] by global distance alone: how deep a global shortlist must reach)."""
     num_q = len(queries["global"])
@@ -137,7 +138,7 @@ def exact_top(world: FeatureWorld, queries: dict, size: int, topk: int, lsa: dic
     for start, feats, _ in world.gallery(size, "exact global+lsa"):
         n = len(feats["global"])
         padded = {k: np.pad(v, [(0, -n % 4096)] + [(0, 0)] * (v.ndim - 1)) for k, v in feats.items()}
-        for _, block in distances.iter_mode_blocks(queries, padded, ("global", "global+lsa"), **lsa):
+        for _, block in distances.iter_mode_blocks(queries, padded, ("global", "global+lsa"), LSAOptions()):
             by_global[:, start : start + n], dist = block["global"][:, :n], block["global+lsa"][:, :n]
         d = np.concatenate([best_d, dist], 1)
         i = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + n), dist.shape)], 1)
@@ -170,7 +171,6 @@ def run(args) -> dict:
     for key in ("index", "nlist", "nprobe", "shortlist", "local_dtype"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    lsa = {"window": None, "normalize": False, "lsa_weight": 1.0}  # §3.2 defaults (gldfa_jax/config.py)
     source = source_features(args.checkpoint, os.path.join(args.workdir, "source_features.npz"))
     world = FeatureWorld(source, args.dim, args.per_identity, args.seed)
     folder = os.path.join(args.workdir, f"index_{args.gallery}")
@@ -236,7 +236,7 @@ def run(args) -> dict:
         runs[nprobe] = (np.percentile(latency, [50, 99]) * 1e3, np.stack(found))
     rss = peak_rss_gb()
     t = time.perf_counter()
-    exact, global_rank = exact_top(world, queries, args.gallery, 10, lsa)
+    exact, global_rank = exact_top(world, queries, args.gallery, 10)
     exact_s = time.perf_counter() - t
     sweep = {
         n: (*ms.round(2).tolist(), *np.round(agreement(found, exact), 4).tolist()) for n, (ms, found) in runs.items()

@@ -2,28 +2,37 @@
 
     python -m benchmarks.lsa_fusion RUN [RUN ...] [--weights 0,0.25,0.5,1,2,4] [--data-root DIR]
 
-Each RUN is a training workdir (its checkpoints/ and config.json). Features are extracted once per run and the
-two distances computed once; every weight reuses them. Prints a markdown table, one row per run, and the
-mean over the runs; w = 1 is the paper's plain sum (§3.2), w = 0 the global distance alone.
+Each RUN is a training workdir (its checkpoints/ and config.json). Features are extracted once per run; each
+weight is one evaluation of "global+lsa" through gldfa_jax.evaluation, as training scores it. Prints a markdown
+table, one row per run, and the mean over the runs; w = 1 is the paper's plain sum (§3.2), w = 0 the global
+distance alone.
 """
 
 import argparse
+import dataclasses
 import sys
 
 import numpy as np
 from tqdm import tqdm
 
-from gldfa_jax import checkpointing, distances, evaluation, inference
+from gldfa_jax import checkpointing, evaluation, features
 from gldfa_jax.experiment_data import load_experiment_data
 
 
 def fusion_map(q_feats: dict, g_feats: dict, query, gallery, config, weights) -> dict:
-    """{w: mAP % of global + w · lsa}, each distance computed once."""
-    options = inference.lsa_options(config)
-    g = distances.pairwise_distance(q_feats, g_feats, "global")
-    loc = distances.pairwise_distance(q_feats, g_feats, "lsa", window=options["window"], normalize=options["normalize"])
-    labels = (query.pids, gallery.pids, query.camids, gallery.camids)
-    return {w: 100.0 * float(evaluation.evaluate_rank(g + np.float32(w) * loc, *labels)[1]) for w in weights}
+    """{w: mAP % of global + w · lsa} (the run's LSA window and normalisation), through the evaluator."""
+    options = evaluation.EvalOptions.from_config(config)
+    options = dataclasses.replace(options, modes=("global+lsa",), rerank=False)
+    return {
+        w: evaluation.evaluate(
+            q_feats,
+            g_feats,
+            query,
+            gallery,
+            dataclasses.replace(options, lsa=dataclasses.replace(options.lsa, weight=w)),
+        ).results["global+lsa"]["mAP"]
+        for w in weights
+    }
 
 
 def main(argv=None) -> int:
@@ -41,7 +50,7 @@ def main(argv=None) -> int:
         key = (config.data.root, config.data.height, config.data.width)
         if key != data_key:  # runs of one study share their data: decode it once
             data, data_key = load_experiment_data(config.data, need_train=False), key
-        q_feats, g_feats = inference.split_features(model, variables, data.query, data.gallery, config)
+        q_feats, g_feats = features.split_features(model, variables, data.query, data.gallery, config)
         rows.append(fusion_map(q_feats, g_feats, data.query, data.gallery, config, weights))
     print("| run | " + " | ".join(f"w={w:g}" for w in weights) + " |")
     print("|---" * (len(weights) + 1) + "|")

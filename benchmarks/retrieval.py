@@ -1,5 +1,5 @@
 """Retrieval benchmark: LSA vs Euclidean distances, rank evaluation vs the per-query loop,
-re-ranking dense vs memory-lean, and a whole evaluation from features (inference.evaluate_features,
+re-ranking dense vs memory-lean, and a whole evaluation from features (evaluation.evaluate,
 as training runs it). Prints one markdown table measured in this run.
 
     python -m benchmarks.retrieval [--scale market|small|msmt17] [--evaluation-only]
@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from benchmarks.references import reference_market_loop, reference_re_ranking
-from gldfa_jax import distances, evaluation, inference, rerank
+from gldfa_jax import distances, evaluation, ranking, rerank
 from gldfa_jax.config import get_config
 
 SCALES = {
@@ -144,7 +144,7 @@ def main(argv=None):
     # 2,304-d final feature = global (256) + 8 stripes (256 each), concatenated.
     q, g, query, gallery = synthetic_split(num_q, num_g, s["ids"], s["cams"], ("local", "final", "global"))
     q_pids, g_pids, q_cams, g_cams = query.pids, gallery.pids, query.camids, gallery.camids
-    ranking = dict(q_pids=q_pids, g_pids=g_pids, q_camids=q_cams, g_camids=g_cams)
+    rank_kw = dict(q_pids=q_pids, g_pids=g_pids, q_camids=q_cams, g_camids=g_cams)
     rows, notes = [], []
     size = f"{num_q:,} × {num_g:,}"
     rounds = s["rounds"]
@@ -180,10 +180,10 @@ def main(argv=None):
         rows[-1] = rows[-1][:5] + (f"LSA / Euclidean = {best['lsa'] / best['final']:.2f}× (target ≤ 5×)",)
 
         # 2. Ranking evaluation on the LSA distances.
-        result, fast = run(evaluation.rank_metrics, distmat=dist, **ranking)
+        result, fast = run(ranking.rank_metrics, distmat=dist, **rank_kw)
         fast_note = process_peak(fast)
         if baselines:
-            (ref_cmc, ref_map, ref_inp), loop = run(reference_market_loop, distmat=dist, progress=True, **ranking)
+            (ref_cmc, ref_map, ref_inp), loop = run(reference_market_loop, distmat=dist, progress=True, **rank_kw)
             diff = max(
                 np.abs(result["cmc"] - ref_cmc).max(), abs(result["mAP"] - ref_map), abs(result["mINP"] - ref_inp)
             )
@@ -226,10 +226,10 @@ def main(argv=None):
         # 4. Lean re-ranking of global+lsa at full size from its q×g matrix, each block ranked as it comes (what
         # the evaluation does; the q×g matrix is the evaluation's, computed before the measurement).
         q_g = distances.pairwise_distance(q, g, "global+lsa", progress=True)
-        plain = evaluation.rank_metrics(q_g, **ranking)
+        plain = ranking.rank_metrics(q_g, **rank_kw)
 
         def lean_rerank():
-            ranker = evaluation.Ranker(**ranking)
+            ranker = ranking.Ranker(**rank_kw)
             for block_rows, block in rerank.re_ranking_blocks(q, g, "global+lsa", q_g, progress=True):
                 ranker.add(block_rows, block)
             return ranker.result()
@@ -248,20 +248,13 @@ def main(argv=None):
         )
 
     # 5. A whole evaluation from features, through the code path of training's final evaluation.
-    config = get_config()
-    config.eval.rerank_modes = ("global+lsa",)
-    results, whole = run(
-        inference.evaluate_features,
-        q_feats=q,
-        g_feats=g,
-        query=query,
-        gallery=gallery,
-        config=config,
-    )
+    options = evaluation.EvalOptions.from_config(get_config())
+    evaluated, whole = run(evaluation.evaluate, q_feats=q, g_feats=g, query=query, gallery=gallery, options=options)
+    results = evaluated.results
     rows.append(
         (
             "evaluation from features",
-            "`inference.evaluate_features`: global, lsa, global+lsa, final + global+lsa re-ranked",
+            "`evaluation.evaluate`: global, lsa, global+lsa, final + global+lsa re-ranked",
             size,
             f"{whole.seconds:.2f}",
             mib(whole.peak),

@@ -12,7 +12,7 @@ Euclidean and the LSA distance, centre loss with its own SGD, Adam with PyTorch'
 decay; on a GPU when torch sees one.
 What it shares with the JAX trainer, so that only the implementations differ: the decoded images
 (gldfa_jax.experiment_data), the P×K sampler and the augmentation (data_pipelines), and the evaluation
-(gldfa_jax.inference.evaluate_features). Each seed writes WORKDIR/seed<S>/results.json and
+(gldfa_jax.evaluation.evaluate). Each seed writes WORKDIR/seed<S>/results.json and
 feature_stats.json, in the JAX trainer's formats.
 """
 
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gldfa_jax.losses import LossOptions
 from gldfa_jax.resnet import scaled_channels
 
 STAGES = {18: (False, (2, 2, 2, 2)), 34: (False, (3, 4, 6, 3)), 50: (True, (3, 4, 6, 3)), 101: (True, (3, 4, 23, 3))}
@@ -155,11 +156,11 @@ def check_backbone_matches_jax(net, config, images_uint8: np.ndarray) -> float:
     import jax
     import jax.numpy as jnp
 
-    from data_pipelines.augment import eval_transform
+    from data_pipelines.augment import augment_params, eval_transform
     from gldfa_jax.model import backbone_of, build_model
     from gldfa_jax.pretrained import load_pretrained
 
-    x = np.asarray(eval_transform(images_uint8, config.data))
+    x = np.asarray(eval_transform(images_uint8, augment_params(config.data)))
     backbone = backbone_of(build_model(config.model, num_classes=1).clone(dtype=jnp.float32))
     shapes = jax.eval_shape(functools.partial(backbone.init, train=False), jax.random.PRNGKey(0), jnp.asarray(x[:1]))
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
@@ -255,16 +256,17 @@ def pairwise(x):
     return (sq[:, None] + sq[None] - 2 * x @ x.T).clamp_min(1e-12).sqrt()
 
 
-def total_loss(out, labels, centers, loss_config, num_stripes: int):
-    """Eq. 12: ID (label smoothing) + w·(triplet global + triplet local) + λ·centre -> (total, parts)."""
+def total_loss(out, labels, centers, options, num_stripes: int):
+    """Eq. 12: ID (label smoothing) + w·(triplet global + triplet local) + λ·centre -> (total, parts); options is
+    a gldfa_jax.losses.LossOptions."""
     g, loc, _, logits = out
-    c = loss_config
+    c = options
     parts = {"id": F.cross_entropy(logits, labels, label_smoothing=c.label_smoothing)}
     zero = torch.zeros(())
     local_kind = c.local_triplet or c.triplet
-    window = (c.window or max(1, num_stripes // 2)) if c.use_lsa else 1
+    window = (c.lsa.window or max(1, num_stripes // 2)) if c.use_lsa else 1
     g_dist = pairwise(g) if c.triplet != "none" else None
-    l_dist = lsa(loc, loc, window, c.normalize_stripes) if local_kind != "none" else None
+    l_dist = lsa(loc, loc, window, c.lsa.normalize) if local_kind != "none" else None
     if c.triplet_distance == "sum" and g_dist is not None and l_dist is not None:  # Fig. 2: one triplet on the sum
         parts["triplet_global"], parts["triplet_local"] = (
             triplet(g_dist + l_dist, labels, c.triplet_margin, c.triplet),
@@ -306,7 +308,7 @@ def optimizers(net, config, num_classes: int, steps_per_epoch: int = 1, device: 
 
 def update(out, labels, centers, opt, center_opt, config) -> dict:
     """One step on the network output `out` -> the loss parts (eq. 12)."""
-    loss, parts = total_loss(out, labels, centers, config.loss, config.model.num_stripes)
+    loss, parts = total_loss(out, labels, centers, LossOptions.from_config(config), config.model.num_stripes)
     opt.zero_grad()
     center_opt.zero_grad()
     loss.backward()
@@ -341,9 +343,9 @@ def train_one(config, data, seed: int, workdir: str) -> dict:
     import jax
     from tqdm import tqdm
 
-    from data_pipelines.augment import augment_batch
+    from data_pipelines.augment import augment_batch, augment_params
     from data_pipelines.sampler import PKSampler
-    from gldfa_jax import inference, reports
+    from gldfa_jax import evaluation, reports
 
     torch.manual_seed(seed)
     d, t = config.data, config.train
@@ -356,7 +358,7 @@ def train_one(config, data, seed: int, workdir: str) -> dict:
     sampler = PKSampler(data.train.pids, d.num_identities, d.num_instances, seed)
     spe = int(t.steps_per_epoch) or int(sampler.num_batches)
     opt, center_opt, centers = optimizers(net, config, data.num_classes, spe, device)
-    aug_key = jax.random.PRNGKey(seed)
+    aug_key, aug = jax.random.PRNGKey(seed), augment_params(d)
     log = []
     net.train()
     for epoch in range(t.epochs):
@@ -366,7 +368,7 @@ def train_one(config, data, seed: int, workdir: str) -> dict:
         for i in bar:
             idx = order[i]
             key = jax.random.fold_in(aug_key, epoch * spe + i)
-            x = torch.from_numpy(np.array(augment_batch(key, data.train.images[idx], d))).permute(0, 3, 1, 2)
+            x = torch.from_numpy(np.array(augment_batch(key, data.train.images[idx], aug))).permute(0, 3, 1, 2)
             y = torch.from_numpy(data.train.pids[idx].astype(np.int64)).to(device)
             parts = update(net(x.to(device).contiguous()), y, centers, opt, center_opt, config)
             if i % t.log_every == 0 or i == spe - 1:
@@ -375,8 +377,9 @@ def train_one(config, data, seed: int, workdir: str) -> dict:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
     q = features(net, data.query.images, d, config.eval.batch_size)
     g = features(net, data.gallery.images, d, config.eval.batch_size)
-    evaluated = inference.evaluate(
-        q, g, data.query, data.gallery, config, report_queries=reports.sample_queries(len(data.query.pids))
+    options = evaluation.EvalOptions.from_config(config)
+    evaluated = evaluation.evaluate(
+        q, g, data.query, data.gallery, options, report_queries=reports.sample_queries(len(data.query.pids))
     )
     results = evaluated.results
     os.makedirs(workdir, exist_ok=True)
@@ -384,14 +387,14 @@ def train_one(config, data, seed: int, workdir: str) -> dict:
         json.dump(results, f, indent=2)
     with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in log)
-    reports.write_eval_reports(workdir, q, g, data.query, data.gallery, config, evaluated=evaluated)
+    reports.write_eval_reports(workdir, evaluated, q, g, data.query, data.gallery, window=options.lsa.window)
     return results
 
 
 def main(argv):
     from absl import app, flags  # noqa: F401  (flags parsed by app.run)
 
-    from gldfa_jax import inference
+    from gldfa_jax import evaluation
     from gldfa_jax.experiment_data import load_experiment_data
 
     del argv
@@ -407,7 +410,7 @@ def main(argv):
             continue
         tic = time.time()
         results = train_one(config, data, seed, out)
-        print(f"seed {seed} ({(time.time() - tic) / 60:.1f} min):\n{inference.format_table(results)}", flush=True)
+        print(f"seed {seed} ({(time.time() - tic) / 60:.1f} min):\n{evaluation.format_table(results)}", flush=True)
     print(summary_table(_WORKDIR.value))
 
 

@@ -138,18 +138,21 @@ _augment_jit = jax.jit(_augment, static_argnums=2)
 _normalize_jit = jax.jit(normalize, static_argnums=(1, 2))
 
 
-def augment_batch(rng, images_uint8, data_config):
+def augment_batch(rng, images_uint8, params: AugmentParams):
     """Training augmentation: uint8 [B, H, W, 3] → float32 normalised [B, H, W, 3].
 
-    ``data_config`` is ``config.data`` (or an AugmentParams). Compiled once per (shape, settings); also
-    traceable inside a caller's jit/pmap.
+    ``params`` from ``augment_params(config.data)``. Compiled once per (shape, settings); also traceable inside a
+    caller's jit/pmap.
     """
+    if not isinstance(params, AugmentParams):
+        raise ValueError(
+            f"params must be an AugmentParams, got {type(params).__name__}; pass augment_params(config.data)."
+        )
     if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3:
         raise ValueError(f"images must be [B, H, W, 3], got shape {images_uint8.shape}")
-    return _augment_jit(rng, images_uint8, augment_params(data_config))
+    return _augment_jit(rng, images_uint8, params)
 
 
-def eval_transform(images_uint8, data_config):
+def eval_transform(images_uint8, params: AugmentParams):
     """Test-time transform: normalise only (images were resized at decode time). Deterministic."""
-    p = augment_params(data_config)
-    return _normalize_jit(images_uint8, p.mean, p.std)
+    return _normalize_jit(images_uint8, params.mean, params.std)

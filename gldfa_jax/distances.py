@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from gldfa_jax import lsa
 from gldfa_jax.checks import check_int
-from gldfa_jax.lsa import check_finite
+from gldfa_jax.lsa import LSAOptions, check_finite
 
 MODES = ("global", "lsa", "global+lsa", "final")
 _MODE_KEYS = {"global": ("global",), "lsa": ("local",), "global+lsa": ("global", "local"), "final": ("final",)}
@@ -124,7 +124,7 @@ def rows_per_block(block_size: int, num_modes: int, num_q: int) -> int:
 def pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
     """a [n, ...] -> [rows, ...], 1 <= n <= rows, the new rows copies of the last one: a ragged last block takes
     the shape of the others, so a jitted function meets one shape (one compile). Copies of a real row keep the
-    padding finite (a zero stripe would divide by its norm under loss.normalize_stripes)."""
+    padding finite (a zero stripe would divide by its norm under lsa.normalize)."""
     return np.pad(a, ((0, rows - a.shape[0]),) + ((0, 0),) * (a.ndim - 1), mode="edge")
 
 
@@ -134,9 +134,7 @@ def _prepare_gallery(g: Mapping, keys: tuple) -> dict:
     return {key: lsa.prepare_stripes(g[key]) if key == "local" else _centred(g[key]) for key in keys}
 
 
-def _mode_distances(
-    q: Mapping, prepared: Mapping, modes: tuple, window, normalize: bool, lsa_weight: float, num_g: int
-) -> dict:
+def _mode_distances(q: Mapping, prepared: Mapping, modes: tuple, lsa_options: LSAOptions, num_g: int) -> dict:
     """{mode: [M, num_g]} for `modes` against a `_prepare_gallery` gallery, each of the global, final and LSA
     distances computed at most once (traceable)."""
     out = {}
@@ -146,42 +144,42 @@ def _mode_distances(
             if mode in ("global", "final"):
                 out[mode] = _euclidean_to(q[mode], prepared[mode], num_g)
             elif mode == "lsa":
-                out[mode] = lsa.prepared_distance(q["local"], prepared["local"], num_g, window, normalize)
-            else:  # §3.2: the sum of global and local distances at inference (lsa_weight 1)
-                out[mode] = get("global") + lsa_weight * get("lsa")
+                out[mode] = lsa.prepared_distance(
+                    q["local"], prepared["local"], num_g, lsa_options.window, lsa_options.normalize
+                )
+            else:  # §3.2: the sum of global and local distances at inference (weight 1)
+                out[mode] = get("global") + lsa_options.weight * get("lsa")
         return out[mode]
 
     return {mode: get(mode) for mode in modes}
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "window", "normalize", "lsa_weight"))
-def block_distance(q: Mapping, g: Mapping, mode: str, window, normalize: bool, lsa_weight: float) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("mode", "lsa_options"))
+def block_distance(q: Mapping, g: Mapping, mode: str, lsa_options: LSAOptions) -> jax.Array:
     """Device features in, device distances out: {key: [M, ...]} x {key: [N, ...]} -> [M, N] float32 (no checks;
     `pairwise_distance` validates). Traceable, so callers fuse it with what they do with the block."""
     keys = required_keys(mode)
     prepared = _prepare_gallery(g, keys)
-    return _mode_distances(q, prepared, (mode,), window, normalize, lsa_weight, g[keys[0]].shape[0])[mode]
+    return _mode_distances(q, prepared, (mode,), lsa_options, g[keys[0]].shape[0])[mode]
 
 
 _prepare = jax.jit(_prepare_gallery, static_argnames=("keys",))
 # One compiled call for several modes: "global+lsa" reuses the "global" and "lsa" blocks beside it.
-_block_distances = jax.jit(_mode_distances, static_argnames=("modes", "window", "normalize", "lsa_weight", "num_g"))
+_block_distances = jax.jit(_mode_distances, static_argnames=("modes", "lsa_options", "num_g"))
 
 
-def paired_distance(x: Mapping, y: Mapping, mode: str, window, normalize: bool, lsa_weight: float) -> jax.Array:
+def paired_distance(x: Mapping, y: Mapping, mode: str, lsa_options: LSAOptions) -> jax.Array:
     """Distances of matched pairs: device features {key: [P, ...]} x {key: [P, ...]} -> [P] float32, pair i being
     (x[i], y[i]); the same function as `block_distance`, applied to one pair at a time (traceable)."""
 
     def one(a, b):
         single = lambda f: {k: v[None] for k, v in f.items()}
-        return block_distance(single(a), single(b), mode, window, normalize, lsa_weight)[0, 0]
+        return block_distance(single(a), single(b), mode, lsa_options)[0, 0]
 
     return jax.vmap(one)(x, y)
 
 
-def candidate_distance(
-    q: Mapping, candidates: Mapping, mode: str, window, normalize: bool, lsa_weight: float
-) -> jax.Array:
+def candidate_distance(q: Mapping, candidates: Mapping, mode: str, lsa_options: LSAOptions) -> jax.Array:
     """Distances of one query to its own candidates: {key: [...]} x {key: [K, ...]} -> [K] float32, the function of
     `block_distance` in the form that suits a shortlist (traceable; vmap it over queries)."""
 
@@ -191,19 +189,17 @@ def candidate_distance(
 
     if mode in ("global", "final"):
         return euclidean(mode)
-    local = lsa.candidate_distance(q["local"], candidates["local"], window, normalize)
-    return local if mode == "lsa" else euclidean("global") + lsa_weight * local
+    local = lsa.candidate_distance(q["local"], candidates["local"], lsa_options.window, lsa_options.normalize)
+    return local if mode == "lsa" else euclidean("global") + lsa_options.weight * local
 
 
 def iter_mode_blocks(
     q_feats: Mapping,
     g_feats: Mapping,
     modes: Sequence[str],
-    window: int | None = None,
+    lsa_options: LSAOptions = LSAOptions(),
     block_size: int = 2048,
     progress: bool = False,
-    normalize: bool = False,
-    lsa_weight: float = 1.0,
     to_host: bool = True,
 ) -> Iterator[tuple[slice, dict]]:
     """Yield (query_slice, {mode: distances [len(slice), G] float32}) for consecutive query blocks, all `modes`
@@ -213,8 +209,8 @@ def iter_mode_blocks(
     `to_host=False` they stay (the block is [block rows, G], its first len(slice) rows real; `evaluation.Ranker`
     takes it as it is).
 
-    window and normalize are lsa_distance's (the LSA modes only); "global+lsa" is global + lsa_weight · lsa,
-    from the same blocks as "global" and "lsa" when those are asked for too.
+    lsa_options: how the LSA modes compare stripes; "global+lsa" is global + lsa_options.weight · lsa, from the
+    same blocks as "global" and "lsa" when those are asked for too.
 
     A block holds block_size // len(modes) queries, so block_size × G bounds the distances that exist at once
     and MSMT17-scale galleries fit.
@@ -233,7 +229,7 @@ def iter_mode_blocks(
     ):
         real = slice(start, min(start + rows, num_q))
         query = jax.device_put({key: pad_rows(np.asarray(q_feats[key][real]), rows) for key in keys})
-        blocks = _block_distances(query, gallery, modes, window, normalize, lsa_weight, num_g)
+        blocks = _block_distances(query, gallery, modes, lsa_options, num_g)
         if to_host:
             blocks = {mode: block[: real.stop - start] for mode, block in jax.device_get(blocks).items()}
         yield real, blocks
@@ -243,17 +239,13 @@ def iter_distance_blocks(
     q_feats: Mapping,
     g_feats: Mapping,
     mode: str,
-    window: int | None = None,
+    lsa_options: LSAOptions = LSAOptions(),
     block_size: int = 2048,
     progress: bool = False,
-    normalize: bool = False,
-    lsa_weight: float = 1.0,
     to_host: bool = True,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """Yield (query_slice, distances [len(slice), G] float32) of one mode: `iter_mode_blocks` for (mode,)."""
-    for rows, blocks in iter_mode_blocks(
-        q_feats, g_feats, (mode,), window, block_size, progress, normalize, lsa_weight, to_host
-    ):
+    for rows, blocks in iter_mode_blocks(q_feats, g_feats, (mode,), lsa_options, block_size, progress, to_host):
         yield rows, blocks[mode]
 
 
@@ -261,17 +253,13 @@ def pairwise_distance(
     q_feats: Mapping,
     g_feats: Mapping,
     mode: str,
-    window: int | None = None,
+    lsa_options: LSAOptions = LSAOptions(),
     block_size: int = 2048,
     progress: bool = False,
-    normalize: bool = False,
-    lsa_weight: float = 1.0,
 ) -> np.ndarray:
     """Distance matrix [Q, G] float32 (numpy) for one of MODES, computed block by block."""
     num_q, num_g = validate_features(q_feats, g_feats, mode)
     out = np.empty((num_q, num_g), np.float32)
-    for rows, block in iter_distance_blocks(
-        q_feats, g_feats, mode, window, block_size, progress, normalize, lsa_weight
-    ):
+    for rows, block in iter_distance_blocks(q_feats, g_feats, mode, lsa_options, block_size, progress):
         out[rows] = block
     return out

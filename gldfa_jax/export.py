@@ -14,6 +14,7 @@ data.mean/std, eval-mode BatchNorm, averaging with the mirrored image when data.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -25,14 +26,18 @@ import jax
 import jax.numpy as jnp
 
 from data_pipelines.optional import require
-from gldfa_jax import checkpointing, gallery_index, inference
+from gldfa_jax import checkpointing, features, gallery_index
+from gldfa_jax.lsa import LSAOptions
 
 jax2onnx = require("jax2onnx", "export", "ONNX export")
 onnx = require("onnx", "export", "ONNX export")
 onnx_ir = require("onnx_ir", "export", "ONNX export")
 require("onnx_ir.passes.common", "export", "ONNX export")  # onnx_ir.passes.common, used below
 
-OUTPUTS = ("global", "local")  # of inference's Features, in output order; a model without a branch lacks its one
+OUTPUTS = (
+    "global",
+    "local",
+)  # of gldfa_jax.features' Features, in output order; a model without a branch lacks its one
 INPUT_NAME = "images"
 ONNX_FILE, JAX_FILE, MANIFEST = "model.onnx", "model.jax_export", "export.json"
 BATCH = "B"  # name of the symbolic batch dimension in both exports
@@ -49,18 +54,17 @@ def input_spec(config) -> jax.ShapeDtypeStruct:
 
 def feature_function(config, model, variables, spec):
     """(fn, shapes): fn maps uint8 images [B, H, W, 3] to the tuple of the model's features among OUTPUTS, float32,
-    by inference's own extraction; shapes = {their names in order: ShapeDtypeStruct for input `spec`}. The weights
-    are closed over, so they are constants of an exported program."""
+    by gldfa_jax.features' own extraction; shapes = {their names in order: ShapeDtypeStruct for input `spec`}. The
+    weights are closed over, so they are constants of an exported program."""
     data = config.data
-    # Not inference's jitted copy: jit caches its trace per shape, and through it the ONNX conversion could reuse a
-    # trace made outside jax2onnx's flax patches (which it cannot convert), or jax.export one made inside them.
-    extract = inference.image_features
-    features = lambda images: extract(
+    # Not gldfa_jax.features' jitted copy: jit caches its trace per shape, and through it the ONNX conversion could
+    # reuse a trace made outside jax2onnx's flax patches (which it cannot convert), or jax.export one made inside them.
+    extract = lambda images: features.image_features(
         variables, images, model=model, flip=bool(data.test_flip), mean=tuple(data.mean), std=tuple(data.std)
     )
-    every = jax.eval_shape(features, spec)
+    every = jax.eval_shape(extract, spec)
     shapes = {k: every[k] for k in OUTPUTS if k in every}
-    return (lambda images: tuple(features(images)[k] for k in shapes)), shapes
+    return (lambda images: tuple(extract(images)[k] for k in shapes)), shapes
 
 
 def write_onnx(fn, spec, names, path: str) -> dict:
@@ -112,7 +116,7 @@ def manifest(config, model, checkpoint: str | None, step: int, fingerprint: str,
             "std": list(config.data.std),
             "test_flip": bool(config.data.test_flip),
         },
-        "lsa": inference.lsa_options(config),  # how evaluation compares the local stripes (gldfa_jax.distances)
+        "lsa": dataclasses.asdict(LSAOptions.from_config(config.lsa)),  # how evaluation compares the stripes
         "versions": {"python": platform.python_version(), **{p: importlib.metadata.version(p) for p in VERSIONED}},
     }
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from data_pipelines.optional import require
 from gldfa_jax import distances
+from gldfa_jax.lsa import LSAOptions
 
 MANIFEST, FAISS_FILE, GLOBAL_FILE, LOCAL_FILE, PATHS_FILE = (
     "manifest.json",
@@ -151,9 +152,7 @@ class GalleryIndex:
         topk: int,
         config,
         mode: str = "global+lsa",
-        window=None,
-        normalize: bool = False,
-        lsa_weight: float = 1.0,
+        lsa_options: LSAOptions = LSAOptions(),
     ) -> tuple[np.ndarray, np.ndarray]:
         """Rank the gallery for queries {"global": [Q, d], "local": [Q, k, d]}: the `retrieval.shortlist` nearest
         by global feature from FAISS, re-scored exactly in `mode`. Returns (distances [Q, t], indices [Q, t]),
@@ -170,9 +169,7 @@ class GalleryIndex:
             self.candidate_features(candidates, keys),
             {k: q_feats[k] for k in keys},
             mode,
-            window,
-            normalize,
-            lsa_weight,
+            lsa_options,
         )
         scores = np.where(candidates < 0, np.inf, scores)
         order = np.argsort(scores, axis=1, kind="stable")[:, : min(topk, self.size)]
@@ -200,20 +197,16 @@ def _write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-_rescore = jax.jit(
-    jax.vmap(distances.candidate_distance, in_axes=(0, 0, None, None, None, None)), static_argnums=(2, 3, 4, 5)
-)
+_rescore = jax.jit(jax.vmap(distances.candidate_distance, in_axes=(0, 0, None, None)), static_argnums=(2, 3))
 
 
-def rescore(
-    candidates: dict, q_feats: dict, mode: str, window=None, normalize: bool = False, lsa_weight: float = 1.0
-) -> np.ndarray:
+def rescore(candidates: dict, q_feats: dict, mode: str, lsa_options: LSAOptions = LSAOptions()) -> np.ndarray:
     """Exact distances of each query to its own candidates: q {key: [Q, ...]}, candidates {key: [Q, K, ...]} ->
     [Q, K] float32 (`distances.candidate_distance`: the dense evaluation's distance)."""
     keys = distances.required_keys(mode)
     q = jax.device_put({k: np.asarray(q_feats[k], np.float32) for k in keys})
     c = jax.device_put({k: candidates[k] for k in keys})  # float16 stripes stay float16 until the device
-    return np.asarray(jax.device_get(_rescore(q, c, mode, window, bool(normalize), float(lsa_weight))))
+    return np.asarray(jax.device_get(_rescore(q, c, mode, lsa_options)))
 
 
 def _now() -> str:

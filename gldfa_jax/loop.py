@@ -17,7 +17,7 @@ from absl import logging
 from tqdm import tqdm
 
 from data_pipelines.sampler import PKSampler
-from gldfa_jax import checkpointing, inference, parallel, pretrained, reports, train
+from gldfa_jax import checkpointing, evaluation, features, parallel, pretrained, reports, train
 from gldfa_jax.model import build_model
 
 
@@ -250,9 +250,9 @@ def evaluate_epoch(run: Run, state, epoch: int) -> dict:
         for mode, r in res.items():
             run.writer.write((epoch + 1) * spe, f"eval/{mode}", r)
         run.writer.flush()
-    logging.info("epoch %d evaluation:\n%s", epoch + 1, inference.format_table(res, config.eval.protocol))
+    logging.info("epoch %d evaluation:\n%s", epoch + 1, evaluation.format_table(res, config.eval.protocol))
     if final:  # after the metrics are flushed, so the curves include this evaluation
-        reports.write_run_reports(run.workdir, q_feats, g_feats, run.data, config, spe, evaluated)
+        reports.write_run_reports(run.workdir, evaluated, q_feats, g_feats, run.data, config, spe)
     return res
 
 
@@ -274,7 +274,7 @@ def save_epoch(run: Run, state, epoch: int, results: dict | None, best_map: floa
 
 def train_and_evaluate(config, workdir: str, data, writer=None) -> dict:
     """Train on data.train (resuming from workdir's latest checkpoint), evaluate on query/gallery periodically
-    and at the end; returns the final results dict (gldfa_jax.inference).
+    and at the end; returns the final results dict (gldfa_jax.evaluation).
 
     In a multi-process run every process calls this with the same arguments: each reads only its slice of every
     batch, all save the checkpoints together (Orbax; the state is replicated, so process 0 writes it), and all
@@ -315,19 +315,19 @@ def agree(decision: bool) -> bool:
 
 
 def evaluate_model(model, variables, data, config, final: bool = True) -> tuple:
-    """Features of data.query / data.gallery and their inference.Evaluation -> (q_feats, g_feats, evaluated).
+    """Features of data.query / data.gallery and their evaluation.Evaluation -> (q_feats, g_feats, evaluated).
     `final`: every mode with re-ranking, keeping what the reports draw; otherwise eval.best_mode alone without
     re-ranking (every mode when eval.periodic_all_modes)."""
-    q_feats, g_feats = inference.split_features(model, variables, data.query, data.gallery, config)
+    q_feats, g_feats = features.split_features(model, variables, data.query, data.gallery, config)
     every_mode = final or config.eval.periodic_all_modes
-    evaluated = inference.evaluate(
+    evaluated = evaluation.evaluate(
         q_feats,
         g_feats,
         data.query,
         data.gallery,
-        config,
+        evaluation.EvalOptions.from_config(config),
         modes=None if every_mode else (config.eval.best_mode,),
-        with_rerank=None if every_mode else False,
+        rerank_on=None if every_mode else False,
         report_queries=reports.sample_queries(len(data.query.pids)) if final else None,
     )
     return q_feats, g_feats, evaluated

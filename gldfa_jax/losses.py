@@ -12,20 +12,72 @@ Which tensor feeds which loss (see gldfa_jax/model.py):
 Table 2 rows are config switches: model.branches, loss.triplet ("soft" | "hard" | "none"), loss.use_lsa,
 loss.center_weight (0 for the rows trained with ID + triplet only). Readings the paper leaves open (measured on
 real crops, docs/results.md): loss.triplet_distance ("separate" = eq. 10, "sum" = one triplet on global + LSA as
-Fig. 2 draws it), loss.local_triplet (the local branch's own triplet kind), loss.normalize_stripes (AlignedReID's
+Fig. 2 draws it), loss.local_triplet (the local branch's own triplet kind), lsa.normalize (AlignedReID's
 stripe-distance normalisation) and loss.center_branches.
 """
 
+import dataclasses
 import math
 
 import chex
 import jax
 import jax.numpy as jnp
 
-from gldfa_jax.lsa import default_window, lsa_distance, stripe_distances
+from gldfa_jax.lsa import LSAOptions, default_window, lsa_distance, stripe_distances
 
 TRIPLETS = ("soft", "hard", "none")
 TRIPLET_DISTANCES = ("separate", "sum")
+CENTER_BRANCHES = ("global", "local")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossOptions:
+    """Eq. 12's settings (config.loss; the paper's values are gldfa_jax.config's), with config.lsa for the local
+    triplet's LSA distance. Checked on construction, each error naming the config field."""
+
+    label_smoothing: float = 0.1
+    triplet: str = "soft"
+    triplet_margin: float = 0.3
+    triplet_weight: float = 0.3
+    triplet_distance: str = "separate"
+    local_triplet: str = ""  # "" = triplet
+    use_lsa: bool = True
+    center_weight: float = 0.05
+    center_branches: tuple = CENTER_BRANCHES
+    center_lr: float = 0.5
+    lsa: LSAOptions = LSAOptions()
+
+    def __post_init__(self):
+        if self.triplet not in TRIPLETS:
+            raise ValueError(f"loss.triplet={self.triplet!r} is not supported; set it to one of {list(TRIPLETS)}.")
+        if self.local_triplet and self.local_triplet not in TRIPLETS:
+            raise ValueError(
+                f"loss.local_triplet={self.local_triplet!r} is not supported; set it to one of "
+                f"{list(TRIPLETS)} or '' (same as loss.triplet)."
+            )
+        unknown = sorted(set(self.center_branches) - set(CENTER_BRANCHES))
+        if unknown:
+            raise ValueError(
+                f"loss.center_branches={tuple(self.center_branches)} names {unknown}; use a subset of "
+                f"{CENTER_BRANCHES}."
+            )
+        object.__setattr__(self, "center_branches", tuple(self.center_branches))
+        if self.triplet_distance not in TRIPLET_DISTANCES:
+            raise ValueError(
+                f"loss.triplet_distance={self.triplet_distance!r} is not supported; set it to one of "
+                f"{list(TRIPLET_DISTANCES)}."
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"loss.label_smoothing={self.label_smoothing} must lie in [0, 1) (the paper's: 0.1).")
+        for name in ("triplet_margin", "triplet_weight", "center_weight", "center_lr"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"loss.{name}={getattr(self, name)} must be >= 0.")
+
+    @classmethod
+    def from_config(cls, config) -> "LossOptions":
+        """config.loss and config.lsa -> LossOptions."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"lsa"}
+        return cls(**{k: config.loss[k] for k in fields}, lsa=LSAOptions.from_config(config.lsa))
 
 
 def cross_entropy_label_smooth(logits: jax.Array, labels: jax.Array, epsilon: float) -> jax.Array:
@@ -137,7 +189,7 @@ def update_centers(centers: dict, grads: dict, center_lr: float, center_weight: 
     return jax.tree_util.tree_map(lambda c, g: c - center_lr * g / center_weight, centers, grads)
 
 
-def total_loss(output, labels: jax.Array, centers: dict | None, loss_config, num_stripes: int):
+def total_loss(output, labels: jax.Array, centers: dict | None, options: LossOptions, num_stripes: int):
     """Eq. 12 -> (total, parts). parts: "id", "triplet_global", "triplet_local", "center", "total".
 
     parts hold the unweighted losses (a missing branch gives 0); total = id + w_t·(triplet_global +
@@ -145,9 +197,7 @@ def total_loss(output, labels: jax.Array, centers: dict | None, loss_config, num
     global + LSA distance is reported as triplet_global and triplet_local is 0.
     `centers` from init_centers (may be None when loss.center_weight is 0).
     """
-    c = loss_config
-    if c.triplet not in TRIPLETS:
-        raise ValueError(f"loss.triplet={c.triplet!r} is not supported; set it to one of {list(TRIPLETS)}.")
+    c = options
     if output.local_feat is not None and output.local_feat.shape[1] != num_stripes:
         raise ValueError(
             f"num_stripes={num_stripes} but local_feat has {output.local_feat.shape[1]} stripes; "
@@ -161,21 +211,6 @@ def total_loss(output, labels: jax.Array, centers: dict | None, loss_config, num
         "center": zero,
     }
     local_kind = c.local_triplet or c.triplet
-    if local_kind not in TRIPLETS:
-        raise ValueError(
-            f"loss.local_triplet={c.local_triplet!r} is not supported; set it to one of "
-            f"{list(TRIPLETS)} or '' (same as loss.triplet)."
-        )
-    unknown = sorted(set(c.center_branches) - {"global", "local"})
-    if unknown:
-        raise ValueError(
-            f"loss.center_branches={tuple(c.center_branches)} names {unknown}; use a subset of ('global', 'local')."
-        )
-    if c.triplet_distance not in TRIPLET_DISTANCES:
-        raise ValueError(
-            f"loss.triplet_distance={c.triplet_distance!r} is not supported; set it to one of "
-            f"{list(TRIPLET_DISTANCES)}."
-        )
     g_dist = l_dist = None
     if output.global_feat is not None and c.triplet != "none":
         # Eq. 1 as the one-stripe case of the stripe distance: differentiable and clamped at coincident points;
@@ -184,8 +219,8 @@ def total_loss(output, labels: jax.Array, centers: dict | None, loss_config, num
         g_dist = stripe_distances(output.global_feat[:, None], output.global_feat[:, None])[:, :, 0, 0]
     if output.local_feat is not None and local_kind != "none":
         # Window 1 compares stripe i with stripe i only: the hard alignment of Table 2's "w/o LSA".
-        window = (c.window or default_window(num_stripes)) if c.use_lsa else 1
-        l_dist = lsa_distance(output.local_feat, output.local_feat, window, normalize=c.normalize_stripes)
+        window = (c.lsa.window or default_window(num_stripes)) if c.use_lsa else 1
+        l_dist = lsa_distance(output.local_feat, output.local_feat, window, normalize=c.lsa.normalize)
     if c.triplet_distance == "sum" and g_dist is not None and l_dist is not None:
         # Fig. 2 / §1: one triplet on the global + LSA distance, so the pairs are mined on the sum.
         parts["triplet_global"] = TRIPLET_LOSSES[c.triplet](g_dist + l_dist, labels, c.triplet_margin)

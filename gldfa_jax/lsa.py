@@ -11,7 +11,9 @@ each as one batched matrix product over d, so the cost is (number of stripe pair
 × d per image pair and Q × G × k × k is never materialised.
 """
 
+import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +33,32 @@ _Y_TILE = 512
 def default_window(num_stripes: int) -> int:
     """§3.2: W = k / 2 (at least 1)."""
     return max(1, num_stripes // 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class LSAOptions:
+    """How two images' stripes are compared (config.lsa): the same in training's local triplet and at test time,
+    since the paper credits LSA in both phases. Frozen, so it is hashable and jit takes it as a static argument."""
+
+    window: int | None = None  # §3.2: the sliding window W; None = k // 2, 1 = hard alignment
+    normalize: bool = False  # AlignedReID [1]: stripe distances d -> (e^d-1)/(e^d+1) before the minima
+    weight: float = 1.0  # §3.2: "global+lsa" = global + weight · LSA (the paper sums them: 1)
+
+    def __post_init__(self):
+        if self.window is not None:
+            check_int("lsa.window", self.window, hint=" (0 in a config, None here, for the paper's k // 2)")
+        if not isinstance(self.normalize, bool):
+            raise ValueError(f"lsa.normalize must be True or False, got {self.normalize!r}.")
+        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight):
+            raise ValueError(f"lsa.weight must be a finite number (the paper's is 1.0), got {self.weight!r}.")
+        if self.weight < 0:
+            raise ValueError(f"lsa.weight={self.weight} is negative: LSA would reward distance; use a value >= 0.")
+        object.__setattr__(self, "weight", float(self.weight))
+
+    @classmethod
+    def from_config(cls, lsa_config) -> "LSAOptions":
+        """config.lsa -> LSAOptions; its window 0 is the paper's k // 2 (None)."""
+        return cls(lsa_config.window or None, lsa_config.normalize, lsa_config.weight)
 
 
 def _safe_sqrt(squared: jax.Array) -> jax.Array:

@@ -208,7 +208,7 @@ def evaluate_checkpoint(config, workdir: str, data, checkpoint: str | None = Non
         "evaluating checkpoint %s at step %d (epoch %d) on %s", folder, meta["step"], meta["epoch"], config.data.root
     )
     q_feats, g_feats, evaluated = loop.evaluate_model(model, variables, data, config)
-    reports.write_run_reports(workdir, q_feats, g_feats, data, config, meta["steps_per_epoch"], evaluated)
+    reports.write_run_reports(workdir, evaluated, q_feats, g_feats, data, config, meta["steps_per_epoch"])
     return evaluated.results
 
 
@@ -228,12 +228,15 @@ def run(config, workdir: str, mode: str = "train", checkpoint: str | None = None
     """Train or evaluate; writes WORKDIR/results.json (process 0 of a multi-process run) and returns the results."""
     from jax.experimental import multihost_utils
 
-    from gldfa_jax import inference, loop, reports
+    from gldfa_jax import evaluation, loop, options, reports
     from gldfa_jax.experiment_data import ensure_data, load_experiment_data
     from gldfa_jax.metric_writer import MetricWriter
 
     check_workdir(workdir)
-    inference.rank_options(config.eval)  # a bad eval setting fails now, not at the first evaluation
+    try:
+        options.validate(config)  # a bad setting fails now, not after the data is read or the first epoch
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     use_compilation_cache(config.compilation_cache_dir)
     log_devices()
     lead = jax.process_index() == 0  # the one process that writes the run's files (the others compute the same)
@@ -253,7 +256,7 @@ def run(config, workdir: str, mode: str = "train", checkpoint: str | None = None
         results = evaluate_checkpoint(config, workdir, data, checkpoint)
     if lead:
         path = reports.write_results(workdir, results)
-        print(inference.format_table(results, config.eval.protocol))
+        print(evaluation.format_table(results, config.eval.protocol))
         print(f"results written to {path}")
     return results
 

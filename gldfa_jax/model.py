@@ -160,8 +160,8 @@ def _choice(name: str, value, options) -> None:
         raise ValueError(f"model.{name}={value!r} is not supported; set it to one of {list(options)}.")
 
 
-def build_model(model_config, num_classes: int, axis_name: str | None = None) -> GLDFANet:
-    """GLDFANet from `config.model` (gldfa_jax/config.py); `axis_name` = the trainer's pmap axis, if any."""
+def check_model_config(model_config) -> None:
+    """A ValueError naming the `config.model` field, its value and the choices, for the first one out of range."""
     c = model_config
     _choice("backbone", c.backbone, BACKBONES)
     _choice("branches", c.branches, BRANCHES)
@@ -180,6 +180,12 @@ def build_model(model_config, num_classes: int, axis_name: str | None = None) ->
         raise ValueError(f"model.embed_dim={c.embed_dim} must be >= 0 (256 in the paper, 0 = no reduction).")
     if not c.width_multiplier > 0:
         raise ValueError(f"model.width_multiplier={c.width_multiplier} must be > 0 (1.0 = full ResNet).")
+
+
+def build_model(model_config, num_classes: int, axis_name: str | None = None) -> GLDFANet:
+    """GLDFANet from `config.model` (gldfa_jax/config.py); `axis_name` = the trainer's pmap axis, if any."""
+    c = model_config
+    check_model_config(c)
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes} must be >= 1 (the number of training identities).")
     return GLDFANet(

@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from data_pipelines.images import decode_image
-from gldfa_jax import evaluation, lsa
+from gldfa_jax import lsa, ranking
 from gldfa_jax.metric_writer import read_metrics
 
 DPI = 100
@@ -91,7 +91,7 @@ def rank_gallery(distmat, q_pids=None, g_pids=None, q_camids=None, g_camids=None
         removed = (np.asarray(q_pids)[:, None] == np.asarray(g_pids)[None]) & (
             np.asarray(q_camids)[:, None] == np.asarray(g_camids)[None]
         )
-    return [row[row >= 0][:topk] for row in evaluation.ranked_gallery(distmat, removed)]
+    return [row[row >= 0][:topk] for row in ranking.ranked_gallery(distmat, removed)]
 
 
 def sample_queries(num_q: int, num_queries: int = 4, seed: int = 0) -> list:
@@ -119,7 +119,7 @@ def retrieval_grid(
     """Top-`topk` retrievals of sampled queries, one row per query (paper Fig. 8).
 
     distmat [Q, G], or a mapping query index -> its distances [G] (the rows an evaluation keeps,
-    inference.Evaluation.rows; query_indices default to its keys). Only the drawn queries are ranked.
+    evaluation.Evaluation.rows; query_indices default to its keys). Only the drawn queries are ranked.
     query_images / gallery_images: Q and G paths or [H, W, 3] arrays. With ids and
     cameras the borders are green (same identity) or red; without them grey. A query whose identity has
     no valid gallery image is framed red and labelled "no match", and missing ranks (gallery smaller than topk) are
@@ -431,48 +431,31 @@ def training_curves(metrics_jsonl_path: str, out_png: str, *, steps_per_epoch: i
 
 def write_eval_reports(
     out_dir: str,
+    evaluated,
     q_feats: dict,
     g_feats: dict,
     query,
     gallery,
-    config,
     *,
-    evaluated=None,
+    window: int | None = None,
     metrics_jsonl: str | None = None,
     steps_per_epoch: int | None = None,
-    num_queries: int = 4,
-    seed: int = 0,
 ) -> dict:
-    """The PNG reports of one evaluation into `out_dir`; returns {name: path}.
+    """The PNG reports of one evaluation into `out_dir`; returns {name: path}. Nothing is evaluated here.
 
+    evaluated: the evaluation.Evaluation the figures are drawn from, computed with
+    `evaluate(..., report_queries=sample_queries(len(query.pids)))` so that it holds those queries' distance rows;
     q_feats / g_feats: Features dicts ({"global" [N, d], "local" [N, k, d], "final" [N, D]});
-    query / gallery: objects with .images uint8 [N, H, W, 3], .pids [N], .camids [N] (experiment_data.Split).
-    evaluated: the inference.Evaluation the figures are drawn from (evaluate(..., report_queries=...)), so no
-    distance is computed again; None evaluates here, without re-ranking, drawing `num_queries` queries (`seed`).
+    query / gallery: objects with .images uint8 [N, H, W, 3], .pids [N], .camids [N] (experiment_data.Split);
+    window: the LSA window the alignment figure draws (lsa.LSAOptions.window; None = k // 2).
     Writes retrieval_grid.png (the evaluation's rows_mode: eval.best_mode when the model has it, else the first
     mode), alignment.png (a drawn query and its best-ranked true match, when the model has local features),
     cmc.png (every evaluated mode), training_curves.png (when metrics_jsonl exists) and feature_stats.json
-    (feature norms and, per mode, evaluation.separation of its distances).
+    (feature norms and, per mode, the ranking.Separation of its distances).
     """
-    from gldfa_jax import inference
-
-    e = config.eval
-    modes = inference.supported_modes(list(e.modes), q_feats)
-    if not modes:
-        raise ValueError(f"eval.modes {list(e.modes)} needs features the model does not have ({sorted(q_feats)})")
-    if evaluated is None:
-        evaluated = inference.evaluate(
-            q_feats,
-            g_feats,
-            query,
-            gallery,
-            config,
-            with_rerank=False,
-            report_queries=sample_queries(len(query.pids), num_queries, seed),
-        )
     if not evaluated.rows:
         raise ValueError(
-            "evaluated has no distance rows to draw; pass inference.evaluate(..., "
+            "evaluated has no distance rows to draw; pass evaluation.evaluate(..., "
             "report_queries=reports.sample_queries(len(query.pids)))"
         )
     paths = {}
@@ -492,11 +475,11 @@ def write_eval_reports(
             q_feats["local"][pair[0]],
             g_feats["local"][pair[1]],
             paths["alignment"],
-            window=inference.lsa_window(config),
+            window=window,
             labels=(f"query {pair[0]} (id {query.pids[pair[0]]})", f"gallery {pair[1]} (id {gallery.pids[pair[1]]})"),
         )
     paths["cmc"] = os.path.join(out_dir, "cmc.png")
-    cmc_curve(evaluated.cmc, paths["cmc"], max_rank=min(20, e.max_rank, len(gallery.pids)))
+    cmc_curve(evaluated.cmc, paths["cmc"], max_rank=min(20, *(len(c) for c in evaluated.cmc.values())))
     if metrics_jsonl and os.path.exists(metrics_jsonl):
         paths["training_curves"] = os.path.join(out_dir, "training_curves.png")
         training_curves(metrics_jsonl, paths["training_curves"], steps_per_epoch=steps_per_epoch)
@@ -517,7 +500,7 @@ def feature_norms(q_feats: dict, g_feats: dict) -> dict:
 
 
 def write_run_reports(
-    workdir: str, q_feats: dict, g_feats: dict, data, config, steps_per_epoch: int, evaluated
+    workdir: str, evaluated, q_feats: dict, g_feats: dict, data, config, steps_per_epoch: int
 ) -> dict:
     """`write_eval_reports` of a run's evaluation into WORKDIR/reports, with its training curves; process 0 only
     (the others computed the same evaluation)."""
@@ -527,12 +510,12 @@ def write_run_reports(
     os.makedirs(out, exist_ok=True)
     paths = write_eval_reports(
         out,
+        evaluated,
         q_feats,
         g_feats,
         data.query,
         data.gallery,
-        config,
-        evaluated=evaluated,
+        window=config.lsa.window or None,
         metrics_jsonl=os.path.join(workdir, "metrics.jsonl"),
         steps_per_epoch=steps_per_epoch,
     )
@@ -541,7 +524,7 @@ def write_run_reports(
 
 
 def write_results(workdir: str, results: dict) -> str:
-    """WORKDIR/results.json: every mode's metrics (inference.Evaluation.results)."""
+    """WORKDIR/results.json: every mode's metrics (evaluation.Evaluation.results)."""
     path = os.path.join(workdir, "results.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=2)

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from gldfa_jax import distances as distances_lib
 from gldfa_jax.checks import check_int
+from gldfa_jax.lsa import LSAOptions
 
 _PAIR_BUDGET = 4_000_000  # (query, gallery) min-pairs expanded at once in the Jaccard step
 _BLOCK_BYTES = 2**29  # budget for one [block, N] slice of distances plus its work arrays
@@ -225,18 +226,18 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_v
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "window", "normalize", "lsa_weight", "kept"))
-def _query_rows(x, queries, known, mode, window, normalize, lsa_weight, kept):
+@functools.partial(jax.jit, static_argnames=("mode", "lsa_options", "kept"))
+def _query_rows(x, queries, known, mode, lsa_options, kept):
     """Query rows x [b] of the lean path: distances to all `queries` beside the `known` q×g ones [b, G] ->
     (nearest columns [b, kept], their O [b, kept], max squared distance [b])."""
-    computed = distances_lib.block_distance(x, queries, mode, window, normalize, lsa_weight)
+    computed = distances_lib.block_distance(x, queries, mode, lsa_options)
     squared = jnp.square(jnp.concatenate([computed, known], axis=1))
     top = jnp.max(squared, axis=1, keepdims=True)
     columns, values = _nearest(squared / top, kept)
     return columns, values, top[:, 0]
 
 
-_paired = jax.jit(distances_lib.paired_distance, static_argnames=("mode", "window", "normalize", "lsa_weight"))
+_paired = jax.jit(distances_lib.paired_distance, static_argnames=("mode", "lsa_options"))
 
 
 def _take(q_feats: Mapping, g_feats: Mapping, index: np.ndarray) -> dict:
@@ -281,17 +282,17 @@ def _merge_known(state, at, known, columns, row_ok):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("num_query", "size", "mode", "window", "normalize", "lsa_weight"),
+    static_argnames=("num_query", "size", "mode", "lsa_options"),
     donate_argnums=(0,),
 )
-def _gallery_tile(state, g, at, transposed, num_query, size, mode, window, normalize, lsa_weight):
+def _gallery_tile(state, g, at, transposed, num_query, size, mode, lsa_options):
     """Tile (I, J), I <= J, of the symmetric g×g distances into the lists of rows I and, when `transposed`
     (a traced bool: off the diagonal), of rows J. at = (start of I, start of J, first new row of I, first new row of
     J): the last tile is moved back to end with the gallery, and rows/columns another tile already covered are left
     out. `transposed` is traced so diagonal and off-diagonal tiles share one compiled function; a diagonal tile's
     second merge then changes no row."""
     x, y = ({k: jax.lax.dynamic_slice_in_dim(v, start, size) for k, v in g.items()} for start in (at[0], at[1]))
-    squared = jnp.square(distances_lib.block_distance(x, y, mode, window, normalize, lsa_weight))
+    squared = jnp.square(distances_lib.block_distance(x, y, mode, lsa_options))
     rows, cols = at[0] + jnp.arange(size), at[1] + jnp.arange(size)
     rows_ok, cols_ok = rows >= at[2], cols >= at[3]
     state = _merge(state, at[0], squared, num_query + cols, rows_ok, cols_ok)
@@ -392,11 +393,9 @@ def re_ranking_blocks(
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
-    window: int | None = None,
+    lsa_options: LSAOptions = LSAOptions(),
     block_size: int | None = None,
     progress: bool = False,
-    normalize: bool = False,
-    lsa_weight: float = 1.0,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """Memory-lean re-ranking from features (a `distances.MODES` mode) and their q_g_dist [Q, G] (that mode's
     `pairwise_distance`): yields (query rows, re-ranked distances [b, G] float32) block by block, so the
@@ -419,7 +418,7 @@ def re_ranking_blocks(
     q, g = ({k: np.asarray(f[k], np.float32) for k in keys} for f in (q_feats, g_feats))
     num_all = num_q + num_g
     block = block_size or _auto_block(num_all)
-    options = dict(mode=mode, window=window, normalize=bool(normalize), lsa_weight=float(lsa_weight))
+    options = dict(mode=mode, lsa_options=lsa_options)
     kept = min(num_all, max(_KEPT, _width(k1, k2, num_all)))
     rows = _LeanRows(q, g, q_g, kept, block, block_size or _TILE, progress, options)
     ranks = rows.columns[:, : _width(k1, k2, num_all)].astype(np.int64)
@@ -433,11 +432,9 @@ def re_ranking_features(
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
-    window: int | None = None,
+    lsa_options: LSAOptions = LSAOptions(),
     block_size: int | None = None,
     progress: bool = False,
-    normalize: bool = False,
-    lsa_weight: float = 1.0,
     q_g_dist=None,
 ) -> np.ndarray:
     """Memory-lean re-ranking [Q, G] float32 straight from features (`re_ranking_blocks`, assembled).
@@ -447,12 +444,11 @@ def re_ranking_features(
     matrix is held, not two.
     """
     _check_params(k1, k2, lambda_value)
-    options = dict(window=window, normalize=normalize, lsa_weight=lsa_weight)
     out = None
     if q_g_dist is None:
-        q_g_dist = out = distances_lib.pairwise_distance(q_feats, g_feats, mode, progress=progress, **options)
+        q_g_dist = out = distances_lib.pairwise_distance(q_feats, g_feats, mode, lsa_options, progress=progress)
     blocks = re_ranking_blocks(
-        q_feats, g_feats, mode, q_g_dist, k1, k2, lambda_value, block_size=block_size, progress=progress, **options
+        q_feats, g_feats, mode, q_g_dist, k1, k2, lambda_value, lsa_options, block_size=block_size, progress=progress
     )
     if out is None:
         out = np.empty(np.shape(q_g_dist), np.float32)

@@ -24,7 +24,8 @@ import numpy as np
 
 from data_pipelines.datasets.common import IMAGE_EXTENSIONS, list_images
 from data_pipelines.images import load_images
-from gldfa_jax import checkpointing, distances, gallery_index, inference, reports
+from gldfa_jax import checkpointing, distances, evaluation, features, gallery_index, reports
+from gldfa_jax.lsa import LSAOptions
 
 PREFERRED_MODES = ("global+lsa", "global", "lsa", "final")  # §3.2: inference uses global + LSA
 
@@ -46,7 +47,7 @@ def image_paths(path: str, what: str) -> list[str]:
 def folder_features(paths: list[str], config, model, variables, batch_size: int, desc: str):
     """Features of image files -> (Features dict of numpy arrays, the paths that could be read)."""
     images, kept = load_images(paths, config.data.height, config.data.width)
-    feats = inference.extract_features(model, variables, images, config.data, batch_size=batch_size, desc=desc)
+    feats = features.extract_features(model, variables, images, config.data, batch_size=batch_size, desc=desc)
     return feats, list(kept)
 
 
@@ -79,7 +80,7 @@ def gallery_features(paths, cache: str | None, checkpoint_id: str, config, model
 
 
 def choose_mode(mode: str | None, feats: dict, modes=PREFERRED_MODES) -> str:
-    supported = inference.supported_modes([m for m in PREFERRED_MODES if m in modes], feats)
+    supported = evaluation.supported_modes([m for m in PREFERRED_MODES if m in modes], feats)
     if mode is None:
         return supported[0]
     if mode not in supported:
@@ -149,11 +150,11 @@ def retrieve(
     checkpoint_id = f"{checkpointing.checkpoint_location(checkpoint)[0]}@{step}"
     q_feats, q_paths = folder_features(q_paths, config, model, variables, batch_size, "query features")
     result = {"queries": q_paths, "query_features": q_feats}
-    lsa = inference.lsa_options(config)
+    lsa_options = LSAOptions.from_config(config.lsa)
     if index_dir:
         index = indexed_gallery(index_dir, g_paths, q_feats, config, model, variables, batch_size)
         mode = choose_mode(mode, q_feats, gallery_index.RESCORE_MODES)
-        top, ranked = index.search(q_feats, topk, config.retrieval, mode, **lsa)
+        top, ranked = index.search(q_feats, topk, config.retrieval, mode, lsa_options)
         ranked, top = [r[r >= 0] for r in ranked], [t[r >= 0] for t, r in zip(top, ranked)]
         g_paths = index.paths
         stripes = lambda g: np.asarray(index.candidate_features(np.array([[g]]))["local"][0, 0], np.float32)
@@ -163,7 +164,7 @@ def retrieve(
             g_paths, gallery_features_path, checkpoint_id, config, model, variables, batch_size
         )
         mode = choose_mode(mode, q_feats)
-        dist = distances.pairwise_distance(q_feats, g_feats, mode, **lsa)
+        dist = distances.pairwise_distance(q_feats, g_feats, mode, lsa_options)
         ranked = reports.rank_gallery(dist, topk=topk)
         top = [dist[q, r] for q, r in enumerate(ranked)]
         stripes = lambda g: g_feats["local"][g]
@@ -210,7 +211,7 @@ def retrieve(
             q_feats["local"][0],
             stripes(best),
             os.path.join(out, "alignment_top1.png"),
-            window=inference.lsa_window(config),
+            window=lsa_options.window,
             labels=("query", "match #1"),
         )
     return result

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from data_pipelines.augment import augment_batch
+from data_pipelines.augment import augment_batch, augment_params
 from gldfa_jax import loss_scale, losses
 from gldfa_jax.model import GLDFAOutput
 from gldfa_jax.parallel import AXIS
@@ -133,7 +133,7 @@ def make_train_step(model, tx, config) -> Callable:
     With a loss scale in the optimiser state (float16), gradients that overflow skip the update (the step still
     counts, so the data stream moves on) and lower the scale: metrics["skipped"] = 1, never a NaN in the state.
     """
-    loss_config = config.loss
+    loss_config = losses.LossOptions.from_config(config)
     num_stripes = config.model.num_stripes
 
     def loss_fn(params, centers, batch_stats, images, labels, scale):
@@ -195,6 +195,7 @@ def make_batch_step(model, tx, config, hosts: int = 1) -> Callable:
     from the device's axis index), so all of them share one compilation cache entry.
     """
     step_fn = make_train_step(model, tx, config)
+    params = augment_params(config.data)
 
     def step(state: TrainState, images, labels, order):
         idx = order[state.step % order.shape[0]]
@@ -205,7 +206,7 @@ def make_batch_step(model, tx, config, hosts: int = 1) -> Callable:
         rows = jax.lax.dynamic_update_slice_in_dim(
             jnp.zeros((hosts * b,) + images.shape[1:], images.dtype), images[idx], mine, 0
         )
-        batch = augment_batch(jax.random.fold_in(state.rng, state.step), rows, config.data)
+        batch = augment_batch(jax.random.fold_in(state.rng, state.step), rows, params)
         return step_fn(
             state,
             jax.lax.dynamic_slice_in_dim(batch, first, size),

@@ -95,10 +95,10 @@ def test_paper_numbers_side_by_side_on_market(tmp_path):
 
 def test_sweep_rows_and_plot(tmp_path):
     assert [r.overrides["model.num_stripes"] for r in sets.FIG6_K.rows] == [1, 2, 4, 6, 8, 10]
-    assert [r.overrides["loss.window"] for r in sets.FIG6_W.rows] == [1, 2, 4, 6, 8]
+    assert [r.overrides["lsa.window"] for r in sets.FIG6_W.rows] == [1, 2, 4, 6, 8]
     trainer = FakeTrainer()
     run_set("fig6_w", ["experiments/synthetic.py"], str(tmp_path), [0], rows=["W=1", "W=4"], trainer=trainer)
-    assert any("--config.loss.window=4" in flags for _, flags in trainer.calls)
+    assert any("--config.lsa.window=4" in flags for _, flags in trainer.calls)
     assert os.path.getsize(tmp_path / "fig6_w" / "fig6_w_synthetic.png") > 0
 
 
@@ -148,7 +148,7 @@ def test_one_real_row_through_the_trainer(tmp_path, capsys):
     ]
     assert ablation_main(args) == 0, capsys.readouterr().err
     record = json.load(open(tmp_path / "runs" / "table2" / "l_local_th" / "seed0" / "row.json"))
-    assert "--config.loss.use_lsa=False" in record["command"] and "--config.loss.window=1" in record["command"]
+    assert "--config.loss.use_lsa=False" in record["command"] and "--config.lsa.window=1" in record["command"]
     assert set(record["results"]["lsa"]) == {"mAP", "rank1", "rank5", "rank10"}
     cells = _table_row(tmp_path / "runs" / "table2" / "table2.md", "L(Local+TH)")
     assert cells[1] == f"{record['results']['lsa']['mAP']:.1f}"

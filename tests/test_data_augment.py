@@ -45,7 +45,7 @@ def _naive_erase_rate(h, w, p, lo, hi, r, n=20000, tries=100, seed=0):
 def test_normalize_and_eval_transform_are_deterministic():
     x = np.random.default_rng(0).integers(0, 256, (3, 8, 4, 3), dtype=np.uint8)
     np.testing.assert_allclose(np.asarray(normalize(x)), _naive_normalize(x), rtol=1e-5, atol=1e-5)
-    cfg = get_config().data
+    cfg = augment_params(get_config().data)
     a, b = eval_transform(x, cfg), eval_transform(x, cfg)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     np.testing.assert_allclose(np.asarray(a), _naive_normalize(x), rtol=1e-5, atol=1e-5)
@@ -131,9 +131,11 @@ def test_config_reading_validation_and_jit():
     with pytest.raises(ValueError, match="flip_prob=1.5"):
         augment_params(bad)
     with pytest.raises(ValueError, match=r"\[B, H, W, 3\]"):
-        augment_batch(jax.random.PRNGKey(0), np.zeros((4, 4, 3), np.uint8), cfg)
+        augment_batch(jax.random.PRNGKey(0), np.zeros((4, 4, 3), np.uint8), p)
+    with pytest.raises(ValueError, match=r"params must be an AugmentParams, got ConfigDict; pass augment_params"):
+        augment_batch(jax.random.PRNGKey(0), np.zeros((1, 4, 4, 3), np.uint8), cfg)
     x = np.random.default_rng(0).integers(0, 256, (4, 16, 8, 3), dtype=np.uint8)
     f = jax.jit(lambda key, imgs: augment_batch(key, imgs, p))  # traceable inside a caller's jit
     out = f(jax.random.PRNGKey(0), jnp.asarray(x))
     assert out.shape == (4, 16, 8, 3) and out.dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(out), np.asarray(augment_batch(jax.random.PRNGKey(0), x, cfg)), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(augment_batch(jax.random.PRNGKey(0), x, p)), atol=1e-5)

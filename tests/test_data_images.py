@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipelines.augment import augment_batch, eval_transform
+from data_pipelines.augment import augment_batch, augment_params, eval_transform
 from data_pipelines.datasets import Record, get_dataset
 from data_pipelines.images import CachedImages, cache_images, decode_image, load_images
 from gldfa_jax.config import get_config
@@ -87,7 +87,7 @@ def test_real_images_through_the_pipeline():
     imgs, kept = load_images(recs, 64, 32, progress=False)
     assert imgs.shape == (48, 64, 32, 3) and kept == recs
     assert imgs.std() > 20  # real content, not blank
-    cfg = get_config().data
+    cfg = augment_params(get_config().data)
     train = np.asarray(augment_batch(jax.random.PRNGKey(0), imgs[:32], cfg))
     assert train.shape == (32, 64, 32, 3) and np.isfinite(train).all()
     test = np.asarray(eval_transform(imgs[32:], cfg))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from gldfa_jax import distances, lsa
+from gldfa_jax.lsa import LSAOptions
 
 
 def feats(rng, n, k=4, d=6):
@@ -42,7 +43,7 @@ def test_modes_match_definitions_and_blocking(mode):
 def test_window_is_passed_to_lsa():
     rng = np.random.default_rng(1)
     q, g = feats(rng, 3), feats(rng, 5)
-    hard = distances.pairwise_distance(q, g, "lsa", window=1)
+    hard = distances.pairwise_distance(q, g, "lsa", LSAOptions(window=1))
     expected = np.linalg.norm(q["local"][:, None] - g["local"][None], axis=-1).sum(-1)
     np.testing.assert_allclose(hard, expected, rtol=1e-5)
 
@@ -78,7 +79,7 @@ def test_device_blocks_and_paired_distance(mode):
     # One shape for every block (one compile): the last one, a single query, carries two padding rows.
     assert [(r.start, r.stop, b.shape) for r, b in blocks] == [(0, 3, (3, 7)), (3, 6, (3, 7)), (6, 7, (3, 7))]
     np.testing.assert_array_equal(np.concatenate([jax.device_get(b)[: r.stop - r.start] for r, b in blocks]), full)
-    paired = distances.paired_distance(jax.device_put(q), jax.device_put(g), mode, None, False, 1.0)
+    paired = distances.paired_distance(jax.device_put(q), jax.device_put(g), mode, LSAOptions())
     np.testing.assert_allclose(jax.device_get(paired), np.diag(full), rtol=1e-5, atol=1e-4)
 
 
@@ -86,13 +87,13 @@ def test_mode_blocks_share_one_pass():
     rng = np.random.default_rng(4)
     q, g = feats(rng, 10), feats(rng, 6)
     modes = ("global+lsa", "global", "final")
-    blocks = list(distances.iter_mode_blocks(q, g, modes, window=2, block_size=9))
+    blocks = list(distances.iter_mode_blocks(q, g, modes, LSAOptions(window=2), block_size=9))
     assert [(r.start, r.stop) for r, _ in blocks] == [(0, 3), (3, 6), (6, 9), (9, 10)]  # 9 // 3 queries a block
     for mode in modes:
         chex.assert_shape(blocks[0][1][mode], (3, 6))
         np.testing.assert_allclose(
             np.concatenate([b[mode] for _, b in blocks]),
-            distances.pairwise_distance(q, g, mode, window=2),
+            distances.pairwise_distance(q, g, mode, LSAOptions(window=2)),
             rtol=1e-6,
             atol=1e-6,
         )

@@ -1,5 +1,5 @@
 """Export of a tiny checkpoint: the ONNX model and the jax.export program, each run in a process without gldfa_jax,
-give inference's features; the manifest; bad --checkpoint."""
+give gldfa_jax.features' features; the manifest; bad --checkpoint."""
 
 import json
 import os
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gldfa_jax import checkpointing, export, gallery_index, inference, train
+from gldfa_jax import checkpointing, export, features, gallery_index, train
 from gldfa_jax.config import get_config
 from gldfa_jax.model import build_model
 
@@ -88,7 +88,7 @@ def checkpoint(tmp_path_factory):
     return workdir
 
 
-def test_exports_give_inference_features_without_gldfa_jax(checkpoint, tmp_path):
+def test_exports_give_the_evaluated_features_without_gldfa_jax(checkpoint, tmp_path):
     out = tmp_path / "exported"
     proc = subprocess.run(
         [sys.executable, "-m", "gldfa_jax.export", "--checkpoint", checkpoint, "--out", str(out)],
@@ -105,7 +105,7 @@ def test_exports_give_inference_features_without_gldfa_jax(checkpoint, tmp_path)
 
     config, model, variables, step = checkpointing.load_checkpoint(checkpoint)
     images = np.random.default_rng(1).integers(0, 256, (3, config.data.height, config.data.width, 3), np.uint8)
-    expected = inference.extract_features(model, variables, images, config.data, batch_size=4)
+    expected = features.extract_features(model, variables, images, config.data, batch_size=4)
     np.save(out / "images.npy", images)
     run = subprocess.run(
         [sys.executable, "-c", RUN_ARTEFACTS],

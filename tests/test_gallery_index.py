@@ -11,6 +11,7 @@ import pytest
 
 from gldfa_jax import distances, gallery_index, lsa
 from gldfa_jax.config import get_config
+from gldfa_jax.lsa import LSAOptions
 
 K_STRIPES, DIM = 4, 16
 
@@ -38,10 +39,11 @@ def test_candidate_distance_equals_the_dense_distance(mode, window, normalize):
     rng = np.random.default_rng(0)
     q, g = clustered(rng, 3, 5), clustered(rng, 40, 5)
     q["final"], g["final"] = q["global"][:, :8], g["global"][:, :8]
-    dense = distances.pairwise_distance(q, g, mode, window=window, normalize=normalize, lsa_weight=0.7)
+    options = LSAOptions(window=window, normalize=normalize, weight=0.7)
+    dense = distances.pairwise_distance(q, g, mode, options)
     keys = distances.required_keys(mode)
-    one = jax.vmap(distances.candidate_distance, in_axes=(0, None, None, None, None, None))
-    got = one({k: q[k] for k in keys}, {k: g[k] for k in keys}, mode, window, normalize, 0.7)
+    one = jax.vmap(distances.candidate_distance, in_axes=(0, None, None, None))
+    got = one({k: q[k] for k in keys}, {k: g[k] for k in keys}, mode, options)
     chex.assert_shape(got, (3, 40))
     np.testing.assert_allclose(got, dense, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(
@@ -62,9 +64,9 @@ def test_index_ranks_like_the_dense_distance(tmp_path, kind):
     index.add(g, [f"img{i}.jpg" for i in range(600)])
     index.save()
     assert index.manifest["index"]["type"] == kind
-    top, ids = index.search(q, 10, config, "global+lsa", window=2)
+    top, ids = index.search(q, 10, config, "global+lsa", LSAOptions(window=2))
     chex.assert_shape([top, ids], (5, 10))
-    dense = distances.pairwise_distance(q, g, "global+lsa", window=2)
+    dense = distances.pairwise_distance(q, g, "global+lsa", LSAOptions(window=2))
     expected = np.argsort(dense, axis=1, kind="stable")[:, :10]
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, expected)])
     assert recall == 1.0 if kind != "hnsw" else recall >= 0.9  # HNSW's graph is approximate even fully searched

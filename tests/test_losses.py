@@ -1,5 +1,6 @@
 """Losses (§3.3) against hand-computed values and naive loops written from the definitions."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -7,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gldfa_jax.config import get_config
 from gldfa_jax.distances import euclidean_distance
 from gldfa_jax.losses import (
+    LossOptions,
     center_loss,
     cross_entropy_label_smooth,
     hard_triplet_loss,
@@ -18,7 +19,7 @@ from gldfa_jax.losses import (
     total_loss,
     update_centers,
 )
-from gldfa_jax.lsa import lsa_distance, stripe_distances
+from gldfa_jax.lsa import LSAOptions, lsa_distance, stripe_distances
 from gldfa_jax.model import GLDFAOutput
 
 RNG = np.random.default_rng(0)
@@ -116,10 +117,10 @@ def fake_output(branches="global_local", batch=8, k=4, d=6, classes=4):
 
 
 def test_total_loss_is_eq12_with_paper_weights():
-    out, labels, cfg = fake_output(), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), get_config().loss
+    out, labels, cfg = fake_output(), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), LossOptions()
     centers = jax.tree_util.tree_map(lambda c: c + 0.5, init_centers(4, out))
     total, parts = jax.jit(lambda o, c: total_loss(o, labels, c, cfg, 4))(out, centers)
-    window = 2  # loss.window 0 -> k // 2
+    window = 2  # lsa.window 0 (None) -> k // 2
     expected = {
         "id": cross_entropy_label_smooth(out.logits, labels, 0.1),
         "triplet_global": soft_triplet_loss(euclidean_distance(out.global_feat, out.global_feat), labels, 0.3),
@@ -138,8 +139,8 @@ def test_total_loss_is_eq12_with_paper_weights():
 
 def test_hard_alignment_is_sum_of_stripe_distances():
     """use_lsa=False (Table 2 "w/o LSA") compares stripe i with stripe i only."""
-    out, labels, cfg = fake_output(), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), get_config().loss
-    cfg.use_lsa = False
+    out, labels, cfg = fake_output(), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), LossOptions()
+    cfg = dataclasses.replace(cfg, use_lsa=False)
     loc = np.asarray(out.local_feat)
     naive = np.array([[sum(np.linalg.norm(a[i] - b[i]) for i in range(4)) for b in loc] for a in loc])
     off_diagonal = ~np.eye(8, dtype=bool)  # self-distances are never used by the triplets (clamped sqrt)
@@ -155,8 +156,8 @@ def test_hard_alignment_is_sum_of_stripe_distances():
     itertools.product(["global", "local", "global_local"], ["soft", "hard", "none"], [True, False]),
 )
 def test_table2_switches(branches, triplet, use_lsa):
-    out, labels, cfg = fake_output(branches), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), get_config().loss
-    cfg.triplet, cfg.use_lsa = triplet, use_lsa
+    out, labels, cfg = fake_output(branches), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), LossOptions()
+    cfg = dataclasses.replace(cfg, triplet=triplet, use_lsa=use_lsa)
     centers = init_centers(4, out)
     assert set(centers) == {"global", "local"} & set(branches.split("_"))
     total, parts = total_loss(out, labels, centers, cfg, 4)
@@ -167,18 +168,16 @@ def test_table2_switches(branches, triplet, use_lsa):
 
 
 def test_total_loss_without_center_loss_and_bad_config():
-    out, labels, cfg = fake_output(), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), get_config().loss
-    cfg.center_weight = 0.0
+    out, labels, cfg = fake_output(), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), LossOptions()
+    cfg = dataclasses.replace(cfg, center_weight=0.0)
     total, parts = total_loss(out, labels, None, cfg, 4)
     assert parts["center"] == 0.0
     assert np.isclose(total, parts["id"] + 0.3 * (parts["triplet_global"] + parts["triplet_local"]))
-    cfg.triplet = "triplehard"
     with pytest.raises(ValueError, match="loss.triplet='triplehard'"):
-        total_loss(out, labels, None, cfg, 4)
-    cfg.triplet = "soft"
+        dataclasses.replace(cfg, triplet="triplehard")
     with pytest.raises(ValueError, match="num_stripes=8"):
         total_loss(out, labels, None, cfg, 8)
-    cfg.center_weight = 0.05
+    cfg = dataclasses.replace(cfg, center_weight=0.05)
     with pytest.raises(ValueError, match="centers has no 'local'"):
         total_loss(out, labels, {"global": jnp.zeros((4, 6))}, cfg, 4)
 
@@ -191,37 +190,45 @@ def test_init_centers_from_abstract_output():
 
 
 def test_local_triplet_kind_and_center_branches_are_separate_switches():
-    out, labels, cfg = fake_output(), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), get_config().loss
+    out, labels, cfg = fake_output(), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), LossOptions()
     centers = jax.tree_util.tree_map(lambda c: c + 0.5, init_centers(4, out))
-    cfg.local_triplet, cfg.center_branches, cfg.normalize_stripes = "hard", ("global",), True
+    cfg = dataclasses.replace(cfg, local_triplet="hard", center_branches=("global",), lsa=LSAOptions(normalize=True))
     _, parts = total_loss(out, labels, centers, cfg, 4)
     g_dist = euclidean_distance(out.global_feat, out.global_feat)
     l_dist = lsa_distance(out.local_feat, out.local_feat, 2, normalize=True)
     assert np.isclose(parts["triplet_global"], soft_triplet_loss(g_dist, labels, 0.3), rtol=1e-5)
     assert np.isclose(parts["triplet_local"], hard_triplet_loss(l_dist, labels, 0.3), rtol=1e-5)
     assert np.isclose(parts["center"], center_loss(out.global_feat, labels, centers["global"]), rtol=1e-6)
-    cfg.triplet, cfg.local_triplet = "hard", ""  # "" follows loss.triplet
+    cfg = dataclasses.replace(cfg, triplet="hard", local_triplet="")  # "" follows loss.triplet
     _, parts = total_loss(out, labels, centers, cfg, 4)
     assert np.isclose(parts["triplet_local"], hard_triplet_loss(l_dist, labels, 0.3), rtol=1e-5)
-    cfg.local_triplet = "none"
+    cfg = dataclasses.replace(cfg, local_triplet="none")
     assert total_loss(out, labels, centers, cfg, 4)[1]["triplet_local"] == 0.0
-    cfg.local_triplet = "batchhard"
     with pytest.raises(ValueError, match="loss.local_triplet='batchhard'"):
-        total_loss(out, labels, centers, cfg, 4)
-    cfg.local_triplet, cfg.center_branches = "", ("global", "stripes")
+        dataclasses.replace(cfg, local_triplet="batchhard")
     with pytest.raises(ValueError, match="'stripes'"):
-        total_loss(out, labels, centers, cfg, 4)
+        dataclasses.replace(cfg, local_triplet="", center_branches=("global", "stripes"))
 
 
 def test_one_triplet_on_the_sum_of_global_and_lsa_distances():
     """loss.triplet_distance "sum" (Fig. 2): pairs are mined on global + LSA, one term, weighted w_t once."""
-    out, labels, cfg = fake_output(), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), get_config().loss
-    cfg.triplet_distance = "sum"
+    out, labels, cfg = fake_output(), jnp.array([0, 0, 1, 1, 2, 2, 3, 3]), LossOptions()
+    cfg = dataclasses.replace(cfg, triplet_distance="sum")
     total, parts = total_loss(out, labels, init_centers(4, out), cfg, 4)
     summed = euclidean_distance(out.global_feat, out.global_feat) + lsa_distance(out.local_feat, out.local_feat, 2)
     assert np.isclose(parts["triplet_global"], soft_triplet_loss(summed, labels, 0.3), rtol=1e-5)
     assert parts["triplet_local"] == 0.0
     assert np.isclose(total, parts["id"] + 0.3 * parts["triplet_global"] + 0.05 * parts["center"], rtol=1e-6)
-    cfg.triplet_distance = "joint"
     with pytest.raises(ValueError, match="loss.triplet_distance='joint'"):
-        total_loss(out, labels, None, cfg, 4)
+        dataclasses.replace(cfg, triplet_distance="joint")
+
+
+def test_loss_options_default_to_the_config_and_read_its_lsa_section():
+    from gldfa_jax.config import get_config
+
+    c = get_config()
+    assert LossOptions.from_config(c) == LossOptions()
+    c.lsa.window, c.lsa.normalize = 3, True
+    assert LossOptions.from_config(c).lsa == LSAOptions(window=3, normalize=True)
+    with pytest.raises(ValueError, match="loss.label_smoothing=1.5"):
+        LossOptions(label_smoothing=1.5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks.lsa_fusion import fusion_map
-from gldfa_jax import inference
+from gldfa_jax import evaluation
 from gldfa_jax.config import get_config
 
 
@@ -25,7 +25,8 @@ def test_fusion_weights_reproduce_the_evaluation_modes():
     config = get_config()
     config.eval.rerank, config.eval.modes = False, ("global", "global+lsa")
     got = fusion_map(q, g, query, gallery, config, [0.0, 1.0, 3.0])
-    want = inference.evaluate_features(q, g, query, gallery, config)
+    want = evaluation.evaluate(q, g, query, gallery, evaluation.EvalOptions.from_config(config)).results
     assert got[0.0] == pytest.approx(want["global"]["mAP"]) and got[1.0] == pytest.approx(want["global+lsa"]["mAP"])
-    config.eval.lsa_weight = 3.0
-    assert got[3.0] == pytest.approx(inference.evaluate_features(q, g, query, gallery, config)["global+lsa"]["mAP"])
+    config.lsa.weight = 3.0
+    options = evaluation.EvalOptions.from_config(config)
+    assert got[3.0] == pytest.approx(evaluation.evaluate(q, g, query, gallery, options).results["global+lsa"]["mAP"])

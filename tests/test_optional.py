@@ -32,7 +32,8 @@ def test_the_core_paths_import_no_optional_dependency():
     """Training, evaluation, checkpoints, reports and retrieval import no extra's package."""
     code = (
         "import sys\n"
-        "import gldfa_jax.main, gldfa_jax.loop, gldfa_jax.inference, gldfa_jax.reports, gldfa_jax.retrieve\n"
+        "import gldfa_jax.main, gldfa_jax.loop, gldfa_jax.evaluation, gldfa_jax.features, gldfa_jax.reports\n"
+        "import gldfa_jax.retrieve, gldfa_jax.options\n"
         "import gldfa_jax.checkpointing, data_pipelines.datasets, data_pipelines.synthetic\n"
         "extras = ('tensorflow_datasets', 'array_record', 'jax2onnx', 'onnx', 'onnxruntime', 'faiss', 'h5py')\n"
         "print(sorted(m for m in extras if m in sys.modules))\n"

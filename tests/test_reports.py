@@ -192,11 +192,10 @@ def test_retrieval_grid_from_the_rows_an_evaluation_keeps(world, tmp_path):
 
 
 def test_write_eval_reports_draws_from_the_evaluation(tmp_path, monkeypatch):
-    """Given inference.evaluate's product, the reports compute no distance again and show its numbers."""
+    """Given evaluation.evaluate's product, the reports compute no distance again and show its numbers."""
     import json
 
-    from gldfa_jax import config as base
-    from gldfa_jax import distances, inference
+    from gldfa_jax import distances, evaluation
     from gldfa_jax.experiment_data import Split
 
     rng = np.random.default_rng(5)
@@ -208,12 +207,11 @@ def test_write_eval_reports_draws_from_the_evaluation(tmp_path, monkeypatch):
     q, g = feats(np.arange(5)), feats(g_ids)
     image = lambda n: rng.integers(0, 256, (n, 32, 16, 3), dtype=np.uint8)
     query, gallery = Split(image(5), np.arange(5), np.zeros(5, int)), Split(image(15), g_ids, np.ones(15, int))
-    config = base.get_config()
-    config.eval.rerank = False
-    evaluated = inference.evaluate(q, g, query, gallery, config, report_queries=reports.sample_queries(5))
-    without_rows = inference.evaluate(q, g, query, gallery, config)
+    options = evaluation.EvalOptions(rerank=False)
+    evaluated = evaluation.evaluate(q, g, query, gallery, options, report_queries=reports.sample_queries(5))
+    without_rows = evaluation.evaluate(q, g, query, gallery, options)
     monkeypatch.setattr(distances, "iter_distance_blocks", lambda *a, **kw: pytest.fail("distances recomputed"))
-    paths = reports.write_eval_reports(str(tmp_path), q, g, query, gallery, config, evaluated=evaluated)
+    paths = reports.write_eval_reports(str(tmp_path), evaluated, q, g, query, gallery)
     assert sorted(paths) == ["alignment", "cmc", "feature_stats", "retrieval_grid"]
     with open(paths["feature_stats"]) as f:
         stats = json.load(f)
@@ -221,4 +219,4 @@ def test_write_eval_reports_draws_from_the_evaluation(tmp_path, monkeypatch):
     for mode, separation in evaluated.separation.items():
         assert stats[mode] == pytest.approx(separation)
     with pytest.raises(ValueError, match="report_queries"):
-        reports.write_eval_reports(str(tmp_path), q, g, query, gallery, config, evaluated=without_rows)
+        reports.write_eval_reports(str(tmp_path), without_rows, q, g, query, gallery)

@@ -182,21 +182,29 @@ def test_retrieve_bad_input(tiny_run, tmp_path, capsys):
 
 
 def test_eval_reports_of_a_checkpoint(tiny_run, tmp_path):
-    from gldfa_jax import inference, reports
+    from gldfa_jax import evaluation, features, reports
     from gldfa_jax.experiment_data import load_experiment_data
 
     _, run = tiny_run
     config, model, variables, _ = checkpointing.load_checkpoint(run)
     data = load_experiment_data(config.data)
-    q = inference.extract_features(model, variables, data.query.images, config.data)
-    g = inference.extract_features(model, variables, data.gallery.images, config.data)
-    paths = reports.write_eval_reports(
-        str(tmp_path),
+    q, g = features.split_features(model, variables, data.query, data.gallery, config)
+    evaluated = evaluation.evaluate(
         q,
         g,
         data.query,
         data.gallery,
-        config,
+        evaluation.EvalOptions.from_config(config),
+        rerank_on=False,
+        report_queries=reports.sample_queries(len(data.query.pids)),
+    )
+    paths = reports.write_eval_reports(
+        str(tmp_path),
+        evaluated,
+        q,
+        g,
+        data.query,
+        data.gallery,
         metrics_jsonl=os.path.join(run, "metrics.jsonl"),
         steps_per_epoch=2,
     )
@@ -214,7 +222,7 @@ def test_misalignment_analysis_of_a_run(tiny_run):
     """gldfa_jax/ablation/misalignment.py: query groups from the manifest; W = 1 'lsa' = sum of stripe-by-stripe
     distances (hard alignment), evaluated on each group."""
     from data_pipelines import datasets
-    from gldfa_jax import evaluation, inference
+    from gldfa_jax import features, ranking
     from gldfa_jax.ablation import misalignment
 
     config, run = tiny_run
@@ -228,19 +236,19 @@ def test_misalignment_analysis_of_a_run(tiny_run):
     from gldfa_jax.experiment_data import load_experiment_data
 
     data = load_experiment_data(cfg.data)
-    q = inference.extract_features(model, variables, data.query.images, cfg.data)["local"]
-    g = inference.extract_features(model, variables, data.gallery.images, cfg.data)["local"]
+    q = features.extract_features(model, variables, data.query.images, cfg.data)["local"]
+    g = features.extract_features(model, variables, data.gallery.images, cfg.data)["local"]
     hard = np.linalg.norm(q[:, None] - g[None], axis=-1).sum(-1)  # [Q, G]: stripe i against stripe i only
     for name, mask in (("all", np.ones_like(shifted)), ("misaligned", shifted), ("aligned", ~shifted)):
         if mask.any():
-            _, mean_ap = evaluation.evaluate_rank(
+            mean_ap = ranking.rank_metrics(
                 hard[mask],
                 data.query.pids[mask],
                 data.gallery.pids,
                 data.query.camids[mask],
                 data.gallery.camids,
                 max_rank=10,
-            )
+            )["mAP"]
             np.testing.assert_allclose(out[("lsa", 1, name)]["mAP"], 100 * mean_ap, rtol=1e-4, atol=1e-3)
     text = misalignment.table({"tiny": [out]}, [1, 4])
     assert "| tiny | 1 | lsa | 1 (hard) |" in text

@@ -11,6 +11,7 @@ import pytest
 
 from gldfa_jax import losses, lsa
 from gldfa_jax.config import get_config
+from gldfa_jax.lsa import LSAOptions
 from gldfa_jax.model import GLDFAOutput
 
 from helpers.data import CUHK03_SAMPLE
@@ -47,13 +48,12 @@ def test_lsa_matches(window, normalize):
 def test_total_loss_matches(triplet, local_triplet, normalize, branches, joint):
     g, loc, logits = features()
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
-    cfg = get_config().loss
-    cfg.triplet, cfg.local_triplet, cfg.normalize_stripes, cfg.center_branches, cfg.triplet_distance = (
-        triplet,
-        local_triplet,
-        normalize,
-        branches,
-        joint,
+    cfg = losses.LossOptions(
+        triplet=triplet,
+        local_triplet=local_triplet,
+        center_branches=branches,
+        triplet_distance=joint,
+        lsa=LSAOptions(normalize=normalize),
     )
     centers = {"global": np.full((4, 6), 0.3, np.float32), "local": np.full((4, 24), 0.2, np.float32)}
     out = GLDFAOutput(

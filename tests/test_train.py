@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from data_pipelines.augment import augment_batch
+from data_pipelines.augment import augment_batch, augment_params
 from gldfa_jax import config as base
 from gldfa_jax import loop, loss_scale, losses, parallel, train
 from gldfa_jax.model import build_model
@@ -97,7 +97,7 @@ def _reference(setup):
         out, new_vars = model.apply(
             {"params": params, "batch_stats": state.batch_stats}, images, train=True, mutable=["batch_stats"]
         )
-        loss, parts = losses.total_loss(out, labels, centers, c.loss, c.model.num_stripes)
+        loss, parts = losses.total_loss(out, labels, centers, losses.LossOptions.from_config(c), c.model.num_stripes)
         return loss, new_vars["batch_stats"]
 
     (loss, stats), (gp, gc) = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True))(
@@ -260,7 +260,7 @@ def test_batch_step_is_the_same_update_resident_streamed_and_on_two_devices(setu
     s = parallel.replicate(state, 1)
     for i in range(2):
         key = jax.random.fold_in(jnp.asarray(state.rng), i)
-        x = augment_batch(key, jnp.asarray(images[order[i]]), c.data)
+        x = augment_batch(key, jnp.asarray(images[order[i]]), augment_params(c.data))
         s, metrics = plain(s, parallel.shard_batch(x, 1), parallel.shard_batch(pids[order[i]], 1))
         assert parallel.unreplicate(metrics)["total"] == pytest.approx(ref_history[i]["total"], rel=1e-6)
     streamed, history, _ = _batch_step_run(setup, 1, resident=False)

@@ -52,9 +52,11 @@ def query_groups(data_root: str, query_paths: list[str]) -> dict:
 
 def evaluate_run(run: str, windows: list[int]) -> dict:
     """{(mode, W, group): {"mAP", "rank1"}} in percent for one trained run."""
+    import dataclasses
+
     from data_pipelines import datasets
-    from gldfa_jax import checkpointing, distances, evaluation, inference
-    from gldfa_jax.experiment_data import load_experiment_data
+    from gldfa_jax import checkpointing, evaluation, features
+    from gldfa_jax.experiment_data import Split, load_experiment_data
 
     config, model, variables, _ = checkpointing.load_checkpoint(run)
     data = load_experiment_data(config.data)
@@ -63,26 +65,18 @@ def evaluate_run(run: str, windows: list[int]) -> dict:
     if len(query_paths) != len(data.query.pids):
         raise ValueError("some query images could not be decoded; cannot match them to the manifest")
     groups = query_groups(config.data.root, query_paths)
-    q = inference.extract_features(model, variables, data.query.images, config.data)
-    g = inference.extract_features(model, variables, data.gallery.images, config.data)
+    q, g = features.split_features(model, variables, data.query, data.gallery, config)
+    options = evaluation.EvalOptions.from_config(config)
+    options = dataclasses.replace(options, modes=MODES, rerank=False, max_rank=10)
     out = {}
-    for mode in MODES:
-        for w in windows:
-            dist = distances.pairwise_distance(q, g, mode, window=w)
-            for name, mask in groups.items():
-                cmc, mean_ap = evaluation.evaluate_rank(
-                    dist[mask],
-                    data.query.pids[mask],
-                    data.gallery.pids,
-                    data.query.camids[mask],
-                    data.gallery.camids,
-                    max_rank=10,
-                )
-                out[(mode, w, name)] = {
-                    "mAP": 100.0 * float(mean_ap),
-                    "rank1": 100.0 * float(cmc[0]),
-                    "n": int(mask.sum()),
-                }
+    for w in windows:
+        at_w = dataclasses.replace(options, lsa=dataclasses.replace(options.lsa, window=w))
+        for name, mask in groups.items():
+            query = Split(None, data.query.pids[mask], data.query.camids[mask])
+            results = evaluation.evaluate({k: v[mask] for k, v in q.items()}, g, query, data.gallery, at_w).results
+            for mode in MODES:
+                r = results[mode]
+                out[(mode, w, name)] = {"mAP": r["mAP"], "rank1": r["rank1"], "n": int(mask.sum())}
     return out
 
 

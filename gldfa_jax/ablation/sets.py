@@ -41,10 +41,10 @@ def _paper(dataset, mAP, r1, r5=None, r10=None):
 #    distance and to the local distance (LSA when loss.use_lsa, else stripe-by-stripe);
 #  - the G/L/GL(+LSA) rows use "ID loss + triplehard" only (§4.2), so no centre loss; the GLDFA-Net rows
 #    add the centre loss (eq. 12);
-#  - without LSA the local distance is hard alignment in training AND at test time (loss.window = 1, which
+#  - without LSA the local distance is hard alignment in training AND at test time (lsa.window = 1, which
 #    evaluation reads too), since the paper credits LSA in both phases.
 _NO_CENTER = {"loss.center_weight": 0.0}
-_NO_LSA = {"loss.use_lsa": False, "loss.window": 1}
+_NO_LSA = {"loss.use_lsa": False, "lsa.window": 1}
 _RESNET = {"model.branches": "global", "model.embed_dim": 0, "loss.triplet": "none", **_NO_CENTER}
 TABLE2 = AblationSet(
     title="Table 2: ablation of GLDFA-Net's components",
@@ -93,14 +93,14 @@ TABLE2 = AblationSet(
 FIG6_K = AblationSet(
     title="Fig. 6(a): number of stripes k (W = k/2)",
     paper_dataset={},
-    rows=tuple(Row(f"k={k}", {"model.num_stripes": k, "loss.window": 0}, "global+lsa") for k in (1, 2, 4, 6, 8, 10)),
+    rows=tuple(Row(f"k={k}", {"model.num_stripes": k, "lsa.window": 0}, "global+lsa") for k in (1, 2, 4, 6, 8, 10)),
     x_label="number of stripes k",
     x_values=(1, 2, 4, 6, 8, 10),
 )
 FIG6_W = AblationSet(
     title="Fig. 6(b): sliding window W (k = 8; W = 1 is hard alignment)",
     paper_dataset={},
-    rows=tuple(Row(f"W={w}", {"model.num_stripes": 8, "loss.window": w}, "global+lsa") for w in (1, 2, 4, 6, 8)),
+    rows=tuple(Row(f"W={w}", {"model.num_stripes": 8, "lsa.window": w}, "global+lsa") for w in (1, 2, 4, 6, 8)),
     x_label="sliding window W",
     x_values=(1, 2, 4, 6, 8),
 )
@@ -138,7 +138,7 @@ LOCAL_BRANCH = AblationSet(
         Row("local: no ReLU", {"model.local_relu": False}, "global+lsa"),
         Row("local: batch-hard triplet", {"loss.local_triplet": "hard"}, "global+lsa"),
         Row("batch-hard triplet (both)", {"loss.triplet": "hard"}, "global+lsa"),
-        Row("local: AlignedReID stripe norm", {"loss.normalize_stripes": True}, "global+lsa"),
+        Row("local: AlignedReID stripe norm", {"lsa.normalize": True}, "global+lsa"),
         Row("centre loss on global only", {"loss.center_branches": ("global",)}, "global+lsa"),
         Row("one triplet on global + LSA", {"loss.triplet_distance": "sum"}, "global+lsa"),
     ),
@@ -158,7 +158,7 @@ IMAGENET = AblationSet(
         Row("ImageNet init: global branch only", {"model.branches": "global"}, "global"),
         Row("from scratch (same schedule)", {"model.pretrained": ""}, "global+lsa"),
         Row("ImageNet init: per-stripe 1×1 conv (PCB)", {"model.local_conv": "per_stripe"}, "global+lsa"),
-        Row("ImageNet init: AlignedReID stripe norm", {"loss.normalize_stripes": True}, "global+lsa"),
+        Row("ImageNet init: AlignedReID stripe norm", {"lsa.normalize": True}, "global+lsa"),
         # The strong baseline (Luo et al. 2019) puts the centre loss on the global feature only; on the stripes it
         # shrinks them (stripe norm 1.3 against the global feature's 15 in the recipe).
         Row("ImageNet init: centre loss on global only", {"loss.center_branches": ("global",)}, "global+lsa"),

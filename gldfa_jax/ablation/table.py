@@ -136,7 +136,7 @@ def write_table(set_name: str, bases: list[str], workdir: str) -> str:
 
 
 def feature_stat_cells(records: list[dict], workdir: str, set_name: str, base: str, row: Row, multi: bool) -> list[str]:
-    """Mean stripe norm, LSA and global pos/neg distance ratios (gldfa_jax.evaluation.separation) over seeds."""
+    """Mean stripe norm, LSA and global pos/neg distance ratios (gldfa_jax.ranking.Separation) over seeds."""
     stats = []
     for r in records:
         path = os.path.join(run_dir(workdir, set_name, base, row, r["seed"], multi), "train", STATS_FILE)

@@ -20,6 +20,7 @@ With --json the last line is {"gallery", "build_s", "p50_ms", "p99_ms", "recall_
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -167,10 +168,10 @@ def peak_rss_gb() -> float:
 def run(args) -> dict:
     from gldfa_jax.config import get_config
 
-    config = get_config().retrieval
-    for key in ("index", "nlist", "nprobe", "shortlist", "local_dtype"):
-        if getattr(args, key) is not None:
-            config[key] = getattr(args, key)
+    given = {k: getattr(args, k) for k in ("index", "nlist", "nprobe", "shortlist", "local_dtype")}
+    config = dataclasses.replace(
+        gallery_index.IndexOptions.from_config(get_config()), **{k: v for k, v in given.items() if v is not None}
+    )
     source = source_features(args.checkpoint, os.path.join(args.workdir, "source_features.npz"))
     world = FeatureWorld(source, args.dim, args.per_identity, args.seed)
     folder = os.path.join(args.workdir, f"index_{args.gallery}")
@@ -225,12 +226,12 @@ def run(args) -> dict:
     for nprobe in [config.nprobe] + [n for n in args.sweep_nprobe if n != config.nprobe]:
         # Reopened for every setting, so none finds the stripes of the same queries already mapped.
         index = gallery_index.open_index(folder, "benchmarks.large_gallery")
-        config.nprobe, latency, found = nprobe, [], []
+        at_nprobe, latency, found = dataclasses.replace(config, nprobe=nprobe), [], []
         for i in range(3):  # compile and warm up
-            index.search({k: v + 1.0 for k, v in one(i).items()}, 10, config)
+            index.search({k: v + 1.0 for k, v in one(i).items()}, 10, at_nprobe)
         for i in tqdm(range(args.queries), desc=f"queries (nprobe {nprobe})", unit="query"):
             t = time.perf_counter()
-            _, ids = index.search(one(i), 100, config)
+            _, ids = index.search(one(i), 100, at_nprobe)
             latency.append(time.perf_counter() - t)
             found.append(ids[0])
         runs[nprobe] = (np.percentile(latency, [50, 99]) * 1e3, np.stack(found))

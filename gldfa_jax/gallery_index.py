@@ -12,6 +12,7 @@ Adding images appends to every file without retraining the FAISS index.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -23,6 +24,7 @@ import numpy as np
 
 from data_pipelines.optional import require
 from gldfa_jax import distances
+from gldfa_jax.checks import check_int
 from gldfa_jax.lsa import LSAOptions
 
 MANIFEST, FAISS_FILE, GLOBAL_FILE, LOCAL_FILE, PATHS_FILE = (
@@ -34,6 +36,40 @@ MANIFEST, FAISS_FILE, GLOBAL_FILE, LOCAL_FILE, PATHS_FILE = (
 )
 INDEX_TYPES = ("ivf_flat", "hnsw", "flat")
 RESCORE_MODES = ("global+lsa", "global", "lsa")  # the shortlist is by global; "final" features are not stored
+LOCAL_DTYPES = ("float16", "float32")
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexOptions:
+    """How an index is built and searched (config.retrieval; the defaults and what each does are commented there,
+    measured by benchmarks.large_gallery). Checked on construction, each error naming the config field."""
+
+    index: str = "ivf_flat"
+    nlist: int = 0  # 0 = about 4·√N
+    nprobe: int = 1024
+    kmeans_iterations: int = 20
+    train_size: int = 262144
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = 256
+    shortlist: int = 256
+    local_dtype: str = "float16"
+
+    def __post_init__(self):
+        if self.index not in INDEX_TYPES:
+            raise ValueError(f"retrieval.index={self.index!r}; choose one of {INDEX_TYPES}.")
+        if self.local_dtype not in LOCAL_DTYPES:
+            raise ValueError(f"retrieval.local_dtype={self.local_dtype!r}; choose one of {LOCAL_DTYPES}.")
+        check_int("retrieval.nlist", self.nlist, 0, " (0 = about 4·√N lists)")
+        for name in ("nprobe", "kmeans_iterations", "train_size", "hnsw_m", "hnsw_ef_construction"):
+            check_int(f"retrieval.{name}", getattr(self, name))
+        check_int("retrieval.hnsw_ef_search", self.hnsw_ef_search)
+        check_int("retrieval.shortlist", self.shortlist)
+
+    @classmethod
+    def from_config(cls, config) -> IndexOptions:
+        """config.retrieval -> IndexOptions."""
+        return cls(**{f.name: config.retrieval[f.name] for f in dataclasses.fields(cls)})
 
 
 def _faiss():
@@ -53,33 +89,27 @@ def fingerprint(variables, global_dim: int, local_shape: tuple | None) -> str:
     return f"weights sha256:{digest.hexdigest()[:16]}, global {global_dim}, local {local}"
 
 
-def ivf_lists(config, num_images: int, num_train: int | None = None) -> int:
+def ivf_lists(options: IndexOptions, num_images: int, num_train: int | None = None) -> int:
     """`retrieval.nlist`, or for 0 the FAISS guideline of about 4·√N lists for a gallery of N images, with at
     least 39 training points a list (FAISS warns below that) and at least one."""
-    wanted = int(config.nlist) or int(round(4 * math.sqrt(num_images)))
+    wanted = options.nlist or int(round(4 * math.sqrt(num_images)))
     return max(1, min(wanted, (num_images if num_train is None else num_train) // 39))
 
 
-def _new_faiss(config, dim: int, train: np.ndarray, expected_size: int):
-    """An empty FAISS index of `config.index` for about `expected_size` images, trained on `train` [M, d] when it
+def _new_faiss(options: IndexOptions, dim: int, train: np.ndarray, expected_size: int):
+    """An empty FAISS index of `options.index` for about `expected_size` images, trained on `train` [M, d] when it
     needs training."""
     faiss = _faiss()
-    kind = config.index
-    if kind not in INDEX_TYPES:
-        raise ValueError(f"retrieval.index={kind!r}; choose one of {INDEX_TYPES}.")
-    nlist = ivf_lists(config, expected_size, len(train)) if kind == "ivf_flat" else 0
+    kind = options.index
+    nlist = ivf_lists(options, expected_size, len(train)) if kind == "ivf_flat" else 0
     if kind == "flat" or (kind == "ivf_flat" and nlist == 1):
         return faiss.IndexFlatL2(dim), {"type": "flat"}
     if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, int(config.hnsw_m))
-        index.hnsw.efConstruction = int(config.hnsw_ef_construction)
-        return index, {
-            "type": "hnsw",
-            "hnsw_m": int(config.hnsw_m),
-            "hnsw_ef_construction": int(config.hnsw_ef_construction),
-        }
+        index = faiss.IndexHNSWFlat(dim, options.hnsw_m)
+        index.hnsw.efConstruction = options.hnsw_ef_construction
+        return index, {"type": "hnsw", "hnsw_m": options.hnsw_m, "hnsw_ef_construction": options.hnsw_ef_construction}
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist, faiss.METRIC_L2)
-    index.cp.niter = int(config.kmeans_iterations)
+    index.cp.niter = options.kmeans_iterations
     index.cp.max_points_per_centroid = max(39, len(train) // nlist + 1)  # train on the sample given, all of it
     index.train(np.ascontiguousarray(train, np.float32))
     return index, {"type": "ivf_flat", "nlist": nlist, "trained_on": len(train)}
@@ -150,7 +180,7 @@ class GalleryIndex:
         self,
         q_feats: dict,
         topk: int,
-        config,
+        options: IndexOptions = IndexOptions(),
         mode: str = "global+lsa",
         lsa_options: LSAOptions = LSAOptions(),
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -161,8 +191,8 @@ class GalleryIndex:
             raise ValueError(f"mode {mode!r} cannot re-score an index shortlist; choose one of {RESCORE_MODES}.")
         if mode != "global" and self._local is None:
             raise ValueError(f"mode {mode!r} needs stripes; this index holds none (its model has no local branch).")
-        shortlist = min(max(int(config.shortlist), topk), self.size)
-        self._search_parameters(config)
+        shortlist = min(max(options.shortlist, topk), self.size)
+        self._search_parameters(options)
         _, candidates = self.index.search(np.ascontiguousarray(q_feats["global"], np.float32), shortlist)
         keys = distances.required_keys(mode)
         scores = rescore(
@@ -184,12 +214,12 @@ class GalleryIndex:
             k: stored[k][rows].reshape(*candidates.shape, *stored[k].shape[1:]) for k in keys if stored[k] is not None
         }
 
-    def _search_parameters(self, config) -> None:
+    def _search_parameters(self, options: IndexOptions) -> None:
         kind = self.manifest["index"]["type"]
         if kind == "ivf_flat":
-            self.index.nprobe = min(int(config.nprobe), self.manifest["index"]["nlist"])
+            self.index.nprobe = min(options.nprobe, self.manifest["index"]["nlist"])
         elif kind == "hnsw":
-            self.index.hnsw.efSearch = max(int(config.hnsw_ef_search), int(config.shortlist))
+            self.index.hnsw.efSearch = max(options.hnsw_ef_search, options.shortlist)
 
 
 def _write_text(path: str, text: str) -> None:
@@ -215,7 +245,7 @@ def _now() -> str:
 
 def create(
     directory: str,
-    config,
+    options: IndexOptions,
     fingerprint_: str,
     train_global: np.ndarray,
     local_shape: tuple | None,
@@ -226,11 +256,9 @@ def create(
     M). Fill it with `add`, then `save`."""
     if os.path.exists(os.path.join(directory, MANIFEST)):
         raise ValueError(f"{directory} already holds a gallery index; open it (open_index) or choose another folder.")
-    dtype = str(config.local_dtype)
-    if dtype not in ("float16", "float32"):
-        raise ValueError(f"retrieval.local_dtype={dtype!r}; choose 'float16' or 'float32'.")
+    dtype = options.local_dtype
     os.makedirs(directory, exist_ok=True)
-    index, described = _new_faiss(config, train_global.shape[1], train_global, expected_size or len(train_global))
+    index, described = _new_faiss(options, train_global.shape[1], train_global, expected_size or len(train_global))
     manifest = {
         "format": 1,
         "fingerprint": fingerprint_,

@@ -1,13 +1,15 @@
 """A run's typed options, built and checked once at start-up (`validate`, called by gldfa_jax.main before any
 data is read or function compiled). The library takes these typed objects, not ConfigDict sections: LSAOptions
-(gldfa_jax.lsa), LossOptions (gldfa_jax.losses), EvalOptions (gldfa_jax.evaluation) and AugmentParams
-(data_pipelines.augment); every error names the config field, its value and the fix."""
+(gldfa_jax.lsa), LossOptions (gldfa_jax.losses), EvalOptions (gldfa_jax.evaluation), IndexOptions
+(gldfa_jax.gallery_index) and AugmentParams (data_pipelines.augment); every error names the config field, its
+value and the fix."""
 
 from typing import NamedTuple
 
 from data_pipelines.augment import AugmentParams, augment_params
 from gldfa_jax.checks import check_int
 from gldfa_jax.evaluation import EvalOptions
+from gldfa_jax.gallery_index import IndexOptions
 from gldfa_jax.losses import LossOptions
 from gldfa_jax.lsa import LSAOptions
 from gldfa_jax.model import check_model_config
@@ -20,6 +22,7 @@ class Options(NamedTuple):
     loss: LossOptions
     eval: EvalOptions
     augment: AugmentParams
+    index: IndexOptions
 
 
 def _check_fraction(name: str, value, low_open: bool = False) -> None:
@@ -83,4 +86,5 @@ def validate(config) -> Options:
         loss=LossOptions.from_config(config),
         eval=EvalOptions.from_config(config),
         augment=augment_params(config.data),
+        index=IndexOptions.from_config(config),
     )

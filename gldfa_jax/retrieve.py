@@ -104,10 +104,11 @@ def indexed_gallery(index_dir: str, g_paths: list, q_feats: dict, config, model,
     if new:
         feats, kept = folder_features(new, config, model, variables, batch_size, "gallery features (new)")
         if index is None:
-            sample = np.random.default_rng(0).permutation(len(kept))[: config.retrieval.train_size]
+            options = gallery_index.IndexOptions.from_config(config)
+            sample = np.random.default_rng(0).permutation(len(kept))[: options.train_size]
             index = gallery_index.create(
                 index_dir,
-                config.retrieval,
+                options,
                 fp,
                 feats["global"][np.sort(sample)],
                 None if local is None else local.shape[1:],
@@ -154,7 +155,7 @@ def retrieve(
     if index_dir:
         index = indexed_gallery(index_dir, g_paths, q_feats, config, model, variables, batch_size)
         mode = choose_mode(mode, q_feats, gallery_index.RESCORE_MODES)
-        top, ranked = index.search(q_feats, topk, config.retrieval, mode, lsa_options)
+        top, ranked = index.search(q_feats, topk, gallery_index.IndexOptions.from_config(config), mode, lsa_options)
         ranked, top = [r[r >= 0] for r in ranked], [t[r >= 0] for t, r in zip(top, ranked)]
         g_paths = index.paths
         stripes = lambda g: np.asarray(index.candidate_features(np.array([[g]]))["local"][0, 0], np.float32)

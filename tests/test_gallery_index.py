@@ -1,6 +1,7 @@
 """Gallery index: FAISS shortlist + exact re-score against the dense distances, persistence, adding images,
 refusing foreign indexes; the shortlist distance against the dense one."""
 
+import dataclasses
 import json
 import os
 
@@ -28,9 +29,8 @@ def clustered(rng, n, ids):
 
 
 def retrieval_config(**overrides):
-    c = get_config().retrieval
-    c.update(overrides)
-    return c
+    """The config's IndexOptions with `overrides`."""
+    return dataclasses.replace(gallery_index.IndexOptions.from_config(get_config()), **overrides)
 
 
 @pytest.mark.parametrize("mode", ["global", "lsa", "global+lsa", "final"])
@@ -130,5 +130,8 @@ def test_ivf_lists_follow_the_gallery_size():
     assert gallery_index.ivf_lists(config, 10) == 1
     assert gallery_index.ivf_lists(config, 1_000_000, num_train=262_144) == 4000  # sized for the gallery
     assert gallery_index.ivf_lists(config, 1_000_000, num_train=39_000) == 1000  # ... as its sample allows
-    config.nlist = 64
-    assert gallery_index.ivf_lists(config, 100_000) == 64
+    assert gallery_index.ivf_lists(retrieval_config(nlist=64), 100_000) == 64
+    with pytest.raises(ValueError, match="retrieval.index='ivf_pq'; choose one of"):
+        retrieval_config(index="ivf_pq")
+    with pytest.raises(ValueError, match="retrieval.nprobe must be an integer >= 1, got 0"):
+        retrieval_config(nprobe=0)

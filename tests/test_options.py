@@ -43,6 +43,7 @@ def test_options_default_to_the_config():
         ("train.epochs", 0, r"train.epochs must be an integer >= 1, got 0"),
         ("optim.lr", 0.0, r"optim.lr=0.0 must be > 0"),
         ("optim.decay_epochs", (200, 100), r"optim.decay_epochs=\(200, 100\) must be ascending"),
+        ("retrieval.local_dtype", "int8", r"retrieval.local_dtype='int8'; choose one of"),
     ],
 )
 def test_a_bad_field_is_named_with_its_value(field, value, message):

@@ -86,7 +86,9 @@ class EvalOptions:
         set_("lambda_value", float(lam))
         if not isinstance(self.rerank, bool):
             raise ValueError(f"eval.rerank must be True or False, got {self.rerank!r}.")
-        ranking.ranks_on_device(self.rank_on)  # checks eval.rank_on
+        # Checked without asking jax for its backend: options are built before jax.distributed.initialize.
+        if self.rank_on not in ranking.RANK_ON:
+            raise ValueError(f"eval.rank_on must be 'auto', 'device' or 'host', got {self.rank_on!r}.")
         if self.protocol == "cuhk03_single_shot" and self.rank_on == "device":
             raise ValueError(
                 "eval.rank_on='device' cannot rank eval.protocol='cuhk03_single_shot': its seeded gallery "

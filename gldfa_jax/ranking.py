@@ -28,6 +28,7 @@ _BLOCK_ELEMENTS = 4_000_000  # query rows per host block ≈ this / gallery size
 _DEVICE_BLOCK_ELEMENTS = 2**25  # ... per device block: its sort holds a few [rows, G] int32/float32 arrays
 # eval.protocol values: the Market-1501 protocol above, or CUHK03's original single-shot one (`rank_metrics`).
 PROTOCOLS = ("market1501", "cuhk03_single_shot")
+RANK_ON = ("auto", "device", "host")  # eval.rank_on values (`ranks_on_device`)
 
 
 def _labels(name: str, a, length: int | None) -> np.ndarray:
@@ -213,7 +214,7 @@ def _check_single_shot(cuhk03_single_shot, repeats, seed):
 
 def ranks_on_device(rank_on: str = "auto") -> bool:
     """eval.rank_on ("device", "host" or "auto": the device when the default backend is an accelerator) -> bool."""
-    if rank_on not in ("auto", "device", "host"):
+    if rank_on not in RANK_ON:
         raise ValueError(f"eval.rank_on must be 'auto', 'device' or 'host', got {rank_on!r}.")
     return rank_on == "device" or (rank_on == "auto" and jax.default_backend() != "cpu")
 

@@ -19,7 +19,7 @@ import jax
 from absl import logging
 
 EXIT_CODE = 3  # distinct from a usage error (2) and a failed run (1): a peer stopped responding
-_KEY = "gldfa_jax/watchdog/{}"
+_DIR = "gldfa_jax/watchdog/"  # one key per process, read in one call: a peer that has not beaten yet is absent
 _DONE = "done"  # a peer that finished its work stops beating; its last value says so
 
 
@@ -70,18 +70,21 @@ class Watchdog:
         while not self.stop.is_set():
             n += 1
             try:
-                self.client.key_value_set(_KEY.format(self.me), f"{n} {self.ident}", allow_overwrite=True)
-                for peer in list(self.peers):
-                    value = self.client.key_value_try_get(_KEY.format(peer))
+                self.client.key_value_set(f"{_DIR}{self.me}", f"{n} {self.ident}", allow_overwrite=True)
+                entries = self.client.key_value_dir_get(_DIR)
+            except jax.errors.JaxRuntimeError:  # the store is unreachable: `watch` judges by the silence
+                entries = None
+            if entries is not None:
+                self.round_done = time.monotonic()
+                for key, value in entries:
+                    peer = int(key.rsplit("/", 1)[1])
+                    if peer not in self.peers:
+                        continue
                     if value == _DONE:
-                        self.peers.pop(peer, None)
+                        del self.peers[peer]
                     elif value != self.values.get(peer):
                         self.values[peer], self.who[peer] = value, value.split(" ", 1)[1]
                         self.peers[peer] = time.monotonic()
-            except jax.errors.JaxRuntimeError:  # a peer's key before its first beat, or the store unreachable:
-                pass  # `watch` judges by the silence
-            else:
-                self.round_done = time.monotonic()
             self.stop.wait(self.interval)
 
     def watch(self) -> None:
@@ -116,6 +119,6 @@ class Watchdog:
         for t in self.threads:  # a beat that lands after _DONE would make the peers wait for this process again
             t.join(self.limit)
         try:
-            self.client.key_value_set(_KEY.format(self.me), _DONE, allow_overwrite=True)
+            self.client.key_value_set(f"{_DIR}{self.me}", _DONE, allow_overwrite=True)
         except jax.errors.JaxRuntimeError:  # the store went with a finished process 0; nobody is left to tell
             pass

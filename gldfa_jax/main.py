@@ -27,6 +27,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gldfa_jax import config as config_lib
+from gldfa_jax import watchdog
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. experiments/market.py.", lock_config=True
@@ -56,8 +57,8 @@ _PROCESS_ID = flags.DEFINE_integer(
 _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
     "distributed_timeout",
     300,
-    "Multi-process: seconds to wait for every process to connect, and after which a "
-    "process that stopped answering counts as lost (then every process exits non-zero).",
+    "Multi-process: seconds to wait for every process to connect; a process silent for half of it "
+    "(stopped, hung or dead) is named in the others' logs and they exit with code 3.",
 )
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint",
@@ -152,13 +153,15 @@ def distributed_options(
             )
     if timeout < 1:
         raise UsageError(f"--distributed_timeout={timeout} must be at least 1 second.")
-    return {**given, "initialization_timeout": timeout, "heartbeat_timeout_seconds": timeout}
+    # JAX's heartbeat is the backstop: at twice the timeout it leaves the watchdog (half the timeout) to name
+    # the silent process first, where JAX's own abort names none.
+    return {**given, "initialization_timeout": timeout, "heartbeat_timeout_seconds": 2 * timeout}
 
 
-def initialize_distributed(options: dict) -> None:
+def initialize_distributed(options: dict) -> watchdog.Watchdog:
     """jax.distributed.initialize with CPU collectives over gloo (older jax has none by default, and the CPU
-    backend picks them when it starts, so before any computation). jax < 0.7 names its heartbeat options
-    differently: there the heartbeat keeps jax's default."""
+    backend picks them when it starts, so before any computation), and the started peer watchdog. jax < 0.7
+    names its heartbeat options differently: there the heartbeat keeps jax's default."""
     if getattr(jax.config, "jax_cpu_collectives_implementation", "gloo") in (None, "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     accepted = inspect.signature(jax.distributed.initialize).parameters
@@ -175,6 +178,7 @@ def initialize_distributed(options: dict) -> None:
             f"jax.distributed.initialize failed: {e} Outside SLURM / Open MPI / Cloud TPU give "
             f"--coordinator_address=HOST:PORT --num_processes=N --process_id=I."
         ) from e
+    return watchdog.Watchdog(options["initialization_timeout"]).start()
 
 
 class _QuietLibraryInfo(std_logging.Filter):
@@ -279,8 +283,7 @@ def main(argv):
         options = distributed_options(
             _DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED_TIMEOUT.value
         )
-        if options is not None:
-            initialize_distributed(options)
+        peers = initialize_distributed(options) if options is not None else None
     except UsageError as e:
         _fail(str(e), code=2)
     workdir = _WORKDIR.value or os.path.join(
@@ -298,6 +301,8 @@ def main(argv):
             else ""
         )
         _fail(str(e) + hint, code=2 if isinstance(e, UsageError) else 1)
+    if peers:
+        peers.finish()
 
 
 if __name__ == "__main__":

@@ -98,7 +98,6 @@ def _choose_source(data_config, nbytes: int) -> tuple:
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if nbytes <= RAM_FRACTION * ram:
         return source, True
-    where = tfds_dir(data_config)
     if source == "folder" and importlib.util.find_spec("tensorflow_datasets") is None:
         logging.warning(
             "decoding the splits takes %.1f GB of host memory (%.1f GB installed); reading them per batch from "
@@ -112,7 +111,7 @@ def _choose_source(data_config, nbytes: int) -> tuple:
         "the TFDS copy of data.root in %s (data.tfds_dir)",
         nbytes / 1e9,
         ram / 1e9,
-        where,
+        tfds_dir(data_config),
     )
     return "tfds", False
 

@@ -1,16 +1,16 @@
-"""Host memory of the decoded-image cache (data.cache_dir): build it, feed P×K training batches, read the
-test splits end to end. Prints one markdown table measured in this run.
+"""Host memory and read time of the decoded training and test images: prepare data.root's TFDS copy, feed P×K
+training batches decoded per batch, read the test splits end to end. Prints one markdown table measured in this run.
 
-    python -m benchmarks.data_memory --root DIR --height 384 --width 128 [--cache-dir DIR] [--steps 500] [--cold]
-        [--store cache|memmap|ram]
+    python -m benchmarks.data_memory --root DIR --height 384 --width 128 [--tfds-dir DIR] [--steps 500] [--cold]
+        [--store tfds|ram]
 
---store memmap reads the same cache files through np.memmap, ram decodes into memory (data.cache_dir = ""):
-the two alternatives to CachedImages' positioned reads.
+--store tfds reads every split per batch from the TFDS copy (what a run does with splits larger than
+experiment_data.RAM_FRACTION of memory), ram decodes them into memory (data.source = "folder" on a set that fits).
 
 Peak RSS is the resident set of this process and all its children together (VmRSS from /proc, sampled every
-50 ms), as absolute peak and as growth over the phase. Page-cache pages of the cache file are not part of it:
-the kernel reclaims them under pressure. --cold evicts the cache files from the page cache before each read
-phase (posix_fadvise on those files only), so the reads come from the disk.
+50 ms), as absolute peak and as growth over the phase. Page-cache pages of the array_record files are not part of
+it: the kernel reclaims them under pressure. --cold evicts those files from the page cache before each read phase
+(posix_fadvise on those files only), so the reads come from the disk.
 """
 
 import argparse
@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from benchmarks.retrieval import PeakMemory
 from data_pipelines.sampler import PKSampler
+from gldfa_jax import experiment_data
 from gldfa_jax.config import get_config
-from gldfa_jax.experiment_data import load_experiment_data
 
 GB = 1e9
 
@@ -79,46 +79,46 @@ def main(argv=None) -> int:
     ap.add_argument("--height", type=int, default=384)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument(
-        "--cache-dir",
-        default=os.path.join(tempfile.gettempdir(), "gldfa_image_cache"),
-        help="data.cache_dir (reused when it already holds this dataset at this size)",
+        "--tfds-dir",
+        default=os.path.join(tempfile.gettempdir(), "gldfa_tfds"),
+        help="data.tfds_dir (its copy of --root is reused while the files are unchanged)",
     )
     ap.add_argument("--steps", type=int, default=500, help="P×K training batches to gather")
     ap.add_argument("--eval-batch", type=int, default=128, help="contiguous batch of the query/gallery read")
-    ap.add_argument("--cold", action="store_true", help="evict the cache files from the page cache first")
+    ap.add_argument("--cold", action="store_true", help="evict the TFDS copy from the page cache first")
     ap.add_argument(
         "--store",
-        choices=("cache", "memmap", "ram"),
-        default="cache",
-        help="CachedImages (data.cache_dir), np.memmap of the cache files, or decoded into RAM",
+        choices=("tfds", "ram"),
+        default="tfds",
+        help="decoded per batch from the TFDS copy, or decoded into RAM from the files",
     )
     a = ap.parse_args(argv)
 
     config = get_config()
     d = config.data
     d.name, d.root, d.height, d.width = a.name, a.root, a.height, a.width
-    d.cache_dir = "" if a.store == "ram" else a.cache_dir
+    d.source, d.tfds_dir = a.store.replace("ram", "folder"), a.tfds_dir
+    if a.store == "tfds":
+        experiment_data.RAM_FRACTION = 0.0  # the per-batch path, whatever the size of the set
     rows = []
     started = time.time()
     with TreePeakMemory() as build:
-        data = load_experiment_data(d)
+        data = experiment_data.load_experiment_data(d)
     splits = {"train": data.train.images, "query": data.query.images, "gallery": data.gallery.images}
     n_all = sum(len(x) for x in splits.values())
     if a.store == "ram":
         files, where = [], f"decoded into RAM ({sum(x.nbytes for x in splits.values()) / GB:.2f} GB)"
         rows.append(("decode into RAM", n_all, build))
     else:
-        files = [x.path for x in splits.values()]
+        copy = experiment_data.tfds_dir(d)
+        files = [os.path.join(top, f) for top, _, names in os.walk(copy) for f in names if ".array_record" in f]
         built = any(os.path.getmtime(f) >= started for f in files)
-        rows.append(("build the cache" if built else "reuse the cache (sidecar matched)", n_all, build))
+        rows.append(("prepare the TFDS copy" if built else "open the TFDS copy (files unchanged)", n_all, build))
         where = (
-            f"cache {a.cache_dir} ({sum(map(os.path.getsize, files)) / GB:.2f} GB on disk) read through "
-            + ("np.memmap" if a.store == "memmap" else "CachedImages (os.preadv)")
-            + ", page cache "
-            + ("evicted before each read phase" if a.cold else "as the build left it")
+            f"TFDS copy {copy} ({sum(map(os.path.getsize, files)) / GB:.2f} GB on disk) decoded per batch, "
+            + "page cache "
+            + ("evicted before each read phase" if a.cold else "as the preparation left it")
         )
-        if a.store == "memmap":
-            splits = {k: np.memmap(x.path, np.uint8, "r", shape=x.shape) for k, x in splits.items()}
 
     sampler = PKSampler(data.train.pids, d.num_identities, d.num_instances, config.seed)
     if a.cold:
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
             epoch, row = divmod(step, sampler.num_batches)
             if row == 0:
                 order = np.asarray(sampler.epoch(epoch))
-            checksum += int(splits["train"][order[row]].max())  # touch every byte read
+            checksum += int(splits["train"][order[row]].max())
     rows.append(
         (
             f"training batches ({d.num_identities}×{d.num_instances}, gather)",
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
         for images in (splits["query"], splits["gallery"]):
             for start in range(0, len(images), a.eval_batch):
                 batch = images[start : start + a.eval_batch]
-                checksum += int(batch.max())  # touch every byte (a memmap slice reads nothing until then)
+                checksum += int(batch.max())
                 bar.update(len(batch))
     rows.append((f"query + gallery (contiguous batches of {a.eval_batch})", n_test, test))
 

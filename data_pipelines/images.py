@@ -1,25 +1,19 @@
-"""Decode-once image loading: any PIL-readable file → RGB uint8 [H, W, 3], bilinear resize; into RAM
-(`load_images`) or into an on-disk cache read on demand (`cache_images`)."""
+"""Image decoding: any PIL-readable file → RGB uint8 [H, W, 3], bilinear resize; all at once into RAM
+(`load_images`) or on read from a random-access store of encoded images (`LazyImages`)."""
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import hashlib
 import io
-import json
 import os
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from absl import logging
 from PIL import Image
 from tqdm import tqdm
-
-CACHE_VERSION = 1  # bump when the cache layout or decoding changes, so old caches are rebuilt
 
 
 def _check_size(height: int, width: int) -> None:
@@ -105,53 +99,33 @@ def load_images(records: Sequence, height: int, width: int, num_workers: int | N
     return out[: len(kept)], kept
 
 
-class CachedImages:
-    """Read-only uint8 [N, H, W, 3] in a raw file, read on demand with numpy indexing: ``x[i]``, ``x[a:b]``,
+class LazyImages:
+    """Read-only uint8 [N, H, W, 3] of encoded images, decoded and resized when indexed: ``x[i]``, ``x[a:b]``,
     ``x[int_array]`` (any order, repeats allowed) and ``np.asarray(x)`` (everything).
 
-    Reads are positioned reads (``os.preadv``) straight into the result: the file goes through the page cache,
-    which the kernel reclaims as needed, and only the rows asked for are ever in the process's memory. (An
-    ``np.memmap`` would count every page it has touched in the resident set until evicted, and an epoch
-    touches them all.)
+    ``fetch(indices)`` returns the encoded images (bytes or paths) at ``indices`` of a random-access store, such
+    as a TFDS data source: only the rows asked for are ever decoded, so the store can be far larger than memory.
+    A training batch decodes its P×K rows on a few threads (PIL releases the GIL while decoding and resizing).
     """
 
     dtype = np.dtype(np.uint8)
     ndim = 4
 
-    def __init__(self, path: str, shape: tuple):
-        self.path, self.shape = path, tuple(int(s) for s in shape)
-        self._row = int(np.prod(self.shape[1:]))
-        size = os.path.getsize(path)
-        if size != self.nbytes:
-            raise ValueError(
-                f"{path} holds {size} bytes, not the {self.nbytes} of uint8 {list(self.shape)}; "
-                "delete it (and its .json) to rebuild the cache."
-            )
-        self._fd = os.open(path, os.O_RDONLY)
-        weakref.finalize(self, os.close, self._fd)  # unlike __del__, also runs before interpreter shutdown
+    def __init__(self, fetch: Callable, size: int, height: int, width: int, num_workers: int | None = None):
+        _check_size(height, width)
+        self._fetch, self.shape = fetch, (int(size), int(height), int(width), 3)
+        self._pool = ThreadPoolExecutor(num_workers or min(4, os.cpu_count() or 1))
+        weakref.finalize(self, self._pool.shutdown, wait=False)
 
     @property
     def nbytes(self) -> int:
-        return self.shape[0] * self._row
+        return int(np.prod(self.shape))
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __repr__(self) -> str:
-        return f"CachedImages({self.path!r}, shape={self.shape})"
-
-    def _read_rows(self, start: int, out: np.ndarray) -> np.ndarray:
-        """Rows start .. start + len(out) into `out` (one call may return fewer bytes than asked: loop)."""
-        view, offset = memoryview(out.reshape(-1)), start * self._row
-        while len(view):
-            got = os.preadv(self._fd, [view], offset)
-            if got <= 0:
-                raise OSError(
-                    f"{self.path}: unexpected end of file at byte {offset}; the cache is damaged, "
-                    "delete it (and its .json) to rebuild it."
-                )
-            view, offset = view[got:], offset + got
-        return out
+        return f"LazyImages(shape={self.shape})"
 
     def _gather(self, idx: np.ndarray) -> np.ndarray:
         n = self.shape[0]
@@ -160,100 +134,32 @@ class CachedImages:
             raise IndexError(f"index {int(bad.flat[0])} is out of bounds for {n} images")
         flat = np.where(idx < 0, idx + n, idx).reshape(-1)
         out = np.empty((flat.size,) + self.shape[1:], np.uint8)
-        for j, i in enumerate(flat):
-            self._read_rows(int(i), out[j : j + 1])
+        h, w = self.shape[1:3]
+        encoded = self._fetch([int(i) for i in flat]) if flat.size else []
+        for j, img in enumerate(self._pool.map(lambda e: decode_image(e, h, w), encoded)):
+            out[j] = img
         return out.reshape(idx.shape + self.shape[1:])
 
     def __getitem__(self, key):
-        if isinstance(key, (int, np.integer)):
-            return self._gather(np.asarray(key))
         if isinstance(key, slice):
-            start, stop, step = key.indices(self.shape[0])
-            if step != 1:
-                return self._gather(np.arange(start, stop, step))
-            return self._read_rows(start, np.empty((max(stop - start, 0),) + self.shape[1:], np.uint8))
+            return self._gather(np.arange(*key.indices(self.shape[0])))
         idx = np.asarray(key)
         if idx.dtype.kind not in "iu" and idx.size:
-            raise TypeError(f"CachedImages index {key!r} ({idx.dtype}): use an int, a slice or an integer array")
+            raise TypeError(f"LazyImages index {key!r} ({idx.dtype}): use an int, a slice or an integer array")
         return self._gather(idx.astype(np.intp, copy=False))
+
+    def load(self, progress: bool = True, chunk: int = 1024) -> np.ndarray:
+        """Everything decoded into memory, a chunk at a time (with a progress bar)."""
+        out = np.empty(self.shape, np.uint8)
+        h, w = self.shape[1:3]
+        with tqdm(total=len(self), disable=not progress, desc=f"decoding images → {h}x{w}", unit="img") as bar:
+            for start in range(0, len(self), chunk):
+                out[start : start + chunk] = self[start : start + chunk]
+                bar.update(min(chunk, len(self) - start))
+        return out
 
     def __array__(self, dtype=None, copy=None):
         if copy is False:
-            raise ValueError("CachedImages lives on disk: np.asarray must copy it into memory (copy=False given)")
-        out = self[:]
+            raise ValueError("LazyImages decodes on read: np.asarray must copy it into memory (copy=False given)")
+        out = self.load(progress=False)
         return out if dtype is None else out.astype(dtype)
-
-
-def _fingerprint(paths: list, height: int, width: int) -> str:
-    """sha256 of the source files (path, size, mtime) and the decoded size: changes whenever the cache must."""
-    h = hashlib.sha256(json.dumps([CACHE_VERSION, int(height), int(width)]).encode())
-    for p in paths:
-        try:
-            st = os.stat(p)
-            h.update(json.dumps([os.fspath(p), st.st_size, st.st_mtime_ns]).encode())
-        except OSError:  # a missing file is skipped when decoding; its appearance must invalidate the cache
-            h.update(json.dumps([os.fspath(p), -1, -1]).encode())
-    return h.hexdigest()
-
-
-def cache_images(
-    records: Sequence, height: int, width: int, prefix: str, num_workers: int | None = None, progress: bool = True
-):
-    """Like `load_images`, but the pixels go to ``prefix.u8`` (raw uint8 [N, height, width, 3]) with a
-    ``prefix.json`` sidecar, and come back as a `CachedImages` → ``(CachedImages, kept_records)``.
-
-    A cache whose sidecar matches the records' files (paths, sizes, mtimes) and the size is reused; otherwise it
-    is rebuilt, one image at a time, so building it never holds more than a few decoded images in memory.
-    """
-    _check_size(height, width)
-    records = list(records)
-    data_path, meta_path = prefix + ".u8", prefix + ".json"
-    fingerprint = _fingerprint(_paths(records), height, width)
-    if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            meta = json.load(f)
-        complete = os.path.exists(data_path) and os.path.getsize(data_path) == int(np.prod(meta["shape"]))
-        if meta.get("fingerprint") == fingerprint and complete:
-            logging.info("decoded images: reusing %s (%d images at %dx%d)", data_path, len(meta["kept"]), height, width)
-            _report_skipped("cache_images", meta["failed"], len(records), len(meta["kept"]))
-            return CachedImages(data_path, meta["shape"]), [records[i] for i in meta["kept"]]
-        logging.warning(
-            "decoded images: %s is stale (the source files or the size %dx%d changed, or the file is "
-            "incomplete); rebuilding it",
-            data_path,
-            height,
-            width,
-        )
-    else:
-        logging.info("decoded images: building %s (%d images at %dx%d)", data_path, len(records), height, width)
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    tmp = f"{data_path}.{os.getpid()}.tmp"  # renamed into place when complete: a killed build leaves no cache
-    kept, failed = [], []
-    try:
-        with open(tmp, "wb") as f:
-            for i, img in _decoded(records, height, width, num_workers, progress, failed):
-                f.write(np.ascontiguousarray(img).data)
-                kept.append(i)
-        _report_skipped("cache_images", failed, len(records), len(kept))
-    except BaseException:
-        os.remove(tmp)
-        raise
-    shape = [len(kept), int(height), int(width), 3]
-    with contextlib.suppress(FileNotFoundError):  # never a stale sidecar beside new pixels, should we stop here
-        os.remove(meta_path)
-    os.replace(tmp, data_path)
-    with open(f"{meta_path}.{os.getpid()}.tmp", "w") as f:
-        json.dump(
-            {
-                "version": CACHE_VERSION,
-                "fingerprint": fingerprint,
-                "height": int(height),
-                "width": int(width),
-                "shape": shape,
-                "kept": kept,
-                "failed": failed,
-            },
-            f,
-        )
-    os.replace(f.name, meta_path)
-    return CachedImages(data_path, shape), [records[i] for i in kept]

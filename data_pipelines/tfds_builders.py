@@ -8,22 +8,29 @@ TensorFlow, so use this module's CLI):
     python -m data_pipelines.tfds_builders market1501 --manual_dir ~/data/market1501 --data_dir ~/tfds
     python -m data_pipelines.tfds_builders cuhk03 --config detected --manual_dir ... --data_dir ...
 
-Read back with ``tfds.data_source`` (random access) or ``load_split`` (decoded, resized uint8 arrays).
+Read back with ``tfds.data_source`` (random access), ``split_images`` (decoded and resized on read) or
+``load_split`` (decoded, resized uint8 arrays). ``prepare`` builds a copy on first use and rebuilds it when the
+source files change: how ``data.source = "tfds"`` (gldfa_jax.experiment_data) reads a dataset.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import json
+import os
+import shutil
 import sys
 import warnings
 
 import numpy as np
+from absl import logging
 from PIL import Image
 
-from data_pipelines.datasets import get_dataset
+from data_pipelines.datasets import default_options, get_dataset
 from data_pipelines.datasets.common import MARKET_LAYOUT, SPLITS
-from data_pipelines.images import decode_image, to_rgb
+from data_pipelines.images import LazyImages, to_rgb
 from data_pipelines.optional import require
 
 tfds = require("tensorflow_datasets", "tfds", "The TFDS builders")
@@ -50,8 +57,11 @@ def encoded_rgb(path: str):
 class ReIDBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Shared builder: ``READER`` names the ``get_dataset`` entry, configs map to its options."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release: train/query/gallery, encoded images, pid, camid, file name."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release: train/query/gallery, encoded images, pid, camid, file name.",
+        "1.1.0": "Examples in the reader's order (no shuffling), so index i is the folder pipeline's image i.",
+    }
     READER = ""
     CONFIG_OPTIONS: dict = {}
     # Manual-download datasets have no checksum file; without this TFDS looks one up next to the module
@@ -70,6 +80,9 @@ class ReIDBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     "file_name": tfds.features.Text(),
                 }
             ),
+            # The P×K sampler's index batches and the evaluation's ranking ties follow the image order: keep the
+            # reader's, so a run from this copy sees what a run from the folder sees.
+            disable_shuffling=True,
         )
 
     def _split_generators(self, dl_manager):
@@ -189,20 +202,79 @@ def data_source(name: str, data_dir: str, config: str | None = None) -> dict:
     return builder.as_data_source(decoders={"image": tfds.decode.SkipDecoding()})
 
 
+def builder_config(name: str, options: dict) -> str | None:
+    """The builder config that reads dataset ``name`` as ``get_dataset(name, root, **options)`` does (None for
+    builders without configs); ValueError when no config does."""
+    if name not in BUILDERS:
+        raise ValueError(f"name={name!r} has no TFDS builder; choose one of {list(BUILDERS)}")
+    cls = BUILDERS[name]
+    defaults = default_options(name)
+    wanted = {**defaults, **options}
+    candidates = [c.name for c in cls.BUILDER_CONFIGS] or [None]
+    for config in candidates:
+        if wanted == {**defaults, **cls.CONFIG_OPTIONS.get(config, {})}:
+            return config
+    raise ValueError(
+        f"data.options={options} of dataset {name!r} has no TFDS builder config (they read "
+        f"{[cls.CONFIG_OPTIONS.get(c, {}) for c in candidates]}); use data.source='folder' for these options."
+    )
+
+
+def files_fingerprint(paths) -> str:
+    """sha256 of the files' paths, sizes and mtimes: changes whenever a prepared copy of them must."""
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(json.dumps([os.fspath(p), st.st_size, st.st_mtime_ns]).encode())
+        except OSError:  # a missing file is skipped when building; its appearance must invalidate the copy
+            h.update(json.dumps([os.fspath(p), -1, -1]).encode())
+    return h.hexdigest()
+
+
+def prepare(name: str, manual_dir: str, data_dir: str, config: str | None, fingerprint: str) -> dict:
+    """``data_source`` of the copy of ``manual_dir`` in ``data_dir``, built first when absent or when it was built
+    from files with another ``fingerprint`` (``files_fingerprint`` of the dataset's images)."""
+    builder = _builder(name, data_dir, config)
+    stamp = os.path.join(builder.data_dir, "gldfa_source_fingerprint.json")
+    if os.path.isdir(builder.data_dir):
+        try:
+            with open(stamp) as f:
+                built_from = json.load(f)["fingerprint"]
+        except (OSError, ValueError, KeyError):
+            built_from = None
+        if built_from != fingerprint:
+            logging.warning(
+                "TFDS copy %s is stale (the files in %s changed): rebuilding it", builder.data_dir, manual_dir
+            )
+            shutil.rmtree(builder.data_dir)
+            builder = _builder(name, data_dir, config)
+    if not os.path.isdir(builder.data_dir):
+        logging.info("preparing the TFDS copy of %s (%s) in %s", manual_dir, name, builder.data_dir)
+        builder = build(name, manual_dir, data_dir, config)
+        with open(stamp, "w") as f:
+            json.dump({"fingerprint": fingerprint, "manual_dir": os.path.abspath(manual_dir)}, f)
+    return builder.as_data_source(decoders={"image": tfds.decode.SkipDecoding()})
+
+
+def split_images(source, height: int, width: int, chunk: int = 4096) -> tuple:
+    """A split's (LazyImages [N, height, width, 3] decoded on read, pids int64 [N], camids int64 [N])."""
+    pids, camids = np.empty(len(source), np.int64), np.empty(len(source), np.int64)
+    for start in range(0, len(source), chunk):  # labels only; the image bytes of a chunk are dropped at once
+        for i, ex in enumerate(source.__getitems__(list(range(start, min(start + chunk, len(source))))), start):
+            pids[i], camids[i] = ex["pid"], ex["camid"]
+    images = LazyImages(lambda idx: [ex["image"] for ex in source.__getitems__(idx)], len(source), height, width)
+    return images, pids, camids
+
+
 def load_split(name: str, split: str, data_dir: str, height: int, width: int, config: str | None = None):
     """A built split decoded and resized: (uint8 [N, H, W, 3], pids int64 [N], camids int64 [N], file names)."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not one of {SPLITS}")
     source = data_source(name, data_dir, config)[split]
-    n = len(source)
-    images = np.empty((n, height, width, 3), np.uint8)
-    pids, camids, names = np.empty(n, np.int64), np.empty(n, np.int64), []
-    for i in range(n):
-        ex = source[i]
-        images[i] = decode_image(ex["image"], height, width)
-        pids[i], camids[i] = ex["pid"], ex["camid"]
-        names.append(ex["file_name"].decode() if isinstance(ex["file_name"], bytes) else str(ex["file_name"]))
-    return images, pids, camids, names
+    images, pids, camids = split_images(source, height, width)
+    names = [ex["file_name"] for ex in source.__getitems__(list(range(len(source))))]
+    return images.load(progress=False), pids, camids, [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
 def main(argv=None) -> int:

@@ -29,8 +29,10 @@ def get_config() -> ml_collections.ConfigDict:
     d.test_flip = False  # average features of the image and its mirror at test time
     d.options = ml_collections.ConfigDict()  # reader options: get_dataset(name, root, **options)
     d.generate = ml_collections.ConfigDict()  # non-empty: synthetic.generate(root, **generate) when root is absent
-    d.cache_dir = ""  # "": decode every split into RAM; a folder: decode once into raw uint8 files there,
-    # read per batch (MSMT17 at 384×128 is 18.6 GB decoded), rebuilt when the files change
+    d.source = "folder"  # "folder": decode data.root's files; "tfds": read its TFDS copy (array_record, prepared
+    # from data.root on first use, rebuilt when the files change). Either way, splits that would take more than half
+    # the host's memory decoded (MSMT17 at 384×128: 18.6 GB) are decoded per batch from the TFDS copy
+    d.tfds_dir = ""  # where the TFDS copies live; "": ~/.cache/gldfa_jax/tfds ($XDG_CACHE_HOME/gldfa_jax/tfds)
 
     c.model = m = ml_collections.ConfigDict()
     m.backbone = "resnet"  # §3.1: ResNet; "mobilenet_v2" (torchvision's layout, 1280-channel map) is the

@@ -1,6 +1,8 @@
-"""The decoded splits a run trains and evaluates on, from `config.data` (dataset registry + image decoding)."""
+"""The decoded splits a run trains and evaluates on, from `config.data`: data.root's files or its TFDS copy
+(data.source), in RAM or decoded per batch when they would not fit."""
 
 import hashlib
+import importlib.util
 import os
 from typing import NamedTuple
 
@@ -11,7 +13,8 @@ from data_pipelines import datasets, images
 
 NO_DATA_HINT = """No dataset at hand? The self-contained demo generates its own data:
   python -m gldfa_jax.main --config experiments/synthetic.py --workdir runs/synthetic"""
-RAM_WARN_FRACTION = 0.5  # decoded splits above this share of the host's memory: advise data.cache_dir
+RAM_FRACTION = 0.5  # decoded splits above this share of the host's memory are decoded per batch instead
+SOURCES = ("folder", "tfds")
 
 
 class DataRootError(ValueError):
@@ -19,7 +22,7 @@ class DataRootError(ValueError):
 
 
 class Split(NamedTuple):
-    images: np.ndarray  # [N, H, W, 3] uint8: an np.ndarray, or images.CachedImages (read on demand) with data.cache_dir
+    images: np.ndarray  # [N, H, W, 3] uint8: an np.ndarray, or images.LazyImages (decoded on read) for large sets
     pids: np.ndarray  # [N] int64 (training split: relabelled 0..C-1)
     camids: np.ndarray  # [N] int64
 
@@ -43,41 +46,74 @@ def ensure_data(data_config) -> None:
         synthetic.generate(root, **generate.to_dict())
 
 
-def _split(records, height: int, width: int, cache_prefix: str) -> Split:
-    """The decoded split: in RAM, or in the on-disk cache at cache_prefix (.u8/.json) when it is not ""."""
+def _folder_split(records, height: int, width: int) -> Split:
+    """The split's files decoded into RAM."""
     if not records:
         return Split(np.zeros((0, height, width, 3), np.uint8), np.zeros((0,), np.int64), np.zeros((0,), np.int64))
-    if cache_prefix:
-        pixels, kept = images.cache_images(records, height, width, cache_prefix)
-    else:
-        pixels, kept = images.load_images(records, height, width)
+    pixels, kept = images.load_images(records, height, width)
     return Split(pixels, np.array([r.pid for r in kept], np.int64), np.array([r.camid for r in kept], np.int64))
 
 
-def _cache_prefixes(data_config) -> dict:
-    """{split: cache file prefix} under data.cache_dir ("" each without one). The name carries the dataset, the
-    size and a digest of data.root, so one folder can hold the caches of several datasets, roots and sizes."""
-    folder = data_config.cache_dir
-    root = hashlib.sha256(os.path.abspath(data_config.root).encode()).hexdigest()[:8]
-    stem = f"{data_config.name}-{root}-{data_config.height}x{data_config.width}"
-    return {s: os.path.join(folder, f"{stem}-{s}") if folder else "" for s in ("train", "query", "gallery")}
+def tfds_dir(data_config) -> str:
+    """The folder of data.root's TFDS copy: under data.tfds_dir, or the user cache ($XDG_CACHE_HOME, else
+    ~/.cache)/gldfa_jax/tfds. The name carries data.root's base name and digest, so one folder holds the copies
+    of several roots read by the same builder (the synthetic world and Partial-Market are both market_layout)."""
+    base = data_config.tfds_dir or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gldfa_jax", "tfds"
+    )
+    root = os.path.abspath(data_config.root)
+    return os.path.join(base, f"{os.path.basename(root)}-{hashlib.sha256(root.encode()).hexdigest()[:8]}")
 
 
-def _warn_if_large(data_config, num_images: int) -> None:
-    """In RAM, a decoded set near the machine's memory ends in swapping or the OOM killer long after the decode
-    began: say so up front, with the fix."""
-    nbytes = num_images * data_config.height * data_config.width * 3
+def _tfds_splits(data_config, dataset, names: tuple, in_ram: bool) -> dict:
+    """{split: Split} of `names` from data.root's TFDS copy (prepared on first use): decoded into RAM, or
+    LazyImages decoded per batch when they would not fit."""
+    from data_pipelines import tfds_builders  # the [tfds] extra: imported only when this path is taken
+
+    records = dataset.train + dataset.query + dataset.gallery
+    sources = tfds_builders.prepare(
+        data_config.name,
+        data_config.root,
+        tfds_dir(data_config),
+        tfds_builders.builder_config(data_config.name, data_config.options.to_dict()),
+        tfds_builders.files_fingerprint(r.path for r in records),
+    )
+    out = {}
+    for name in names:
+        pixels, pids, camids = tfds_builders.split_images(sources[name], data_config.height, data_config.width)
+        out[name] = Split(pixels.load() if in_ram else pixels, pids, camids)
+    return out
+
+
+def _choose_source(data_config, nbytes: int) -> tuple:
+    """(source, in_ram): data.source, except that splits beyond RAM_FRACTION of the host's memory are read per
+    batch from the TFDS copy. In RAM, a set near the machine's memory ends in swapping or the OOM killer long after
+    the decode began; without the [tfds] extra the run decodes into RAM as asked, after a warning with the fix."""
+    source = data_config.source
+    if source not in SOURCES:
+        raise ValueError(
+            f"data.source={source!r} is not one of {SOURCES}: 'folder' decodes data.root's files, 'tfds' reads "
+            "its TFDS copy (prepared on first use); set --config.data.source=folder or tfds."
+        )
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if not data_config.cache_dir and nbytes > RAM_WARN_FRACTION * ram:
+    if nbytes <= RAM_FRACTION * ram:
+        return source, True
+    if source == "folder" and importlib.util.find_spec("tensorflow_datasets") is None:
         logging.warning(
-            "decoding %d images at %dx%d takes %.1f GB of host memory (%.1f GB installed); set "
-            "data.cache_dir to a folder with that much free disk to read them from there instead",
-            num_images,
-            data_config.height,
-            data_config.width,
+            "decoding the splits takes %.1f GB of host memory (%.1f GB installed); reading them per batch from "
+            'a TFDS copy instead needs the [tfds] extra: pip install "gldfa-jax[tfds]"',
             nbytes / 1e9,
             ram / 1e9,
         )
+        return source, True
+    logging.info(
+        "the decoded splits would take %.1f GB of host memory (%.1f GB installed): decoding them per batch from "
+        "the TFDS copy of data.root in %s (data.tfds_dir)",
+        nbytes / 1e9,
+        ram / 1e9,
+        tfds_dir(data_config),
+    )
+    return "tfds", False
 
 
 def load_experiment_data(data_config, need_train: bool = True) -> ExperimentData:
@@ -103,12 +139,11 @@ def load_experiment_data(data_config, need_train: bool = True) -> ExperimentData
         if not dataset.split(split):
             raise DataRootError(f"the {split} split of data.root={data_config.root!r} is empty.")
     h, w = data_config.height, data_config.width
-    train_records = dataset.train if need_train else []  # evaluation never reads training images
-    _warn_if_large(data_config, len(train_records) + len(dataset.query) + len(dataset.gallery))
-    cache = _cache_prefixes(data_config)
-    return ExperimentData(
-        _split(train_records, h, w, cache["train"]),
-        _split(dataset.query, h, w, cache["query"]),
-        _split(dataset.gallery, h, w, cache["gallery"]),
-        int(dataset.num_train_pids),
-    )
+    names = ("train", "query", "gallery") if need_train else ("query", "gallery")  # evaluation reads no train images
+    source, in_ram = _choose_source(data_config, sum(len(dataset.split(n)) for n in names) * h * w * 3)
+    if source == "tfds":
+        splits = _tfds_splits(data_config, dataset, names, in_ram)
+    else:
+        splits = {n: _folder_split(dataset.split(n), h, w) for n in names}
+    train = splits.get("train") or _folder_split([], h, w)
+    return ExperimentData(train, splits["query"], splits["gallery"], int(dataset.num_train_pids))

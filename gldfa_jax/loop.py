@@ -125,7 +125,7 @@ def _device_data(data, on_device: bool, n: int) -> tuple:
     Every process holds the whole set then (each step indexes its own slice of the batch)."""
     if not on_device:
         return None, None
-    images = data.train.images  # numpy, or a CachedImages file: copied in chunks, never whole on the host
+    images = data.train.images  # numpy, or LazyImages decoded per chunk: never whole on the host
     parts = [parallel.replicate(images[i : i + _CHUNK], n) for i in range(0, len(images), _CHUNK)]
     return jnp.concatenate(parts, axis=1), parallel.replicate(data.train.pids.astype(np.int32), n)
 

@@ -1,6 +1,5 @@
 """Decode-once image loading: colour modes, resizing, unreadable files, the real CUHK03 sample, the on-disk cache."""
 
-import logging
 import os
 import warnings
 
@@ -11,7 +10,7 @@ from PIL import Image
 
 from data_pipelines.augment import augment_batch, augment_params, eval_transform
 from data_pipelines.datasets import Record, get_dataset
-from data_pipelines.images import CachedImages, cache_images, decode_image, load_images
+from data_pipelines.images import LazyImages, decode_image, load_images
 from gldfa_jax.config import get_config
 
 from helpers.data import CUHK03_SAMPLE, write_image
@@ -94,7 +93,7 @@ def test_real_images_through_the_pipeline():
     np.testing.assert_array_equal(test, np.asarray(eval_transform(imgs[32:], cfg)))
 
 
-def _cached_world(tmp_path, n=12):
+def _world(tmp_path, n=12):
     """n small random images of varying sizes + their Records."""
     return [
         Record(write_image(str(tmp_path / "src" / f"{i:02d}.png"), seed=i, size=(10 + i, 6 + i % 3)), i, i % 2)
@@ -102,19 +101,23 @@ def _cached_world(tmp_path, n=12):
     ]
 
 
-def test_cache_matches_load_images_for_every_index(tmp_path):
-    recs = _cached_world(tmp_path)
-    ref, kept_ref = load_images(recs, 16, 8, progress=False)
-    cache, kept = cache_images(recs, 16, 8, str(tmp_path / "c" / "train"), num_workers=3, progress=False)
-    assert isinstance(cache, CachedImages) and kept == kept_ref == recs
-    assert (cache.shape, cache.dtype, cache.ndim, cache.nbytes, len(cache)) == (
+def test_lazy_images_match_load_images_for_every_index(tmp_path):
+    recs = _world(tmp_path)
+    ref, _ = load_images(recs, 16, 8, progress=False)
+    fetched = []
+
+    def fetch(idx):
+        fetched.append(list(idx))
+        return [open(recs[i].path, "rb").read() for i in idx]  # encoded bytes, as a TFDS source holds them
+
+    lazy = LazyImages(fetch, len(recs), 16, 8, num_workers=3)
+    assert (lazy.shape, lazy.dtype, lazy.ndim, lazy.nbytes, len(lazy)) == (
         ref.shape,
         ref.dtype,
         ref.ndim,
         ref.nbytes,
         len(ref),
     )
-    assert os.path.getsize(tmp_path / "c" / "train.u8") == ref.nbytes
     for key in (
         0,
         5,
@@ -130,58 +133,13 @@ def test_cache_matches_load_images_for_every_index(tmp_path):
         [3, 1],
         np.array([], np.int64),
     ):
-        np.testing.assert_array_equal(cache[key], ref[key], err_msg=f"key {key!r}")
-        assert cache[key].dtype == np.uint8
-    np.testing.assert_array_equal(np.asarray(cache), ref)
+        np.testing.assert_array_equal(lazy[key], ref[key], err_msg=f"key {key!r}")
+        assert lazy[key].dtype == np.uint8
+    assert [11, 0, 0, 4, 11, 3] in fetched  # only the rows asked for are read
+    np.testing.assert_array_equal(np.asarray(lazy), ref)
+    np.testing.assert_array_equal(lazy.load(progress=False, chunk=5), ref)
     for bad, err in ((12, IndexError), (np.array([0, -13]), IndexError), (np.array([0.5]), TypeError)):
         with pytest.raises(err):
-            cache[bad]
-
-
-def test_cache_reused_until_files_or_size_change(tmp_path, caplog):
-    recs = _cached_world(tmp_path, 4)
-    prefix = str(tmp_path / "c" / "split")
-    with caplog.at_level(logging.INFO):
-        cache_images(recs, 16, 8, prefix, progress=False)
-        caplog.clear()
-        first = os.stat(prefix + ".u8").st_mtime_ns
-        cache, _ = cache_images(recs, 16, 8, prefix, progress=False)
-        assert "reusing" in caplog.text and os.stat(prefix + ".u8").st_mtime_ns == first
-        caplog.clear()
-        write_image(recs[2].path, seed=99, size=(10, 6))  # same path, new content → new size/mtime
-        os.utime(recs[2].path, ns=(first + 10**9, first + 10**9))  # a distinct mtime even on coarse clocks
-        rebuilt, _ = cache_images(recs, 16, 8, prefix, progress=False)
-        assert "stale" in caplog.text
-        np.testing.assert_array_equal(rebuilt[2], load_images(recs[2:3], 16, 8, progress=False)[0][0])
-        caplog.clear()
-        resized, _ = cache_images(recs, 20, 8, prefix, progress=False)
-        assert "stale" in caplog.text and resized.shape == (4, 20, 8, 3)
-        np.testing.assert_array_equal(np.asarray(resized), load_images(recs, 20, 8, progress=False)[0])
-        caplog.clear()
-        del resized
-        with open(prefix + ".u8", "r+b") as f:  # a damaged cache file is rebuilt, not read
-            f.truncate(100)
-        repaired, _ = cache_images(recs, 20, 8, prefix, progress=False)
-        assert "stale" in caplog.text
-        np.testing.assert_array_equal(np.asarray(repaired), load_images(recs, 20, 8, progress=False)[0])
-    assert sorted(os.listdir(tmp_path / "c")) == ["split.json", "split.u8"]  # no temporary files left behind
-
-
-def test_cache_skips_unreadable_files_like_load_images(tmp_path):
-    recs = _cached_world(tmp_path, 3)
-    (tmp_path / "bad.jpg").write_text("not an image")
-    recs.insert(1, Record(str(tmp_path / "bad.jpg"), 50, 0))
-    recs.append(Record(str(tmp_path / "missing.jpg"), 51, 0))
-    prefix = str(tmp_path / "c" / "split")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref, kept_ref = load_images(recs, 16, 8, progress=False)
-    for attempt in ("built", "reused"):  # the reused cache still names the skipped files
-        with pytest.warns(UserWarning, match="cache_images: skipped 2 unreadable") as caught:
-            cache, kept = cache_images(recs, 16, 8, prefix, progress=False)
-        assert "bad.jpg" in str(caught[0].message) and "missing.jpg" in str(caught[0].message), attempt
-        assert kept == kept_ref and [r.pid for r in kept] == [0, 1, 2]
-        np.testing.assert_array_equal(np.asarray(cache), ref)
-    with pytest.raises(ValueError, match="none of the 2 images"), pytest.warns(UserWarning, match="skipped 2"):
-        cache_images(recs[1:2] + recs[-1:], 16, 8, str(tmp_path / "c" / "none"), progress=False)
-    assert not [f for f in os.listdir(tmp_path / "c") if f.startswith("none")]
+            lazy[bad]
+    with pytest.raises(ValueError, match="copy=False"):
+        np.asarray(lazy, copy=False)

@@ -62,3 +62,14 @@ def test_builder_catalogue_and_errors(tmp_path):
         tfds_builders.build("cuhk03", str(tmp_path), str(tmp_path / "o"), config="both")
     with pytest.raises(ValueError, match="no TFDS builder"):
         tfds_builders.build("market", str(tmp_path), str(tmp_path / "o"))
+
+
+def test_builder_config_follows_the_reader_options():
+    """data.options → the builder config that reads the same images; options no config reads are refused."""
+    assert tfds_builders.builder_config("market_layout", {}) is None
+    assert tfds_builders.builder_config("cuhk03", {}) == "labeled"  # the reader's default variant
+    assert tfds_builders.builder_config("cuhk03_np", {"variant": "detected"}) == "detected"
+    assert tfds_builders.builder_config("msmt17", {"include_val": True}) is None
+    for name, options in (("cuhk03", {"split": "classic"}), ("msmt17", {"include_val": False})):
+        with pytest.raises(ValueError, match="use data.source='folder'"):
+            tfds_builders.builder_config(name, options)

@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 
+import pytest
+
 from helpers.cli import ROOT, TINY, new_workdir, run_cli, trained_workdir
 from helpers.events import read_events
 
@@ -50,6 +52,19 @@ def test_eval_of_the_checkpoint_reproduces_training_numbers():
     with open(os.path.join(workdir, "results.json")) as f, open(os.path.join(eval_dir, "results.json")) as g:
         assert json.load(f) == json.load(g)
     assert_reports(eval_dir, EVAL_REPORTS)
+
+
+def test_tfds_source_trains_and_evaluates_like_the_folder():
+    """data.source="tfds" prepares the TFDS copy of data.root on first use; its pixels, labels and order are the
+    folder's, so the same run gives the same results.json."""
+    pytest.importorskip("tensorflow_datasets")
+    workdir, _ = trained_workdir()
+    tfds_run, tfds_dir = new_workdir("tfds_run"), new_workdir("tfds_copies")
+    proc = run_cli(*TINY, "--workdir", tfds_run, "--config.data.source=tfds", f"--config.data.tfds_dir={tfds_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "preparing the TFDS copy" in proc.stderr and os.listdir(tfds_dir)
+    with open(os.path.join(workdir, "results.json")) as f, open(os.path.join(tfds_run, "results.json")) as g:
+        assert json.load(f) == json.load(g)
 
 
 def test_cross_domain_eval_on_a_test_only_dataset():

@@ -30,6 +30,7 @@ __all__ = [
     "PUBLISHED_STATS",
     "get_dataset",
     "available_datasets",
+    "default_options",
     "check_published",
 ]
 
@@ -38,13 +39,17 @@ def available_datasets() -> tuple:
     return tuple(_READERS)
 
 
-def get_dataset(name: str, root: str, **options) -> ReIDDataset:
-    """Reads dataset ``name`` from ``root`` (the folder as distributed)."""
+def default_options(name: str) -> dict:
+    """The options dataset ``name`` accepts, with their default values."""
     if name not in _READERS:
         raise ValueError(f"name={name!r} is not a known dataset; choose one of {available_datasets()}")
-    reader = _READERS[name]
-    allowed = [p for p in inspect.signature(reader).parameters if p != "root"]
+    return {k: p.default for k, p in inspect.signature(_READERS[name]).parameters.items() if k != "root"}
+
+
+def get_dataset(name: str, root: str, **options) -> ReIDDataset:
+    """Reads dataset ``name`` from ``root`` (the folder as distributed)."""
+    allowed = list(default_options(name))
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"option(s) {unknown} are not accepted by dataset {name!r}; it accepts {allowed or 'none'}")
-    return reader(root, **options)
+    return _READERS[name](root, **options)

@@ -9,6 +9,7 @@ from typing import NamedTuple
 from data_pipelines.augment import AugmentParams, augment_params
 from gldfa_jax.checks import check_int
 from gldfa_jax.evaluation import EvalOptions
+from gldfa_jax.experiment_data import SOURCES
 from gldfa_jax.gallery_index import IndexOptions
 from gldfa_jax.losses import LossOptions
 from gldfa_jax.lsa import LSAOptions
@@ -67,6 +68,8 @@ def _check_optim(o) -> None:
 def _check_data(d) -> None:
     for name in ("height", "width", "num_identities", "num_instances"):
         check_int(f"data.{name}", d[name])
+    if d.source not in SOURCES:
+        raise ValueError(f"data.source={d.source!r}; choose one of {SOURCES} (--config.data.source=folder or tfds).")
     if d.num_instances < 2:
         raise ValueError(
             f"data.num_instances={d.num_instances}: a triplet needs K >= 2 images per identity (paper: 4)."

@@ -38,6 +38,7 @@ def test_options_default_to_the_config():
         ("eval.batch_size", 0, r"eval.batch_size must be an integer >= 1, got 0"),
         ("model.backbone", "vit", r"model.backbone='vit' is not supported"),
         ("data.erase_prob", 1.5, r"data.erase_prob=1.5 must lie in \[0, 1\]"),
+        ("data.source", "s3", r"data.source='s3'; choose one of"),
         ("data.num_instances", 1, r"data.num_instances=1: a triplet needs K >= 2"),
         ("train.image_store", "disk", r"train.image_store='disk'"),
         ("train.epochs", 0, r"train.epochs must be an integer >= 1, got 0"),

@@ -33,7 +33,7 @@ from data_pipelines.datasets.common import MARKET_LAYOUT, SPLITS
 from data_pipelines.images import LazyImages, to_rgb
 from data_pipelines.optional import require
 
-tfds = require("tensorflow_datasets", "tfds", "The TFDS builders")
+tfds = require("tensorflow_datasets", "tfds", "Reading data through TFDS")
 
 _LAYOUT = "Unpack the release so that {where}. Pass that folder as --manual_dir (download_config.manual_dir)."
 

@@ -2,14 +2,13 @@
 (data.source), in RAM or decoded per batch when they would not fit."""
 
 import hashlib
-import importlib.util
 import os
 from typing import NamedTuple
 
 import numpy as np
 from absl import logging
 
-from data_pipelines import datasets, images
+from data_pipelines import datasets, images, optional
 
 NO_DATA_HINT = """No dataset at hand? The self-contained demo generates its own data:
   python -m gldfa_jax.main --config experiments/synthetic.py --workdir runs/synthetic"""
@@ -98,12 +97,12 @@ def _choose_source(data_config, nbytes: int) -> tuple:
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if nbytes <= RAM_FRACTION * ram:
         return source, True
-    if source == "folder" and importlib.util.find_spec("tensorflow_datasets") is None:
+    if source == "folder" and not optional.installed("tensorflow_datasets"):
         logging.warning(
-            "decoding the splits takes %.1f GB of host memory (%.1f GB installed); reading them per batch from "
-            'a TFDS copy instead needs the [tfds] extra: pip install "gldfa-jax[tfds]"',
+            "decoding the splits takes %.1f GB of host memory (%.1f GB installed). %s",
             nbytes / 1e9,
             ram / 1e9,
+            optional.missing_extra("tfds", "Reading them per batch from a TFDS copy instead"),
         )
         return source, True
     logging.info(

@@ -6,6 +6,7 @@ value and the fix."""
 
 from typing import NamedTuple
 
+from data_pipelines import optional
 from data_pipelines.augment import AugmentParams, augment_params
 from gldfa_jax.checks import check_int
 from gldfa_jax.evaluation import EvalOptions
@@ -70,6 +71,8 @@ def _check_data(d) -> None:
         check_int(f"data.{name}", d[name])
     if d.source not in SOURCES:
         raise ValueError(f"data.source={d.source!r}; choose one of {SOURCES} (--config.data.source=folder or tfds).")
+    if d.source == "tfds" and not optional.installed("tensorflow_datasets"):
+        raise ValueError(optional.missing_extra("tfds", "data.source='tfds'") + " Or set --config.data.source=folder.")
     if d.num_instances < 2:
         raise ValueError(
             f"data.num_instances={d.num_instances}: a triplet needs K >= 2 images per identity (paper: 4)."

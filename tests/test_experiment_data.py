@@ -3,6 +3,7 @@ they would not fit; saved configs of older runs still load."""
 
 import logging
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -75,15 +76,10 @@ def test_splits_beyond_the_ram_share_are_decoded_per_batch_from_tfds(tmp_path, c
 def test_large_splits_without_the_tfds_extra_decode_into_ram_with_the_install_command(tmp_path, caplog, monkeypatch):
     small_market(str(tmp_path / "world"))
     monkeypatch.setattr(experiment_data, "RAM_FRACTION", 1e-12)
-    find_spec = experiment_data.importlib.util.find_spec
-    monkeypatch.setattr(
-        experiment_data.importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "tensorflow_datasets" else find_spec(name, *a),
-    )
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # not importable, as on the core install
     with caplog.at_level(logging.WARNING):
         data = experiment_data.load_experiment_data(_data_config(tmp_path / "world", tmp_path / "tfds"))
-    assert 'pip install "gldfa-jax[tfds]"' in caplog.text
+    assert "pip install 'gldfa-jax[tfds]'" in caplog.text
     assert isinstance(data.train.images, np.ndarray) and not (tmp_path / "tfds").exists()
 
 

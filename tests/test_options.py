@@ -3,6 +3,7 @@ fails with its name, value and fix, the option objects default to the config's v
 old LSA keys (loss.window, loss.normalize_stripes, eval.lsa_weight) reads them from config.lsa."""
 
 import importlib
+import sys
 
 import ml_collections
 import pytest
@@ -52,6 +53,15 @@ def test_a_bad_field_is_named_with_its_value(field, value, message):
     section, key = field.split(".")
     config[section] = ml_collections.ConfigDict({**config[section].to_dict(), key: value})  # any type, as JSON gives
     with pytest.raises(ValueError, match=message):
+        options.validate(config)
+
+
+def test_tfds_without_its_extra_fails_at_start_up_with_the_install_command(monkeypatch):
+    config = config_lib.get_config()
+    config.data.source = "tfds"
+    options.validate(config)  # the [dev] extra installs it
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # not importable, as on the core install
+    with pytest.raises(ValueError, match=r"data.source='tfds' needs .* pip install 'gldfa-jax\[tfds\]'.*source=folder"):
         options.validate(config)
 
 
